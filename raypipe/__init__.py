@@ -1,0 +1,1 @@
+"""raypipe: evaluate every configuration of a multi-stage inference pipeline on Ray."""

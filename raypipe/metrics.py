@@ -1,0 +1,294 @@
+"""Pure metrics of one prediction against its truth: ID-card field parsing, the course assertion, CER.
+
+The parser reads raw OCR output: lines joined by "\\n", labels (姓名, 性别, 民族, 出生, 住址, 公民身份号码)
+either glued to their values or on their own lines, spaces anywhere, full-width characters. Every
+value it returns was read in the text; it never infers one field from another (the ID's embedded
+birth date is compared by `birth_consistent`, never copied into `birth_date`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+
+LABELS: tuple[str, ...] = ("公民身份号码", "姓名", "性别", "民族", "出生", "住址")
+SEXES: tuple[str, ...] = ("男", "女")
+# The 56 officially recognised ethnic groups, as printed on the card (without the trailing 族).
+ETHNICITIES: tuple[str, ...] = (
+    "汉", "蒙古", "回", "藏", "维吾尔", "苗", "彝", "壮", "布依", "朝鲜", "满", "侗", "瑶", "白",
+    "土家", "哈尼", "哈萨克", "傣", "黎", "傈僳", "佤", "畲", "高山", "拉祜", "水", "东乡", "纳西",
+    "景颇", "柯尔克孜", "土", "达斡尔", "仫佬", "羌", "布朗", "撒拉", "毛南", "仡佬", "锡伯", "阿昌",
+    "普米", "塔吉克", "怒", "乌孜别克", "俄罗斯", "鄂温克", "德昂", "保安", "裕固", "京", "塔塔尔",
+    "独龙", "鄂伦春", "赫哲", "门巴", "珞巴", "基诺",
+)  # fmt: skip
+FIELD_NAMES: tuple[str, ...] = ("name", "sex", "ethnicity", "birth_date", "year", "month", "day", "id_number")
+ASSERTIONS: tuple[str, ...] = ("assert_name", "assert_year", "assert_month", "assert_day", "assert_id")
+EXACT_FIELDS: tuple[str, ...] = ("name", "sex", "ethnicity", "birth_date", "id_number")
+METRIC_COLUMNS: dict[str, type] = {
+    **{column: bool for column in ASSERTIONS},
+    "assertion_score": float,
+    **{f"exact_{field}": bool for field in EXACT_FIELDS},
+    "id_checksum_valid": bool,
+    "birth_consistent": bool,
+    "cer": float,
+}
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK_CHARS = "10X98765432"
+_ID_PATTERN = re.compile(r"(?<![0-9])([0-9]{17}[0-9X])(?![0-9X])")
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
+_NOISE_CHARS = re.compile(r"[\s:;|_'\"`]+")
+_CJK_NAME_CHAR = re.compile(r"[\u4e00-\u9fff·]")
+_FULL_DATE = re.compile(r"(?<![0-9])([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日?")
+_YEAR = re.compile(r"(?<![0-9])([0-9]{4})年|出生([0-9]{4})(?![0-9])")
+_MONTH = re.compile(r"(?<![0-9])([0-9]{1,2})月")
+_DAY = re.compile(r"(?<![0-9])([0-9]{1,2})日")
+_ETHNICITY_ALTERNATION = "|".join(sorted(ETHNICITIES, key=len, reverse=True))
+_LABELLED_ETHNICITY = re.compile(rf"民族({_ETHNICITY_ALTERNATION})")
+_LONE_ETHNICITY = re.compile(rf"({_ETHNICITY_ALTERNATION})族?")
+
+
+def normalise_line(line: str) -> str:
+    """Full-width to ASCII (NFKC), upper-case latin, and no whitespace or separator punctuation."""
+    return _NOISE_CHARS.sub("", unicodedata.normalize("NFKC", line)).upper()
+
+
+def normalised_lines(text: str) -> list[str]:
+    """The non-empty normalised lines of an OCR output."""
+    lines = (normalise_line(line) for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def parse_fields(text: str) -> dict[str, str | None]:
+    """Extract the card's fields from raw OCR text; a field not read in the text is None.
+
+    birth_date is YYYY-MM-DD and only set for a real calendar date; year, month and day are the
+    numbers as read (no leading zeros), each set on its own so that a half-read date still counts.
+    """
+    lines = normalised_lines(text)
+    compact = "".join(lines)
+    year, month, day = _birth_parts(compact)
+    return {
+        "name": _name(lines),
+        "sex": _sex(lines, compact),
+        "ethnicity": _ethnicity(lines, compact),
+        "birth_date": _iso_date(year, month, day),
+        "year": year,
+        "month": month,
+        "day": day,
+        "id_number": _id_number(lines, compact),
+    }
+
+
+def _name(lines: list[str]) -> str | None:
+    for index, line in enumerate(lines):
+        if "姓名" not in line:
+            continue
+        value = line.split("姓名", 1)[1].split("性别", 1)[0]
+        if not value and index + 1 < len(lines) and not _looks_like_label_or_value(lines[index + 1]):
+            value = lines[index + 1]
+        return _clean_name(value, max_length=None)
+    # No label read: the name is the card's first text, if that line looks like a name at all.
+    if lines and not _looks_like_label_or_value(lines[0]):
+        return _clean_name(lines[0], max_length=4)
+    return None
+
+
+def _clean_name(value: str, max_length: int | None) -> str | None:
+    name = "".join(_CJK_NAME_CHAR.findall(value)).strip("·")
+    if len(name) < 2 or (max_length is not None and len(name) > max_length):
+        return None
+    return name
+
+
+def _looks_like_label_or_value(line: str) -> bool:
+    if any(label in line for label in LABELS) or line in SEXES:
+        return True
+    return _LONE_ETHNICITY.fullmatch(line) is not None or any(char.isdigit() for char in line)
+
+
+def _sex(lines: list[str], compact: str) -> str | None:
+    if match := re.search(r"性别([男女])", compact):
+        return match.group(1)
+    if lone := [line for line in lines if line in SEXES]:
+        return lone[0]
+    if match := re.search(r"([男女])民族", compact):
+        return match.group(1)
+    return None
+
+
+def _ethnicity(lines: list[str], compact: str) -> str | None:
+    if match := _LABELLED_ETHNICITY.search(compact):
+        return match.group(1)
+    for line in lines:
+        if match := _LONE_ETHNICITY.fullmatch(line):
+            return match.group(1)
+    return None
+
+
+def _birth_parts(compact: str) -> tuple[str | None, str | None, str | None]:
+    if match := _FULL_DATE.search(compact):
+        return tuple(str(int(part)) for part in match.groups())  # type: ignore[return-value]
+    year = _YEAR.search(compact)
+    month = _MONTH.search(compact)
+    day = _DAY.search(compact)
+    return (
+        str(int(year.group(1) or year.group(2))) if year else None,
+        str(int(month.group(1))) if month else None,
+        str(int(day.group(1))) if day else None,
+    )
+
+
+def _iso_date(year: str | None, month: str | None, day: str | None) -> str | None:
+    if year is None or month is None or day is None:
+        return None
+    try:
+        return dt.date(int(year), int(month), int(day)).isoformat()
+    except ValueError:
+        return None
+
+
+def _id_number(lines: list[str], compact: str) -> str | None:
+    # Per line first: joining lines can glue an address's house number to the ID's digits.
+    candidates = [match for line in lines for match in _ID_PATTERN.findall(line)]
+    candidates = candidates or _ID_PATTERN.findall(compact)
+    valid = [candidate for candidate in candidates if id_checksum_valid(candidate)]
+    return (valid or candidates or [None])[0]
+
+
+def id_check_digit(first17: str) -> str:
+    """The ISO 7064 MOD 11-2 check character ("0"-"9" or "X") of an ID's first 17 digits."""
+    if not re.fullmatch(r"[0-9]{17}", first17):
+        raise ValueError(f"an ID check digit needs exactly 17 digits, got {first17!r}")
+    total = sum(int(digit) * weight for digit, weight in zip(first17, _ID_WEIGHTS, strict=True))
+    return _ID_CHECK_CHARS[total % 11]
+
+
+def id_checksum_valid(id_number: str | None) -> bool:
+    """True for an 18-character ID whose last character is its ISO 7064 MOD 11-2 check digit."""
+    if not id_number or not _ID_SHAPE.fullmatch(id_number.upper()):
+        return False
+    return id_check_digit(id_number[:17]) == id_number[17].upper()
+
+
+def birth_consistent(fields: Mapping[str, str | None]) -> bool:
+    """True when the parsed birth date equals the date embedded in the parsed ID (digits 7-14)."""
+    birth_date, id_number = fields.get("birth_date"), fields.get("id_number")
+    if not birth_date or not id_number or not _ID_SHAPE.fullmatch(id_number.upper()):
+        return False
+    return birth_date.replace("-", "") == id_number[6:14]
+
+
+def course_assertion(fields: Mapping[str, str | None]) -> dict[str, bool]:
+    """The course's five checks: a name, a year 1900-2025, a month 1-12, a day 1-31, an 18-digit ID."""
+    id_number = fields.get("id_number")
+    return {
+        "assert_name": bool(fields.get("name")),
+        "assert_year": _in_range(fields.get("year"), 1900, 2025),
+        "assert_month": _in_range(fields.get("month"), 1, 12),
+        "assert_day": _in_range(fields.get("day"), 1, 31),
+        "assert_id": bool(id_number) and _ID_SHAPE.fullmatch(id_number.upper()) is not None,
+    }
+
+
+def assertion_score(checks: Mapping[str, bool]) -> float:
+    """The fraction of the course's five checks that pass."""
+    return sum(bool(checks[name]) for name in ASSERTIONS) / len(ASSERTIONS)
+
+
+def _in_range(value: str | None, low: int, high: int) -> bool:
+    if value is None or not value.isdigit():
+        return False
+    return low <= int(value) <= high
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute) between two strings.
+
+    Myers' bit-parallel algorithm (Hyyrö's formulation) on Python integers: one pass over `b` with
+    a few big-int operations per character, ~50x faster than the textbook DP, which matters when
+    every item of every configuration is scored.
+    """
+    if not a:
+        return len(b)
+    mask = (1 << len(a)) - 1
+    last = 1 << (len(a) - 1)
+    peq: dict[str, int] = {}
+    for index, char in enumerate(a):
+        peq[char] = peq.get(char, 0) | (1 << index)
+    pv, mv, distance = mask, 0, len(a)
+    for char in b:
+        eq = peq.get(char, 0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = mv | ~(xh | pv)
+        mh = pv & xh
+        distance += 1 if ph & last else -1 if mh & last else 0
+        ph = (ph << 1) | 1
+        mh <<= 1
+        pv = (mh | ~(xv | ph)) & mask
+        mv = ph & xv & mask
+    return distance
+
+
+def cer(prediction: str, reference: str) -> float:
+    """Character error rate: edit distance / reference length, whitespace ignored, both NFKC-normalised.
+
+    An empty reference gives 0.0 for an empty prediction and 1.0 otherwise. CER is not capped:
+    a prediction much longer than the reference can score above 1.
+    """
+    predicted = _without_whitespace(prediction)
+    expected = _without_whitespace(reference)
+    if not expected:
+        return 0.0 if not predicted else 1.0
+    return levenshtein(expected, predicted) / len(expected)
+
+
+def _without_whitespace(text: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion; `successes` may be fractional (a sum of scores)."""
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
+
+
+def score(prediction_text: str, truth: Mapping[str, str | None]) -> dict[str, bool | float | None]:
+    """Every metric column (`METRIC_COLUMNS`) for one prediction.
+
+    `truth` holds "name", "sex", "ethnicity", "birth_date", "id_number" and "text" (a `truth_`
+    prefix is accepted too, so a dataset row can be passed as is). Where the truth of a field is
+    unknown (None or absent), its exact_* column and cer are None rather than a made-up False.
+    """
+    fields = parse_fields(prediction_text)
+    checks = course_assertion(fields)
+    row: dict[str, bool | float | None] = {**checks, "assertion_score": assertion_score(checks)}
+    for field in EXACT_FIELDS:
+        row[f"exact_{field}"] = _exact(fields[field], _truth_value(truth, field))
+    row["id_checksum_valid"] = id_checksum_valid(fields["id_number"])
+    row["birth_consistent"] = birth_consistent(fields)
+    reference = _truth_value(truth, "text")
+    row["cer"] = None if reference is None else cer(prediction_text, reference)
+    return row
+
+
+def _truth_value(truth: Mapping[str, str | None], field: str) -> str | None:
+    value = truth.get(field, truth.get(f"truth_{field}"))
+    return None if value is None else str(value)
+
+
+def _exact(predicted: str | None, expected: str | None) -> bool | None:
+    if expected is None or not expected.strip():
+        return None
+    return predicted is not None and normalise_line(predicted) == normalise_line(expected)

@@ -1,0 +1,1 @@
+"""Built-in stage implementations, one module per stage kind; none of them imports Ray."""

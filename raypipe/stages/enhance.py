@@ -1,0 +1,113 @@
+"""Enhancement stages: none, unsharp-mask sharpening, automatic brightness/contrast, CLAHE, non-local-means denoising.
+
+Each takes RGB or gray uint8 and returns a new uint8 image of the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from raypipe.stages.base import Resources, Stage
+from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray
+
+
+class NoEnhance(Stage):
+    """The image as it is."""
+
+    resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+
+class Sharpen(Stage):
+    """Unsharp mask: image + amount * (image - gaussian_blur(image, sigma))."""
+
+    resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
+
+    def __init__(self, amount: float = 1.0, sigma: float = 1.0):
+        self.amount = amount
+        self.sigma = sigma
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        blurred = cv2.GaussianBlur(image, (0, 0), self.sigma)
+        return cv2.addWeighted(image, 1.0 + self.amount, blurred, -self.amount, 0)
+
+
+class BrightnessContrast(Stage):
+    """Stretch the luminance between two percentiles to the full range, then gamma-correct to a target mean.
+
+    The same per-pixel lookup table is applied to every channel, so colours keep their hue.
+    """
+
+    resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
+
+    def __init__(self, target_mean: float = 150.0, low_percentile: float = 1.0, high_percentile: float = 99.0):
+        self.target_mean = target_mean
+        self.low_percentile = low_percentile
+        self.high_percentile = high_percentile
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        return cv2.LUT(image, self.lookup_table(as_gray(image)))
+
+    def lookup_table(self, gray: np.ndarray) -> np.ndarray:
+        """A 256-entry uint8 table: linear stretch of [low, high] to [0, 1], then the gamma that hits the mean."""
+        low, high = np.percentile(gray, [self.low_percentile, self.high_percentile])
+        high = max(high, low + 1.0)
+        levels = np.arange(256, dtype=np.float64)
+        stretched = np.clip((levels - low) / (high - low), 0.0, 1.0)
+        histogram = np.bincount(gray.ravel(), minlength=256)
+        stretched_mean = float(np.dot(histogram, stretched) / max(histogram.sum(), 1))
+        target = np.clip(self.target_mean / 255.0, 0.02, 0.98)
+        gamma = np.log(target) / np.log(np.clip(stretched_mean, 0.02, 0.98))
+        return np.round(255.0 * stretched**gamma).astype(np.uint8)
+
+
+class Clahe(Stage):
+    """Contrast-limited adaptive histogram equalization: on the L channel of LAB for colour, directly for gray."""
+
+    resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
+
+    def __init__(self, clip_limit: float = 2.0, tile: int = 8):
+        self.clip_limit = clip_limit
+        self.tile = tile
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        clahe = cv2.createCLAHE(clipLimit=self.clip_limit, tileGridSize=(self.tile, self.tile))
+        if image.ndim == 2:
+            return clahe.apply(image)
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        lab[:, :, 0] = clahe.apply(np.ascontiguousarray(lab[:, :, 0]))
+        return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+class Denoise(Stage):
+    """Non-local means denoising (OpenCV), colour or gray.
+
+    The small default windows (template 5, search 9; OpenCV's are 7 and 21) keep it near 70 ms on a
+    noisy 640x400 colour card (2 cores) instead of several hundred.
+    """
+
+    resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
+
+    def __init__(self, h: float = 7.0, template_window: int = 5, search_window: int = 9):
+        self.h = h
+        self.template_window = template_window
+        self.search_window = search_window
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if image.ndim == 2:
+            return cv2.fastNlMeansDenoising(image, None, self.h, self.template_window, self.search_window)
+        return cv2.fastNlMeansDenoisingColored(
+            image, None, self.h, self.h, self.template_window, self.search_window
+        )

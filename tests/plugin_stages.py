@@ -1,0 +1,24 @@
+"""Stages defined outside raypipe, as a user would: loaded by import path and by entry point in the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raypipe.stages.base import OcrResult, Stage, Word
+
+
+class Invert(Stage):
+    """An image stage with a typed parameter."""
+
+    def __init__(self, strength: float = 1.0):
+        self.strength = strength
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return (255 - image).astype(np.uint8)
+
+
+class EchoOCR(Stage):
+    """An 'OCR engine' that reads the mean pixel value: enough to check plumbing without an engine."""
+
+    def __call__(self, image: np.ndarray) -> OcrResult:
+        return OcrResult([Word(f"mean {int(image.mean())}")])

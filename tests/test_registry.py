@@ -1,0 +1,74 @@
+"""The registry: built-ins, decorator registration, import paths, entry-point plugins, helpful errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from raypipe import registry
+from raypipe.errors import UnknownComponentError
+from raypipe.spec import parse_spec
+from tests.plugin_stages import EchoOCR, Invert
+
+
+def test_builtin_names_resolve_lazily():
+    assert "clahe" in registry.available("enhance")
+    assert registry.resolve("channel", "gray").__name__ == "Gray"
+
+
+def test_unknown_name_suggests_and_lists():
+    with pytest.raises(UnknownComponentError, match=r"Unknown channel 'grey'\. Did you mean 'gray', 'green'\? Available: blue, gray, green, original, red\."):
+        registry.resolve("channel", "grey")
+    with pytest.raises(UnknownComponentError, match=r"Unknown stage kind 'colour'"):
+        registry.resolve("colour", "gray")
+
+
+def test_register_decorator(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTERED", {})
+    registry.register("enhance", "invert")(Invert)
+    assert registry.resolve("enhance", "invert") is Invert
+    assert Invert.registered_as == ("enhance", "invert")
+
+
+def test_import_path_errors_name_the_target():
+    assert registry.resolve("ocr", "tests.plugin_stages:EchoOCR") is EchoOCR
+    with pytest.raises(UnknownComponentError, match=r"module 'tests\.plugin_stages' has no 'Nope'"):
+        registry.resolve("ocr", "tests.plugin_stages:Nope")
+    with pytest.raises(UnknownComponentError, match=r"cannot import 'no_such_module'"):
+        registry.resolve("ocr", "no_such_module:X")
+
+
+def test_entry_point_plugin(tmp_path, monkeypatch):
+    dist = tmp_path / "user_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[raypipe.stages]\nenhance.invert = tests.plugin_stages:Invert\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugins.cache_clear()
+    try:
+        assert "invert" in registry.available("enhance")
+        assert registry.resolve("enhance", "invert") is Invert
+    finally:
+        monkeypatch.undo()
+        registry._plugins.cache_clear()
+    assert "invert" not in registry.available("enhance")
+
+
+def test_params_model_comes_from_the_signature():
+    model = registry.params_model(Invert)
+    assert model.model_validate({"strength": "2.5"}).strength == 2.5
+    with pytest.raises(Exception, match=r"strength\n.*valid number"):
+        model.model_validate({"strength": "strong"})
+
+
+def test_user_stage_in_a_spec_is_validated_by_its_signature():
+    raw = {
+        "name": "toy",
+        "stages": [
+            {"name": "enhance", "choices": [{"name": "tests.plugin_stages:Invert", "params": {"strength": "x"}}]},
+            {"name": "ocr", "choices": ["tests.plugin_stages:EchoOCR"]},
+        ],
+        "dataset": {"source": "x.parquet"},
+        "sla": {"p95_latency_ms": 10, "min_assertion_accuracy": 0},
+    }
+    with pytest.raises(Exception, match=r"stages\[0\]\.choices\[0\]\.params\.strength"):
+        parse_spec(raw)

@@ -1,0 +1,59 @@
+"""The configuration space: counts, exclusions, stable ids and the prefix tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from raypipe.cli import app
+from raypipe.space import expand_configurations, invocations_per_item, prefix_tree, unique_prefixes
+from raypipe.spec import load_spec, parse_spec
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_full_space_counts_the_product_of_choices():
+    spec = load_spec(CONFIGS / "icp.yaml")
+    expected = 1
+    for stage in spec.stages:
+        expected *= len(stage.choices)
+    assert len(expand_configurations(spec)) == expected
+    result = CliRunner().invoke(app, ["configs", str(CONFIGS / "icp.yaml"), "--count"])
+    assert result.exit_code == 0 and result.output.strip() == str(expected)
+
+
+def test_exclusions_remove_matching_combinations():
+    spec = load_spec(CONFIGS / "icp-quick.yaml")
+    raw = spec.model_dump()
+    raw["exclude"] = [{"orient": "osd", "channel": ["gray"]}]
+    configs = expand_configurations(parse_spec(raw))
+    assert len(configs) == 8 - 2
+    assert not any(c.choices()["orient"] == "osd" and c.choices()["channel"] == "gray" for c in configs)
+
+
+def test_ids_are_stable_and_depend_on_params_not_order_of_keys():
+    spec = load_spec(CONFIGS / "icp-quick.yaml")
+    first = [c.config_id for c in expand_configurations(spec)]
+    assert first == [c.config_id for c in expand_configurations(load_spec(CONFIGS / "icp-quick.yaml"))]
+    assert len(set(first)) == len(first)
+    raw = spec.model_dump()
+    raw["stages"][3]["choices"][0]["params"]["psm"] = 6
+    changed = [c.config_id for c in expand_configurations(parse_spec(raw))]
+    assert changed != first
+
+
+def test_prefix_tree_and_invocation_counts():
+    configs = expand_configurations(load_spec(CONFIGS / "icp.yaml"))
+    assert unique_prefixes(configs, 1) == {("none",), ("hough",), ("osd",)}
+    assert invocations_per_item(configs) == [3, 15, 75, len(configs)]
+    assert invocations_per_item(configs, shared=False) == [len(configs)] * 4
+    tree = prefix_tree(configs)
+    assert set(tree) == {"none", "hough", "osd"} and len(tree["hough"]["clahe"]) == 5
+
+
+def test_configs_command_lists_ids_and_choices():
+    result = CliRunner().invoke(app, ["configs", str(CONFIGS / "icp-quick.yaml")])
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 8
+    assert "orient=osd > enhance=clahe > channel=gray > ocr=tesseract" in result.output
