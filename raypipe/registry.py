@@ -40,6 +40,8 @@ _BUILTINS: dict[str, dict[str, str]] = {
     },
     "ocr": {
         "tesseract": "raypipe.stages.ocr_tesseract:TesseractOCR",
+        "rapidocr": "raypipe.stages.ocr_rapid:RapidOCR",
+        "easyocr": "raypipe.stages.ocr_easyocr:EasyOCR",
     },
 }
 _REGISTERED: dict[str, dict[str, type | str]] = {}

@@ -16,6 +16,7 @@ def _ms(value: float | None) -> str:
 def ranked_table(configs: pl.DataFrame, stage_names: list[str], top: int | None = None) -> Table:
     """Configuration, accuracy with its 95% CI, exact ID match, p50/p95 latency, SLA and Pareto marks."""
     table = Table(title="raypipe: configurations ranked (SLA-passing first, then accuracy)", show_lines=False)
+    table.caption = "acc: mean course-assertion score (5 checks), 95% Wilson CI; latency: end-to-end per item"
     table.add_column("#", justify="right")
     table.add_column("config_id", style="dim")
     for name in stage_names:
@@ -27,7 +28,7 @@ def ranked_table(configs: pl.DataFrame, stage_names: list[str], top: int | None 
         acc = f"{r['assertion_accuracy']:.3f} [{r['assertion_ci_low']:.2f}, {r['assertion_ci_high']:.2f}]"
         table.add_row(
             str(i),
-            r["config_id"],
+            r["config_id"][:8],
             *[str(r[n]) for n in stage_names],
             acc,
             f"{r['exact_id_number']:.2f}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI shows one bar for the whole run
     ctx.execution_options.preserve_order = False
@@ -157,13 +159,19 @@ def _finish_items(batch: dict[str, np.ndarray], stage_names: list[str]) -> pa.Ta
     return pa.Table.from_pylist(rows)
 
 
+def split_blocks(items: pa.Table, cpus: float) -> list[pa.Table]:
+    """Small input blocks so that every actor gets work from the start (one block feeds one task)."""
+    rows = max(1, min(64, items.num_rows // max(1, int(cpus * 4))))
+    return [items.slice(i, rows) for i in range(0, items.num_rows, rows)]
+
+
 def build_plan(
     items: pa.Table, configs: list[Configuration], plans: list[OperatorPlan], options: RunOptions
 ) -> ray.data.Dataset:
     """The Ray Data plan: start items, one map_batches per operator plan, then score every configuration."""
     stage_names = list(configs[0].stage_names)
     labels = [c.labels for c in configs]
-    ds = ray.data.from_arrow(items)
+    ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
     ds = ds.map_batches(
         _start_items,
         fn_kwargs={"n_configs": len(configs), "n_stages": len(stage_names), "share": options.share_prefixes},

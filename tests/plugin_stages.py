@@ -22,3 +22,32 @@ class EchoOCR(Stage):
 
     def __call__(self, image: np.ndarray) -> OcrResult:
         return OcrResult([Word(f"mean {int(image.mean())}")])
+
+
+class Identity(Stage):
+    """Returns its input unchanged (the same bytes), like an orientation fix on an upright card."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+
+class CopyOf(Stage):
+    """Returns a fresh copy: different object, identical bytes."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return image.copy()
+
+
+class Brighten(Stage):
+    def __init__(self, by: int = 10):
+        self.by = by
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return np.clip(image.astype(np.int16) + self.by, 0, 255).astype(np.uint8)
+
+
+class Explode(Stage):
+    """Fails on every image: the run must record the error and go on."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        raise RuntimeError("kaboom")

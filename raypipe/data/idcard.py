@@ -11,17 +11,32 @@ from raypipe.metrics import id_check_digit
 
 # Characters that also appear in labels (姓名 性别 民族 出生 住址 公民身份号码), 男/女 and 年月日 are
 # left out of names, so that no name can be mistaken for a label or a date by a parser.
-SURNAMES: tuple[str, ...] = tuple(
-    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁"
-    "任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严武戴莫孔汤"
-) + ("欧阳", "司马", "诸葛")
+SURNAMES: tuple[str, ...] = (
+    *"王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁",
+    *"任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严武戴莫孔汤",
+    "欧阳",
+    "司马",
+    "诸葛",
+)
 GIVEN_NAME_CHARS: tuple[str, ...] = tuple(
     "伟芳娜敏静丽强磊军洋勇艳杰娟涛超秀霞平刚桂英华玉萍红建国文辉鹏宇浩然子涵欣怡梓轩博思雨嘉俊佳琪晨阳雪"
     "婷丹峰斌波宁凯亮飞海晓春志明永健慧德兰琳颖鑫瑞泽昊睿诗琦彤悦航"
 )
 # Mostly 汉, as on real cards; minorities drawn uniformly from a few large groups.
 MAJORITY_ETHNICITY = "汉"
-MINORITY_ETHNICITIES: tuple[str, ...] = ("回", "满", "壮", "蒙古", "维吾尔", "藏", "苗", "彝", "土家", "朝鲜", "侗")
+MINORITY_ETHNICITIES: tuple[str, ...] = (
+    "回",
+    "满",
+    "壮",
+    "蒙古",
+    "维吾尔",
+    "藏",
+    "苗",
+    "彝",
+    "土家",
+    "朝鲜",
+    "侗",
+)
 MAJORITY_SHARE = 0.6
 # (6-digit administrative division code, the address prefix it stands for).
 REGIONS: tuple[tuple[str, str], ...] = (
@@ -110,7 +125,9 @@ def draw_identity(rng: np.random.Generator) -> Identity:
 def _draw_name(rng: np.random.Generator) -> str:
     surname = SURNAMES[int(rng.integers(len(SURNAMES)))]
     length = 1 if rng.random() < 0.35 else 2
-    return surname + "".join(GIVEN_NAME_CHARS[int(i)] for i in rng.integers(len(GIVEN_NAME_CHARS), size=length))
+    return surname + "".join(
+        GIVEN_NAME_CHARS[int(i)] for i in rng.integers(len(GIVEN_NAME_CHARS), size=length)
+    )
 
 
 def _draw_ethnicity(rng: np.random.Generator) -> str:

@@ -75,7 +75,9 @@ def normalise_ocr(entries: Iterable[dict[str, Any]] | None) -> list[dict[str, An
     words = []
     for entry in entries or []:
         box = entry.get("box")
-        words.append({"word": str(entry.get("word") or ""), "box": None if box is None else normalise_box(box)})
+        words.append(
+            {"word": str(entry.get("word") or ""), "box": None if box is None else normalise_box(box)}
+        )
     return words
 
 

@@ -41,12 +41,13 @@ class Sharpen(Stage):
 class BrightnessContrast(Stage):
     """Stretch the luminance between two percentiles to the full range, then gamma-correct to a target mean.
 
-    The same per-pixel lookup table is applied to every channel, so colours keep their hue.
+    The same lookup table is applied to every channel, so colours keep their hue. The gamma is solved on
+    the histogram (a card is mostly background, so the mean of x**g is far from (mean x)**g).
     """
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
 
-    def __init__(self, target_mean: float = 150.0, low_percentile: float = 1.0, high_percentile: float = 99.0):
+    def __init__(self, target_mean: float = 200.0, low_percentile: float = 1.0, high_percentile: float = 99.0):
         self.target_mean = target_mean
         self.low_percentile = low_percentile
         self.high_percentile = high_percentile
@@ -60,13 +61,25 @@ class BrightnessContrast(Stage):
         """A 256-entry uint8 table: linear stretch of [low, high] to [0, 1], then the gamma that hits the mean."""
         low, high = np.percentile(gray, [self.low_percentile, self.high_percentile])
         high = max(high, low + 1.0)
-        levels = np.arange(256, dtype=np.float64)
-        stretched = np.clip((levels - low) / (high - low), 0.0, 1.0)
-        histogram = np.bincount(gray.ravel(), minlength=256)
-        stretched_mean = float(np.dot(histogram, stretched) / max(histogram.sum(), 1))
-        target = np.clip(self.target_mean / 255.0, 0.02, 0.98)
-        gamma = np.log(target) / np.log(np.clip(stretched_mean, 0.02, 0.98))
+        stretched = np.clip((np.arange(256, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+        weights = np.bincount(gray.ravel(), minlength=256) / gray.size
+        gamma = _gamma_for_mean(stretched, weights, self.target_mean / 255.0)
         return np.round(255.0 * stretched**gamma).astype(np.uint8)
+
+
+def _gamma_for_mean(levels: np.ndarray, weights: np.ndarray, target: float) -> float:
+    """The gamma g in [1/16, 16] for which sum(weights * levels**g) is closest to `target`.
+
+    The mean falls as g grows, so a bisection on log(g) finds it.
+    """
+    low, high = -np.log(16.0), np.log(16.0)
+    for _ in range(30):
+        middle = (low + high) / 2.0
+        if float(np.dot(weights, levels ** np.exp(middle))) > target:
+            low = middle
+        else:
+            high = middle
+    return float(np.exp((low + high) / 2.0))
 
 
 class Clahe(Stage):

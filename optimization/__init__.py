@@ -1,0 +1,1 @@
+"""optimization: train, distill, quantize and export models, then compare them in raypipe."""

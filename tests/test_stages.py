@@ -1,0 +1,218 @@
+"""Unit tests of the built-in image stages (orient, enhance, channel) called directly on numpy images."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from raypipe import registry
+from raypipe.data import generate_dataset
+from raypipe.stages import channel, enhance, orient
+from raypipe.stages.base import Word
+from raypipe.stages.imaging import rect_box, rotate_quarter_turns, sort_reading_order
+
+CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
+SEED = 0
+requires_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="apt-get install tesseract-ocr")
+
+
+def decode(row: dict) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def cards() -> dict[str, list[dict]]:
+    """Five cards of each profile (the rotated ones cover 90, 180 and 270); item i is the same person in each."""
+    profiles = ("clean", "rotated", "skewed", "dark", "noisy")
+    return {p: generate_dataset(p, 5, seed=SEED).to_pylist() for p in profiles}
+
+
+def clean_images(cards) -> list[np.ndarray]:
+    return [decode(row) for row in cards["clean"]]
+
+
+def card_on_background(skew_degrees: float) -> np.ndarray:
+    """A card drawn here (not by the generator), turned counter-clockwise on a dark background."""
+    card = Image.new("RGB", (640, 400), (245, 240, 225))
+    draw = ImageDraw.Draw(card)
+    font = ImageFont.truetype(CJK_FONT, 28)
+    for row, text in enumerate(["姓名  张三", "性别  男    民族  汉", "出生  1990 年 1 月 5 日"]):
+        draw.text((40, 40 + 60 * row), text, font=font, fill=(20, 20, 20))
+    draw.text((40, 300), "公民身份号码  11010519900105002X", font=font, fill=(20, 20, 20))
+    canvas = Image.new("RGB", (760, 520), (70, 70, 70))
+    canvas.paste(card, (60, 60))
+    return np.asarray(canvas.rotate(skew_degrees, resample=Image.Resampling.BICUBIC, fillcolor=(70, 70, 70)))
+
+
+# --- orient -------------------------------------------------------------------------------------------
+
+
+def test_no_orient_returns_the_input_itself(cards):
+    image = clean_images(cards)[0]
+    assert orient.NoOrient()(image) is image
+
+
+@pytest.mark.parametrize("skew", [7.0, -7.0, 3.0, -12.0])
+def test_hough_corrects_a_skewed_card_to_within_1_5_degrees(skew):
+    deskew = orient.HoughDeskew()
+    skewed = card_on_background(skew)
+    # The card is turned counter-clockwise by `skew`, which the estimator reports as a clockwise -skew.
+    assert deskew.estimate_skew(skewed) == pytest.approx(-skew, abs=1.5)
+    corrected = deskew(skewed)
+    assert corrected.dtype == np.uint8 and corrected.ndim == 3
+    assert abs(deskew.estimate_skew(corrected)) < 1.5
+
+
+def test_hough_estimates_the_generator_skew_on_every_skewed_card(cards):
+    deskew = orient.HoughDeskew()
+    for row in cards["skewed"]:
+        assert deskew.estimate_skew(decode(row)) == pytest.approx(-row["skew_angle"], abs=1.5), row["item_id"]
+
+
+def test_hough_works_on_gray_images():
+    gray = card_on_background(7.0)[:, :, 1].copy()
+    corrected = orient.HoughDeskew()(gray)
+    assert corrected.ndim == 2 and corrected.dtype == np.uint8
+    assert abs(orient.HoughDeskew().estimate_skew(corrected)) < 1.5
+
+
+def test_hough_leaves_upright_cards_byte_identical(cards):
+    deskew = orient.HoughDeskew()
+    for image in [*clean_images(cards), card_on_background(0.0)]:
+        before = image.tobytes()
+        corrected = deskew(image)
+        assert corrected is image and corrected.tobytes() == before
+
+
+def test_hough_without_any_line_is_a_no_op():
+    blank = np.full((400, 640, 3), 200, np.uint8)
+    assert orient.HoughDeskew()(blank) is blank
+
+
+@requires_tesseract
+def test_osd_turns_90_180_270_cards_back_to_the_exact_upright_card(cards):
+    osd = orient.TesseractOSD()
+    seen = set()
+    for rotated_row, clean_row in zip(cards["rotated"], cards["clean"], strict=True):
+        seen.add(rotated_row["rotation"])
+        corrected = osd(decode(rotated_row))
+        np.testing.assert_array_equal(corrected, decode(clean_row), err_msg=rotated_row["item_id"])
+    assert seen == {90, 180, 270}, "the fixture must cover every quarter turn"
+
+
+@requires_tesseract
+def test_osd_leaves_upright_and_unreadable_images_byte_identical(cards):
+    osd = orient.TesseractOSD()
+    blank = np.full((400, 640, 3), 255, np.uint8)  # OSD raises "too few characters": not an error
+    for image in [*clean_images(cards)[:2], blank]:
+        before = image.tobytes()
+        corrected = osd(image)
+        assert corrected is image and corrected.tobytes() == before
+
+
+def test_quarter_turns_are_clockwise_and_lossless():
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    np.testing.assert_array_equal(rotate_quarter_turns(image, 90), [[3, 0], [4, 1], [5, 2]])
+    np.testing.assert_array_equal(rotate_quarter_turns(rotate_quarter_turns(image, 270), 90), image)
+    with pytest.raises(ValueError, match="multiple of 90"):
+        rotate_quarter_turns(image, 45)
+
+
+# --- enhance ------------------------------------------------------------------------------------------
+
+ENHANCERS = [enhance.Sharpen, enhance.BrightnessContrast, enhance.Clahe, enhance.Denoise]
+
+
+@pytest.mark.parametrize("stage_class", ENHANCERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("as_gray", [False, True], ids=["rgb", "gray"])
+def test_enhancers_keep_shape_and_dtype_and_change_the_image(cards, stage_class, as_gray):
+    image = decode(cards["noisy"][0])
+    if as_gray:
+        image = np.ascontiguousarray(image[:, :, 1])
+    out = stage_class()(image)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, image)
+    assert out is not image
+
+
+def test_no_enhance_returns_the_input_itself(cards):
+    image = clean_images(cards)[0]
+    assert enhance.NoEnhance()(image) is image
+
+
+def test_sharpen_raises_edge_contrast(cards):
+    image = clean_images(cards)[0]
+    gradient = lambda a: np.abs(np.diff(a.astype(np.int16), axis=1)).mean()  # noqa: E731
+    assert gradient(enhance.Sharpen(amount=1.5)(image)) > 1.2 * gradient(image)
+
+
+def test_brightness_contrast_brings_a_dark_card_to_the_target_mean(cards):
+    dark = decode(cards["dark"][0])
+    out = enhance.BrightnessContrast(target_mean=200)(dark)
+    assert dark.mean() < 110
+    assert out.mean() == pytest.approx(200, abs=10)
+    assert np.percentile(out, 99) - np.percentile(out, 1) > np.percentile(dark, 99) - np.percentile(dark, 1)
+
+
+def test_clahe_raises_local_contrast_of_a_dark_card(cards):
+    dark = decode(cards["dark"][0])
+    out = enhance.Clahe(clip_limit=3.0)(dark)
+    assert out.std() > dark.std()
+
+
+def test_denoise_brings_a_noisy_card_closer_to_the_clean_one(cards):
+    noisy, clean = decode(cards["noisy"][0]), decode(cards["clean"][0])
+    error = lambda a: np.abs(a.astype(np.int16) - clean).mean()  # noqa: E731
+    assert error(enhance.Denoise()(noisy)) < 0.7 * error(noisy)
+
+
+# --- channel ------------------------------------------------------------------------------------------
+
+
+def test_channels_have_the_right_shapes_and_values(cards):
+    image = clean_images(cards)[0]
+    height, width = image.shape[:2]
+    assert channel.Original()(image) is image
+    assert channel.Gray()(image).shape == (height, width)
+    for stage_class, index in [(channel.Red, 0), (channel.Green, 1), (channel.Blue, 2)]:
+        out = stage_class()(image)
+        assert out.shape == (height, width) and out.dtype == np.uint8 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, image[:, :, index])
+
+
+def test_gray_input_passes_every_channel_stage_unchanged(cards):
+    gray = np.ascontiguousarray(clean_images(cards)[0][:, :, 0])
+    for stage_class in [channel.Original, channel.Gray, channel.Red, channel.Green, channel.Blue]:
+        assert stage_class()(gray) is gray
+
+
+# --- shared pieces ------------------------------------------------------------------------------------
+
+
+def test_reading_order_is_top_to_bottom_then_left_to_right():
+    words = [
+        Word("ID", rect_box(10, 300, 60, 30)),
+        Word("三", rect_box(120, 42, 30, 30)),  # same line as 姓名, a little lower
+        Word("姓名", rect_box(10, 40, 60, 30)),
+        Word("nobox"),
+    ]
+    assert [w.text for w in sort_reading_order(words)] == ["姓名", "三", "ID", "nobox"]
+
+
+BUILT_IN_IMAGE_STAGES = {
+    "orient": ["none", "hough", "osd"],
+    "enhance": ["none", "sharpen", "brightness_contrast", "clahe", "denoise"],
+    "channel": ["original", "gray", "red", "green", "blue"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BUILT_IN_IMAGE_STAGES))
+def test_every_built_in_image_stage_resolves_with_default_params(kind):
+    for name in BUILT_IN_IMAGE_STAGES[kind]:
+        stage_class = registry.resolve(kind, name)
+        registry.params_model(stage_class)()  # the defaults validate
+        assert stage_class.resources.num_gpus == 0
