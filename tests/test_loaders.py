@@ -118,6 +118,14 @@ def test_limit_spans_several_parquet_files(cards, tmp_path: Path):
     assert load_dataset(str(tmp_path), limit=10).num_rows == 10
 
 
+def test_limit_stops_reading_before_later_files(cards, tmp_path: Path):
+    pq.write_table(_hub_export(cards.slice(0, 4)), tmp_path / "part-a.parquet")
+    (tmp_path / "part-b.parquet").write_bytes(b"not parquet at all")
+    assert load_dataset(str(tmp_path), limit=3).num_rows == 3
+    with pytest.raises(DatasetError, match=r"cannot read Parquet file .*part-b\.parquet"):
+        load_dataset(str(tmp_path))
+
+
 def test_two_point_boxes_become_four_points(cards, tmp_path: Path):
     pq.write_table(_hub_export(cards.slice(0, 2), flat_boxes=True), tmp_path / "flat.parquet")
     loaded = load_dataset(str(tmp_path / "flat.parquet"))

