@@ -11,12 +11,20 @@ import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from raypipe.errors import RaypipeError
 
 app = typer.Typer(
-    help="Evaluate every configuration of a multi-stage inference pipeline on Ray, and choose the right one.\n\n"
+    help="Evaluate every configuration of a multi-stage inference pipeline on Ray, and choose the right "
+    "one.\n\n"
     "Start with: raypipe validate configs/icp-quick.yaml; raypipe configs configs/icp-quick.yaml; "
     "raypipe run configs/icp-quick.yaml",
     no_args_is_help=True,
@@ -73,7 +81,9 @@ def configs(
 @data_app.command("generate")
 def data_generate(
     out: Annotated[Path, typer.Option(help="Parquet file to write (lansinuote/ocr_id_card schema + truth).")],
-    profile: Annotated[str, typer.Option(help="clean, rotated, skewed, dark, blurred, noisy, jpeg or mixed.")] = "mixed",
+    profile: Annotated[
+        str, typer.Option(help="clean, rotated, skewed, dark, blurred, noisy, jpeg or mixed.")
+    ] = "mixed",
     n: Annotated[int, typer.Option(help="Number of cards.", min=1)] = 100,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 0,
 ) -> None:
@@ -106,34 +116,87 @@ def _progress_printer(progress: Progress):
 
 @app.command()
 def run(
-    config: ConfigArg,
-    dataset: Annotated[str | None, typer.Option(help="Dataset instead of the spec's: Parquet, folder, hf:REPO.")] = None,
+    config: Annotated[Path | None, typer.Argument(help="Pipeline spec (YAML); omit with --resume.")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset instead of the spec's: Parquet, folder, hf:REPO.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.", min=1)] = None,
     out: Annotated[str | None, typer.Option(help="Run directory (default runs/<name>-<time>).")] = None,
-    address: Annotated[str | None, typer.Option(help="Existing Ray cluster ('auto'); default: embedded.")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Existing Ray cluster ('auto'); default: embedded.")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Finish the run in this directory after a crash.")
+    ] = None,
     share: Annotated[bool, typer.Option(help="Compute each shared prefix once per item.")] = True,
-    reuse: Annotated[bool, typer.Option(help="Compute each byte-identical stage input once per item.")] = True,
+    reuse: Annotated[
+        bool, typer.Option(help="Compute each byte-identical stage input once per item.")
+    ] = True,
+    cache: Annotated[bool, typer.Option(help="Read and fill the persistent stage-output cache.")] = True,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")] = None,
     top: Annotated[int, typer.Option(help="Rows of the ranked table to print.")] = 20,
 ) -> None:
     """Evaluate every configuration over the dataset on Ray; write Parquet results and print the ranking."""
-    from raypipe.evaluation import evaluate
-    from raypipe.report import pareto_plot, print_ranked
+    from raypipe import evaluation
+    from raypipe.cache import CacheConfig, default_cache_dir
     from raypipe.runner import RunOptions
     from raypipe.spec import load_spec
 
+    if (config is None) == (resume is None):
+        raise _fail(RaypipeError("give a spec to run, or --resume RUN_DIR (not both)"))
+    caching = CacheConfig(str((cache_dir or default_cache_dir()).resolve())) if cache else None
     try:
-        spec = load_spec(config)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
         with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-            result = evaluate(spec, dataset, limit, out, address, RunOptions(share, reuse), _progress_printer(progress))
+            printer = _progress_printer(progress)
+            if resume is not None:
+                result = evaluation.resume(resume, address, printer)
+            else:
+                spec = load_spec(config)
+                options = RunOptions(share_prefixes=share, reuse_identical=reuse, cache=caching)
+                result = evaluation.evaluate(spec, dataset, limit, out, address, options, printer)
     except RaypipeError as exc:
         raise _fail(exc) from exc
-    stage_names = [s.name for s in spec.stages]
-    print_ranked(result.configs, stage_names, console, top)
-    pareto_plot(result.configs, result.run_dir / "pareto.png", spec.sla.p95_latency_ms)
-    work = ", ".join(f"{k} {v['calls']}" for k, v in result.manifest["work"].items())
-    console.print(f"stage calls: {work}; wall {result.manifest['wall_seconds']:.1f} s")
+    _print_result(result, top)
+
+
+def _print_result(result, top: int | None) -> None:
+    from raypipe.report import pareto_plot, print_ranked
+
+    spec = result.manifest["spec"]
+    print_ranked(result.configs, [s["name"] for s in spec["stages"]], console, top)
+    pareto_plot(result.configs, result.run_dir / "pareto.png", spec["sla"]["p95_latency_ms"])
+    work = result.manifest["work"]
+    calls = ", ".join(f"{k} {v['calls']}" for k, v in work.items())
+    hits = sum(v["cache_hits"] for v in work.values())
+    console.print(f"stage calls: {calls}; cache hits {hits}; wall {result.manifest['wall_seconds']:.1f} s")
     console.print(f"run directory: [bold]{result.run_dir}[/]")
+
+
+cache_app = typer.Typer(help="Inspect or clear the persistent stage-output cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")]
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: CacheDir = None) -> None:
+    """Where the cache is, how many stage outputs it holds, and its size against its bound."""
+    from raypipe.cache import CacheConfig, StageCache, default_cache_dir
+
+    stats = StageCache(CacheConfig(str((cache_dir or default_cache_dir()).resolve()))).stats()
+    console.print(
+        f"{stats['directory']}: {stats['entries']} entries, {stats['bytes'] / 2**20:.1f} MiB "
+        f"of {stats['size_limit_bytes'] / 2**30:.1f} GiB"
+    )
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: CacheDir = None) -> None:
+    """Remove every cached stage output."""
+    from raypipe.cache import CacheConfig, StageCache, default_cache_dir
+
+    removed = StageCache(CacheConfig(str((cache_dir or default_cache_dir()).resolve()))).clear()
+    console.print(f"removed {removed} cached stage outputs")
 
 
 @app.command()
@@ -149,8 +212,7 @@ def report(
         raise _fail(RaypipeError(f"{path} not found: is {run_dir} a finished run directory?"))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     configs_df = pl.read_parquet(path)
-    stage_names = [s["name"] for s in manifest["spec"]["stages"]]
-    print_ranked(configs_df, stage_names, console, top)
+    print_ranked(configs_df, [s["name"] for s in manifest["spec"]["stages"]], console, top)
     plot = pareto_plot(configs_df, run_dir / "pareto.png", manifest["spec"]["sla"]["p95_latency_ms"])
     console.print(f"wrote {plot}")
 

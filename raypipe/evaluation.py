@@ -5,11 +5,12 @@ The CLI and the job entrypoint both call `evaluate`; nothing here builds Ray Dat
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -19,13 +20,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe import data, results, runner
+from raypipe.cache import CacheConfig
 from raypipe.errors import DatasetError, RaypipeError
 from raypipe.registry import resolve
 from raypipe.space import Configuration, expand_configurations, invocations_per_item
-from raypipe.spec import PipelineSpec
+from raypipe.spec import PipelineSpec, parse_spec
 
-PACKAGES = ("raypipe", "ray", "polars", "pyarrow", "numpy", "opencv-python-headless", "pytesseract",
-            "onnxruntime", "rapidocr-onnxruntime", "easyocr", "torch", "tensorflow-cpu")
+RUN_FILE = "run.json"
+
+PACKAGES = (
+    "raypipe",
+    "ray",
+    "polars",
+    "pyarrow",
+    "numpy",
+    "opencv-python-headless",
+    "pytesseract",
+    "onnxruntime",
+    "rapidocr-onnxruntime",
+    "easyocr",
+    "torch",
+    "tensorflow-cpu",
+)
 
 
 @dataclass
@@ -58,7 +74,9 @@ def stage_inputs(table: pa.Table) -> pa.Table:
     """What flows through the stages: id, encoded image, and the truth the scorer needs."""
     truth = [c for c in table.column_names if c.startswith("truth_")]
     images = pc.struct_field(table.column("image"), "bytes")
-    return pa.table({"item_id": table.column("item_id"), "image_bytes": images, **{c: table.column(c) for c in truth}})
+    return pa.table(
+        {"item_id": table.column("item_id"), "image_bytes": images, **{c: table.column(c) for c in truth}}
+    )
 
 
 def item_attributes(table: pa.Table) -> pl.DataFrame:
@@ -69,8 +87,11 @@ def item_attributes(table: pa.Table) -> pl.DataFrame:
 def new_run_dir(spec: PipelineSpec, out: str | None) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out) if out else Path("runs") / f"{spec.name}-{stamp}"
-    if results.parts_dir(run_dir).exists() and any(results.parts_dir(run_dir).iterdir()):
-        raise RaypipeError(f"{run_dir} already holds a run: choose another --out, or remove it")
+    if (run_dir / RUN_FILE).exists():
+        raise RaypipeError(
+            f"{run_dir} already holds a run: `raypipe run --resume {run_dir}` finishes it; "
+            "or choose another --out"
+        )
     results.parts_dir(run_dir).mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -82,7 +103,7 @@ def evaluate(
     out: str | None = None,
     address: str | None = None,
     options: runner.RunOptions = runner.RunOptions(),
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: Callable[[str, float, float], None] | None = None,
 ) -> RunResult:
     """Evaluate every configuration of `spec` over the dataset; returns the run directory and its table."""
     configs = expand_configurations(spec)
@@ -91,6 +112,67 @@ def evaluate(
     table = resolve_dataset(spec, dataset, limit)
     preflight(spec)
     run_dir = new_run_dir(spec, out)
+    record = {
+        "spec": spec.model_dump(mode="json"),
+        "dataset": dataset,
+        "limit": limit,
+        "options": asdict(options),
+        "address": address,
+    }
+    results.atomic_write_json(record, run_dir / RUN_FILE)
+    return _execute_and_finalize(spec, configs, table, run_dir, address, options, on_progress, 0)
+
+
+def resume(
+    run_dir: Path, address: str | None = None, on_progress: Callable[[str, float, float], None] | None = None
+) -> RunResult:
+    """Finish a run whose driver died: items with every configuration's row are kept, the rest rerun."""
+    if not (run_dir / RUN_FILE).is_file():
+        raise RaypipeError(f"{run_dir} is not a run directory ({RUN_FILE} missing): nothing to resume")
+    record = json.loads((run_dir / RUN_FILE).read_text())
+    spec = parse_spec(record["spec"], source=str(run_dir / RUN_FILE))
+    options = runner.RunOptions(**{**record["options"], "cache": _cache_config(record["options"]["cache"])})
+    configs = expand_configurations(spec)
+    table = resolve_dataset(spec, record["dataset"], record["limit"])
+    preflight(spec)
+    rows = results.read_parts(run_dir)
+    done = results.complete_items(rows, len(configs)) if rows is not None else set()
+    remaining = table.filter(
+        pc.invert(pc.is_in(table.column("item_id"), pa.array(sorted(done), pa.string())))
+    )
+    first_part = results.next_part_index(run_dir)
+    prior = float(record.get("wall_seconds", 0.0))
+    return _execute_and_finalize(
+        spec,
+        configs,
+        table,
+        run_dir,
+        address or record["address"],
+        options,
+        on_progress,
+        first_part,
+        remaining=remaining,
+        prior_wall_s=prior,
+    )
+
+
+def _cache_config(raw: dict | None) -> CacheConfig | None:
+    return CacheConfig(**raw) if raw else None
+
+
+def _execute_and_finalize(
+    spec: PipelineSpec,
+    configs: list[Configuration],
+    table: pa.Table,
+    run_dir: Path,
+    address: str | None,
+    options: runner.RunOptions,
+    on_progress: Callable[[str, float, float], None] | None,
+    first_part: int,
+    remaining: pa.Table | None = None,
+    prior_wall_s: float = 0.0,
+) -> RunResult:
+    todo = table if remaining is None else remaining
     runner.connect(address or spec.ray.address, spec.ray.num_cpus)
     cpus, gpus = runner.cluster_resources()
     plans = runner.plan_operators(spec, cpus, gpus)
@@ -99,13 +181,16 @@ def evaluate(
         for p in plans:
             on_progress(f"operator {p.label}", 0, 0)
     started = time.perf_counter()
-    total, done = table.num_rows * len(configs), 0
-    for index, batch in enumerate(runner.execute(stage_inputs(table), configs, plans, options)):
-        results.write_part(run_dir, batch, index)
-        done += batch.num_rows
-        if on_progress:
-            on_progress("rows", done, total)
-    wall = time.perf_counter() - started
+    total, done = todo.num_rows * len(configs), 0
+    if todo.num_rows:
+        for index, batch in enumerate(
+            runner.execute(stage_inputs(todo), configs, plans, options), first_part
+        ):
+            results.write_part(run_dir, batch, index)
+            done += batch.num_rows
+            if on_progress:
+                on_progress("rows", done, total)
+    wall = prior_wall_s + time.perf_counter() - started
     return finalize(spec, configs, table, run_dir, wall, options, cpus, gpus)
 
 
@@ -133,8 +218,7 @@ def finalize(
     results.atomic_write_parquet(slices, run_dir / "slices.parquet")
     manifest = build_manifest(spec, configs, table, work, wall_s, options, cpus, gpus)
     results.atomic_write_json(manifest, run_dir / "manifest.json")
-    for part in results.parts_dir(run_dir).glob("part-*.parquet"):
-        part.unlink()
+    results.remove_parts(run_dir)
     return RunResult(run_dir, config_table, manifest)
 
 
@@ -158,7 +242,7 @@ def build_manifest(
         "n_configs": len(configs),
         "n_items": n_items,
         "dataset_fingerprint": data.dataset_fingerprint(table),
-        "options": {"share_prefixes": options.share_prefixes, "reuse_identical": options.reuse_identical},
+        "options": asdict(options),
         "work": work,
         "wall_seconds": round(wall_s, 3),
         "created": datetime.now(UTC).isoformat(),
@@ -180,7 +264,9 @@ def package_versions() -> dict[str, str]:
 
 def git_revision() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

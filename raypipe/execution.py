@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from raypipe.cache import StageCache, stage_key
 from raypipe.registry import resolve
 from raypipe.stages.base import OcrResult
 
@@ -51,6 +52,8 @@ class ItemState:
     trace: dict[int, list[StepRecord]] = field(default_factory=dict)
     calls: list[int] = field(default_factory=list)
     reused: list[int] = field(default_factory=list)
+    cached: list[int] = field(default_factory=list)
+    busy_ms: list[float] = field(default_factory=list)
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=5)
@@ -95,6 +98,7 @@ def start_item(
 ) -> ItemState:
     """An item's initial state: one entry serving every configuration (or one per config, unshared)."""
     state = ItemState(item_id, truth, [], calls=[0] * n_stages, reused=[0] * n_stages)
+    state.cached, state.busy_ms = [0] * n_stages, [0.0] * n_stages
     state.trace = {c: [] for c in range(n_configs)}
     try:
         decoded = decode_image(image)
@@ -104,7 +108,8 @@ def start_item(
         return state
     decoded.flags.writeable = False  # stages must not modify their input: it is shared by configs
     groups = [list(range(n_configs))] if share_prefixes else [[c] for c in range(n_configs)]
-    state.frontier = [Entry(decoded, g) for g in groups]
+    digest = content_digest(decoded)
+    state.frontier = [Entry(decoded, g, digest) for g in groups]
     return state
 
 
@@ -119,6 +124,7 @@ class StageWorker:
         finalize: bool,
         reuse_identical: bool,
         call: Callable[[str, Callable, Any], tuple[Any, float]] | None = None,
+        cache: StageCache | None = None,
     ):
         self.stage_index = stage_index
         self.labels_of_config = labels_of_config  # config index -> its choice label per stage
@@ -127,6 +133,7 @@ class StageWorker:
         self.reuse_identical = reuse_identical
         self._impls: dict[str, Callable] = {}
         self._call = call or timed_call
+        self.cache = cache
 
     def implementation(self, label: str) -> Callable:
         if label not in self._impls:
@@ -156,17 +163,36 @@ class StageWorker:
         """Calls prefix sharing alone would make for these configs: reuse saved all but one of them."""
         return len({self.labels_of_config[c][: self.stage_index + 1] for c in configs})
 
+    def _cache_key(self, label: str, entry: Entry) -> str:
+        ref = self.choices[label]
+        cls = resolve(ref.kind, ref.name)
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        entry.digest = entry.digest or content_digest(entry.output)
+        return stage_key(target, str(getattr(cls, "version", "1")), dict(ref.params), entry.digest)
+
+    def _compute(self, state: ItemState, label: str, entry: Entry) -> tuple[Any, float]:
+        """The choice's output for this entry: from the cache when it holds it, else by calling it."""
+        key = self._cache_key(label, entry) if self.cache else None
+        hit = self.cache.get(key) if key else None
+        if hit is not None:
+            state.cached[self.stage_index] += 1
+            return hit
+        output, ms = self._call(label, self.implementation(label), entry.output)
+        state.calls[self.stage_index] += 1
+        state.busy_ms[self.stage_index] += ms
+        if key:
+            self.cache.put(key, output, ms)
+        return output, ms
+
     def _run(self, state: ItemState, label: str, entry: Entry, configs: list[int]) -> Entry:
         try:
-            impl = self.implementation(label)
-            output, ms = self._call(label, impl, entry.output)
+            output, ms = self._compute(state, label, entry)
             record = StepRecord(ms)
         except Exception as exc:  # noqa: BLE001 - recorded on the item's rows; the run goes on
             record = StepRecord(None, _describe(label, exc))
             for c in configs:
                 state.trace[c].append(record)
             return Entry(None, [])
-        state.calls[self.stage_index] += 1
         for c in configs:
             state.trace[c].append(record)
         if isinstance(output, np.ndarray):

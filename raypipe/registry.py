@@ -23,6 +23,7 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "none": "raypipe.stages.orient:NoOrient",
         "hough": "raypipe.stages.orient:HoughDeskew",
         "osd": "raypipe.stages.orient:TesseractOSD",
+        "cnn": "raypipe.stages.orient_cnn:OrientCNN",
     },
     "enhance": {
         "none": "raypipe.stages.enhance:NoEnhance",

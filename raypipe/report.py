@@ -21,7 +21,16 @@ def ranked_table(configs: pl.DataFrame, stage_names: list[str], top: int | None 
     table.add_column("config_id", style="dim")
     for name in stage_names:
         table.add_column(name)
-    for header in ("assertion acc [95% CI]", "exact ID", "exact name", "p50 ms", "p95 ms", "errors", "SLA", "Pareto"):
+    for header in (
+        "assertion acc [95% CI]",
+        "exact ID",
+        "exact name",
+        "p50 ms",
+        "p95 ms",
+        "errors",
+        "SLA",
+        "Pareto",
+    ):
         table.add_column(header, justify="right")
     rows = configs.head(top) if top else configs
     for i, r in enumerate(rows.iter_rows(named=True), start=1):
@@ -42,7 +51,9 @@ def ranked_table(configs: pl.DataFrame, stage_names: list[str], top: int | None 
     return table
 
 
-def print_ranked(configs: pl.DataFrame, stage_names: list[str], console: Console | None = None, top: int | None = None):
+def print_ranked(
+    configs: pl.DataFrame, stage_names: list[str], console: Console | None = None, top: int | None = None
+):
     (console or Console()).print(ranked_table(configs, stage_names, top))
 
 

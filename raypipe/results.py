@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from raypipe.space import Configuration
 from raypipe.spec import SLASpec
 
 EXACT_FIELDS = ("name", "sex", "ethnicity", "birth_date", "id_number")
-WORK_PREFIXES = ("_calls_", "_reused_")
+WORK_PREFIXES = ("_calls_", "_reused_", "_cached_", "_busy_")
 Z_95 = 1.959963984540054
 
 
@@ -53,26 +54,59 @@ def read_parts(run_dir: Path) -> pl.DataFrame | None:
     return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
 
 
+def remove_parts(run_dir: Path) -> None:
+    """Drop the streamed parts once the final files exist (renamed first: a crash here leaves no half set)."""
+    parts = parts_dir(run_dir)
+    if parts.exists():
+        trash = run_dir / ".parts-removed"
+        os.replace(parts, trash)
+        shutil.rmtree(trash)
+
+
+def complete_items(rows: pl.DataFrame, n_configs: int) -> set[str]:
+    """Items that already have a row for every configuration (a resumed run skips them)."""
+    counts = rows.group_by("item_id").agg(pl.col("config_index").n_unique().alias("n"))
+    return set(counts.filter(pl.col("n") == n_configs)["item_id"].to_list())
+
+
+def next_part_index(run_dir: Path) -> int:
+    indices = [int(f.stem.split("-")[1]) for f in parts_dir(run_dir).glob("part-*.parquet")]
+    return max(indices, default=-1) + 1
+
+
 def configs_frame(configs: list[Configuration]) -> pl.DataFrame:
     """config_index -> config_id and one column per stage holding its choice label."""
     stage_names = configs[0].stage_names
-    data: dict[str, list] = {"config_index": list(range(len(configs))), "config_id": [c.config_id for c in configs]}
+    data: dict[str, list] = {
+        "config_index": list(range(len(configs))),
+        "config_id": [c.config_id for c in configs],
+    }
     for k, name in enumerate(stage_names):
         data[name] = [c.labels[k] for c in configs]
     return pl.DataFrame(data)
 
 
-def work_counts(rows: pl.DataFrame, stage_names: tuple[str, ...]) -> dict[str, dict[str, int]]:
-    """Stage calls actually made, and calls saved by identical-input reuse, summed over items."""
-    counts = {}
-    for name in stage_names:
-        calls = rows.get_column(f"_calls_{name}").fill_null(0).sum() if f"_calls_{name}" in rows else 0
-        reused = rows.get_column(f"_reused_{name}").fill_null(0).sum() if f"_reused_{name}" in rows else 0
-        counts[name] = {"calls": int(calls), "saved_by_reuse": int(reused)}
-    return counts
+def work_counts(rows: pl.DataFrame, stage_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per stage, summed over items: calls made, calls saved by identical-input reuse, cache hits, and
+    engine-seconds actually spent (cache hits cost none)."""
+
+    def total(column: str) -> float:
+        return rows.get_column(column).fill_null(0).sum() if column in rows.columns else 0
+
+    return {
+        name: {
+            "calls": int(total(f"_calls_{name}")),
+            "saved_by_reuse": int(total(f"_reused_{name}")),
+            "cache_hits": int(total(f"_cached_{name}")),
+            "engine_seconds": round(total(f"_busy_{name}") / 1000.0, 3),
+        }
+        for name in stage_names
+    }
 
 
-def assemble_items(rows: pl.DataFrame, configs: list[Configuration], attributes: pl.DataFrame) -> pl.DataFrame:
+def assemble_items(
+    rows: pl.DataFrame, configs: list[Configuration], attributes: pl.DataFrame
+) -> pl.DataFrame:
     """items.parquet: result rows joined with their configuration's choices and the item's attributes."""
     rows = rows.drop([c for c in rows.columns if c.startswith(WORK_PREFIXES)])
     rows = rows.unique(subset=["item_id", "config_index"], keep="last", maintain_order=True)
@@ -124,13 +158,19 @@ def aggregate_configs(items: pl.DataFrame, stage_names: tuple[str, ...], sla: SL
 
 def with_pareto(frame: pl.DataFrame) -> pl.DataFrame:
     """Flag configurations no other beats on both accuracy (higher) and p95 latency (lower)."""
-    keys = frame.select("config_id", acc="assertion_accuracy", p95=pl.col("latency_p95_ms").fill_null(float("inf")))
+    keys = frame.select(
+        "config_id", acc="assertion_accuracy", p95=pl.col("latency_p95_ms").fill_null(float("inf"))
+    )
     pairs = keys.join(keys, how="cross", suffix="_o")
-    dominated = pairs.filter(
-        (pl.col("acc_o") >= pl.col("acc"))
-        & (pl.col("p95_o") <= pl.col("p95"))
-        & ((pl.col("acc_o") > pl.col("acc")) | (pl.col("p95_o") < pl.col("p95")))
-    ).select("config_id").unique()
+    dominated = (
+        pairs.filter(
+            (pl.col("acc_o") >= pl.col("acc"))
+            & (pl.col("p95_o") <= pl.col("p95"))
+            & ((pl.col("acc_o") > pl.col("acc")) | (pl.col("p95_o") < pl.col("p95")))
+        )
+        .select("config_id")
+        .unique()
+    )
     return frame.with_columns((~pl.col("config_id").is_in(dominated["config_id"].implode())).alias("pareto"))
 
 
@@ -149,8 +189,10 @@ def slice_values(items: pl.DataFrame, attribute: str) -> pl.Expr:
     return pl.col(attribute).cast(pl.String)
 
 
-def best_per_slice(items: pl.DataFrame, configs: pl.DataFrame, attributes: list[str], sla: SLASpec) -> pl.DataFrame:
-    """slices.parquet: per slice attribute and value, the most accurate configuration within the latency SLA."""
+def best_per_slice(
+    items: pl.DataFrame, configs: pl.DataFrame, attributes: list[str], sla: SLASpec
+) -> pl.DataFrame:
+    """slices.parquet: per slice attribute and value, the most accurate configuration under the p95 bound."""
     fast = configs.filter(pl.col("latency_p95_ms") <= sla.p95_latency_ms).select("config_id")
     pool = items.join(fast, on="config_id", how="semi")
     frames = []

@@ -1,4 +1,4 @@
-"""The only module that builds Ray Data plans: items flow through one actor pool per (stage, resource class)."""
+"""The only module that builds Ray Data plans: items flow through a pool per (stage, resource class)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from raypipe.cache import CacheConfig, StageCache
 from raypipe.execution import ChoiceRef, ItemState, StageWorker, finish_item, start_item
 from raypipe.metrics import score
 from raypipe.registry import resolve
@@ -38,6 +39,7 @@ class RunOptions:
 
     share_prefixes: bool = True
     reuse_identical: bool = True
+    cache: CacheConfig | None = None
     max_actors_per_pool: int | None = None
 
 
@@ -56,7 +58,8 @@ class OperatorPlan:
     @property
     def label(self) -> str:
         gpu = f", {self.resources.num_gpus:g} GPU" if self.resources.num_gpus else ""
-        return f"{self.stage_name}[{', '.join(self.choices)}] x{self.pool_size} ({self.resources.num_cpus:.2f} CPU{gpu})"
+        cpu = f"{self.resources.num_cpus:.2f} CPU"
+        return f"{self.stage_name}[{', '.join(self.choices)}] x{self.pool_size} actors ({cpu}{gpu} each)"
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -67,12 +70,13 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     runtime_env: dict[str, Any] = {"env_vars": dict(WORKER_ENV)}
     if address:
         if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
-            # A driver outside `ray job submit` ships this raypipe to the cluster (a job ships its working dir).
+            # A driver outside `ray job submit` ships this raypipe to the cluster (a job ships its own).
             runtime_env["py_modules"] = [os.path.dirname(os.path.abspath(__file__))]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI shows one bar for the whole run
     ctx.execution_options.preserve_order = False
@@ -121,7 +125,9 @@ def size_pools(
     if demand > budget:
         scale = budget / demand
         for p in plans:
-            p.resources = Resources(p.resources.num_cpus * scale, p.resources.num_gpus, p.resources.batch_size)
+            p.resources = Resources(
+                p.resources.num_cpus * scale, p.resources.num_gpus, p.resources.batch_size
+            )
     return plans
 
 
@@ -155,6 +161,8 @@ def _finish_items(batch: dict[str, np.ndarray], stage_names: list[str]) -> pa.Ta
             for k, name in enumerate(stage_names):
                 item_rows[0][f"_calls_{name}"] = state.calls[k]
                 item_rows[0][f"_reused_{name}"] = state.reused[k]
+                item_rows[0][f"_cached_{name}"] = state.cached[k]
+                item_rows[0][f"_busy_{name}"] = state.busy_ms[k]
         rows += item_rows
     return pa.Table.from_pylist(rows)
 
@@ -185,6 +193,7 @@ def build_plan(
             "choices": p.choices,
             "finalize": p.finalize,
             "reuse_identical": options.reuse_identical,
+            "cache": StageCache(options.cache) if options.cache else None,
         }
         ds = ds.map_batches(
             StageActor,
@@ -193,11 +202,13 @@ def build_plan(
             batch_size=p.resources.batch_size,
             num_cpus=p.resources.num_cpus,
             num_gpus=p.resources.num_gpus or None,
-            max_restarts=2,
-            max_task_retries=2,
         )
     return ds.map_batches(
-        _finish_items, fn_kwargs={"stage_names": stage_names}, batch_size=1, num_cpus=TASK_CPUS, batch_format="numpy"
+        _finish_items,
+        fn_kwargs={"stage_names": stage_names},
+        batch_size=1,
+        num_cpus=TASK_CPUS,
+        batch_format="numpy",
     )
 
 

@@ -28,7 +28,9 @@ class ChoiceSpec(BaseModel):
     model_config = _STRICT
     name: str = Field(description="Registered name (e.g. 'clahe') or an import path 'package.module:Class'.")
     label: str | None = Field(None, description="Unique label within the stage; defaults to `name`.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the implementation.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the implementation."
+    )
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="Resource overrides.")
 
     @property
@@ -71,7 +73,9 @@ class DatasetSpec(BaseModel):
 
     model_config = _STRICT
     source: str = Field(description="Parquet file, folder, or 'hf:<repo>' (relative paths: from the CWD).")
-    generate: GenerateSpec | None = Field(None, description="Generate `source` with these settings if absent.")
+    generate: GenerateSpec | None = Field(
+        None, description="Generate `source` with these settings if absent."
+    )
     limit: int | None = Field(None, ge=1, description="Use only the first N items.")
 
 

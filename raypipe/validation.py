@@ -14,7 +14,9 @@ def check_components(spec: PipelineSpec) -> list[str]:
     problems: list[str] = []
     for i, stage in enumerate(spec.stages):
         for j, choice in enumerate(stage.choices):
-            problems += _check_choice(stage.registry_kind, choice.name, choice.params, f"stages[{i}].choices[{j}]")
+            problems += _check_choice(
+                stage.registry_kind, choice.name, choice.params, f"stages[{i}].choices[{j}]"
+            )
     problems += _check_exclusions(spec)
     return problems
 
@@ -47,5 +49,7 @@ def _check_exclusions(spec: PipelineSpec) -> list[str]:
             for label in [value] if isinstance(value, str) else value:
                 if label not in labels[stage_name]:
                     known = ", ".join(labels[stage_name])
-                    problems.append(f"{path}: stage '{stage_name}' has no choice '{label}' (choices: {known})")
+                    problems.append(
+                        f"{path}: stage '{stage_name}' has no choice '{label}' (choices: {known})"
+                    )
     return problems

@@ -51,3 +51,16 @@ class Explode(Stage):
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         raise RuntimeError("kaboom")
+
+
+class Sleepy(Stage):
+    """Takes a fixed time per image, so that a run lasts long enough to be killed midway."""
+
+    def __init__(self, seconds: float = 0.5):
+        self.seconds = seconds
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(self.seconds)
+        return image

@@ -56,14 +56,18 @@ def run_item(raw: dict, share: bool = True, reuse: bool = True, image: bytes | N
 
 
 def test_each_stage_runs_once_per_unique_prefix():
-    state, rows, calls, configs = run_item(toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), reuse=False)
+    state, rows, calls, configs = run_item(
+        toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), reuse=False
+    )
     assert len(configs) == 4 and len(rows) == 4
     assert state.calls == [2, 4, 4]
     assert calls == {"Identity": 1, "Brighten": 3, "Invert": 2, "echo": 4}
 
 
 def test_without_sharing_every_configuration_pays_every_stage():
-    state, rows, calls, _ = run_item(toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), share=False, reuse=False)
+    state, rows, _, _ = run_item(
+        toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), share=False, reuse=False
+    )
     assert state.calls == [4, 4, 4]
     assert sorted(r["prediction"] for r in rows) == sorted(
         r["prediction"] for r in run_item(toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]))[1]

@@ -1,4 +1,4 @@
-"""`ray start --head` then `ray job submit ... python jobs/evaluate.py`: the same spec through the same runner."""
+"""`ray start --head`, then `ray job submit ... python jobs/evaluate.py`: same spec, same runner."""
 
 from __future__ import annotations
 
@@ -30,15 +30,32 @@ def free_port() -> int:
 @pytest.fixture
 def head_node():
     """A loopback-only head node of our own, stopped by its process id (never `ray stop`)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("RAY_ADDRESS", None)
     dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="rpj-", dir="/tmp")
-    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus=2", "--disable-usage-stats",
-           f"--port={free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-           "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--include-dashboard=true"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        f"--port={free_port()}",
+        f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}",
+        "--include-dashboard=true",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     address = f"http://127.0.0.1:{dashboard}"
     try:
         wait_for_dashboard(address, env)
@@ -58,8 +75,9 @@ def head_node():
 def wait_for_dashboard(address: str, env: dict) -> None:
     deadline = time.time() + 90
     while time.time() < deadline:
-        probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [str(BIN / "ray"), "job", "list", "--address", address], env=env, capture_output=True, text=True
+        )
         if probe.returncode == 0:
             return
         time.sleep(2)
@@ -69,13 +87,32 @@ def wait_for_dashboard(address: str, env: dict) -> None:
 def test_job_submit_runs_the_same_spec(head_node, tiny_dataset, tmp_path):
     address, env = head_node
     raw = yaml.safe_load((REPO / "configs" / "icp-quick.yaml").read_text())
-    raw["stages"] = [{"name": "orient", "choices": ["none"]}, {"name": "enhance", "choices": ["none"]},
-                     {"name": "channel", "choices": ["gray", "original"]}, {"name": "ocr", "choices": ["tesseract"]}]
+    raw["stages"] = [
+        {"name": "orient", "choices": ["none"]},
+        {"name": "enhance", "choices": ["none"]},
+        {"name": "channel", "choices": ["gray", "original"]},
+        {"name": "ocr", "choices": ["tesseract"]},
+    ]
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-           "python", "jobs/evaluate.py", str(spec), "--dataset", str(tiny_dataset), "--out", str(out)]
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--",
+        "python",
+        "jobs/evaluate.py",
+        str(spec),
+        "--dataset",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout

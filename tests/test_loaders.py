@@ -151,6 +151,14 @@ def test_normalise_box_rejects_other_shapes():
         normalise_box([1, 2, 3])
 
 
+def test_an_ocr_column_stored_as_json_text_is_read(cards, tmp_path: Path):
+    ocr = [json.dumps(entries, ensure_ascii=False) for entries in cards.slice(0, 2).column("ocr").to_pylist()]
+    pq.write_table(pa.table({"image": cards.column("image").slice(0, 2), "ocr": ocr}), tmp_path / "j.parquet")
+    loaded = load_dataset(str(tmp_path / "j.parquet"))
+    assert loaded.column("ocr").equals(cards.slice(0, 2).column("ocr"))
+    assert loaded.column("truth_id_number").equals(cards.slice(0, 2).column("truth_id_number"))
+
+
 def test_a_malformed_box_names_the_problem(cards, tmp_path: Path):
     raw = pa.table(
         {"image": cards.column("image").slice(0, 1), "ocr": [[{"word": "x", "box": [1.0, 2.0, 3.0]}]]}

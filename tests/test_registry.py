@@ -16,7 +16,11 @@ def test_builtin_names_resolve_lazily():
 
 
 def test_unknown_name_suggests_and_lists():
-    with pytest.raises(UnknownComponentError, match=r"Unknown channel 'grey'\. Did you mean 'gray', 'green'\? Available: blue, gray, green, original, red\."):
+    with pytest.raises(
+        UnknownComponentError,
+        match=r"Unknown channel 'grey'\. Did you mean 'gray', 'green'\? "
+        r"Available: blue, gray, green, original, red\.",
+    ):
         registry.resolve("channel", "grey")
     with pytest.raises(UnknownComponentError, match=r"Unknown stage kind 'colour'"):
         registry.resolve("colour", "gray")
@@ -64,7 +68,10 @@ def test_user_stage_in_a_spec_is_validated_by_its_signature():
     raw = {
         "name": "toy",
         "stages": [
-            {"name": "enhance", "choices": [{"name": "tests.plugin_stages:Invert", "params": {"strength": "x"}}]},
+            {
+                "name": "enhance",
+                "choices": [{"name": "tests.plugin_stages:Invert", "params": {"strength": "x"}}],
+            },
             {"name": "ocr", "choices": ["tests.plugin_stages:EchoOCR"]},
         ],
         "dataset": {"source": "x.parquet"},

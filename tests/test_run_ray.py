@@ -15,7 +15,6 @@ from raypipe.errors import DatasetError
 from raypipe.evaluation import evaluate
 from raypipe.space import expand_configurations, invocations_per_item
 from raypipe.spec import parse_spec
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.ray
 
@@ -50,19 +49,37 @@ def test_results_have_one_row_per_item_and_configuration(tiny_run):
     configs = expand_configurations(spec)
     assert items.height == 4 * len(configs)
     assert items.select("item_id", "config_id").n_unique() == items.height
-    for column in ("orient", "enhance", "channel", "ocr", "assert_id", "assertion_score", "exact_id_number",
-                   "cer", "latency_orient_ms", "latency_ocr_ms", "latency_total_ms", "error", "profile", "rotation"):
+    for column in (
+        "orient",
+        "enhance",
+        "channel",
+        "ocr",
+        "assert_id",
+        "assertion_score",
+        "exact_id_number",
+        "cer",
+        "latency_orient_ms",
+        "latency_ocr_ms",
+        "latency_total_ms",
+        "error",
+        "profile",
+        "rotation",
+    ):
         assert column in items.columns, column
     ok = items.filter(pl.col("error").is_null())
     stage_sum = sum(ok[f"latency_{s}_ms"] for s in ("orient", "enhance", "channel", "ocr"))
     assert (ok["latency_total_ms"] - stage_sum).abs().max() < 1e-6
-    assert items["error"].null_count() == items.height, items.filter(pl.col("error").is_not_null())["error"][0]
+    assert items["error"].null_count() == items.height, items.filter(pl.col("error").is_not_null())["error"][
+        0
+    ]
 
 
 def test_tesseract_reads_clean_cards(tiny_run):
     _, result = tiny_run
     items = pl.read_parquet(result.run_dir / "items.parquet")
-    clean = items.filter((pl.col("profile") == "clean") & (pl.col("orient") == "none") & (pl.col("enhance") == "none"))
+    clean = items.filter(
+        (pl.col("profile") == "clean") & (pl.col("orient") == "none") & (pl.col("enhance") == "none")
+    )
     assert clean["assert_id"].mean() == 1.0
     assert clean["exact_id_number"].mean() >= 0.5
 
@@ -85,8 +102,10 @@ def test_configs_table_and_manifest(tiny_run):
     configs = pl.read_parquet(result.run_dir / "configs.parquet")
     assert configs.height == 8
     assert configs["n_items"].to_list() == [4] * 8
-    assert ((configs["assertion_ci_low"] <= configs["assertion_accuracy"])
-            & (configs["assertion_accuracy"] <= configs["assertion_ci_high"])).all()
+    assert (
+        (configs["assertion_ci_low"] <= configs["assertion_accuracy"])
+        & (configs["assertion_accuracy"] <= configs["assertion_ci_high"])
+    ).all()
     assert (configs["latency_p50_ms"] <= configs["latency_p95_ms"]).all()
     assert configs["pareto"].any()
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
@@ -108,7 +127,9 @@ def test_corrupt_images_give_error_rows_and_the_run_completes(ray_cluster, tiny_
     images = table.column("image").to_pylist()
     images[0] = {"bytes": images[0]["bytes"][:200], "path": "truncated.png"}
     images[1] = {"bytes": b"", "path": "empty.png"}
-    table = table.set_column(table.column_names.index("image"), "image", pa.array(images, table.schema.field("image").type))
+    table = table.set_column(
+        table.column_names.index("image"), "image", pa.array(images, table.schema.field("image").type)
+    )
     bad = tmp_path / "bad.parquet"
     pq.write_table(table, bad)
     choices = {"orient": ["none"], "enhance": ["none"], "channel": ["gray"], "ocr": ["tesseract"]}

@@ -39,7 +39,10 @@ def test_every_problem_is_listed_with_its_full_yaml_path():
     raw["sla"]["p95_latency_ms"] = 100
     with pytest.raises(ConfigError, match=r"stages\[3\]\.choices\[0\]\.params\.psm") as info:
         parse_spec(raw)
-    assert any("stages[1].choices[2].name: Unknown enhance 'clahee'. Did you mean 'clahe'" in p for p in info.value.problems)
+    assert any(
+        "stages[1].choices[2].name: Unknown enhance 'clahee'. Did you mean 'clahe'" in p
+        for p in info.value.problems
+    )
     assert len(info.value.problems) == 2
 
 

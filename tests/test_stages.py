@@ -17,16 +17,22 @@ from raypipe.stages.imaging import rect_box, rotate_quarter_turns, sort_reading_
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 SEED = 0
-requires_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None, reason="apt-get install tesseract-ocr")
+requires_tesseract = pytest.mark.skipif(not shutil.which("tesseract"), reason="apt-get install tesseract-ocr")
+
+
+def read_only(image: np.ndarray) -> np.ndarray:
+    """The image made read-only, as the runner hands images to stages."""
+    image.flags.writeable = False
+    return image
 
 
 def decode(row: dict) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB"))
+    return read_only(np.array(Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")))
 
 
 @pytest.fixture(scope="module")
 def cards() -> dict[str, list[dict]]:
-    """Five cards of each profile (the rotated ones cover 90, 180 and 270); item i is the same person in each."""
+    """Five cards per profile (the rotated ones cover 90, 180 and 270); item i is the same person in each."""
     profiles = ("clean", "rotated", "skewed", "dark", "noisy")
     return {p: generate_dataset(p, 5, seed=SEED).to_pylist() for p in profiles}
 
@@ -73,8 +79,19 @@ def test_hough_estimates_the_generator_skew_on_every_skewed_card(cards):
         assert deskew.estimate_skew(decode(row)) == pytest.approx(-row["skew_angle"], abs=1.5), row["item_id"]
 
 
+def test_hough_sees_through_noise(cards):
+    deskew = orient.HoughDeskew()
+    rng = np.random.default_rng(0)
+    for row in cards["skewed"]:
+        image = decode(row)
+        noisy = np.clip(image + rng.normal(0, 30, image.shape), 0, 255).astype(np.uint8)
+        assert deskew.estimate_skew(noisy) == pytest.approx(-row["skew_angle"], abs=1.5), row["item_id"]
+    noisy_upright = decode(cards["noisy"][0])
+    assert deskew(noisy_upright) is noisy_upright
+
+
 def test_hough_works_on_gray_images():
-    gray = card_on_background(7.0)[:, :, 1].copy()
+    gray = read_only(card_on_background(7.0)[:, :, 1].copy())
     corrected = orient.HoughDeskew()(gray)
     assert corrected.ndim == 2 and corrected.dtype == np.uint8
     assert abs(orient.HoughDeskew().estimate_skew(corrected)) < 1.5
@@ -132,7 +149,7 @@ ENHANCERS = [enhance.Sharpen, enhance.BrightnessContrast, enhance.Clahe, enhance
 def test_enhancers_keep_shape_and_dtype_and_change_the_image(cards, stage_class, as_gray):
     image = decode(cards["noisy"][0])
     if as_gray:
-        image = np.ascontiguousarray(image[:, :, 1])
+        image = read_only(np.ascontiguousarray(image[:, :, 1]))
     out = stage_class()(image)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert not np.array_equal(out, image)
@@ -185,7 +202,7 @@ def test_channels_have_the_right_shapes_and_values(cards):
 
 
 def test_gray_input_passes_every_channel_stage_unchanged(cards):
-    gray = np.ascontiguousarray(clean_images(cards)[0][:, :, 0])
+    gray = read_only(np.ascontiguousarray(clean_images(cards)[0][:, :, 0]))
     for stage_class in [channel.Original, channel.Gray, channel.Red, channel.Green, channel.Blue]:
         assert stage_class()(gray) is gray
 

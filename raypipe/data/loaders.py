@@ -11,6 +11,7 @@ words (`raypipe.data.truth`), profile "real" and null attributes.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ READ_BATCH_ROWS = 512
 GENERATE_HINT = "make a synthetic one with `raypipe data generate --profile clean --n 200 --out {path}`"
 
 
-def load_dataset(source: str, limit: int | None = None) -> pa.Table:
+def load_dataset(source: str | os.PathLike[str], limit: int | None = None) -> pa.Table:
     """The first `limit` items (all when None) of `source`, in the canonical schema."""
+    source = os.fspath(source)
     if limit is not None and limit < 1:
         raise DatasetError(f"dataset limit must be at least 1, got {limit}")
     if source.startswith(HF_PREFIX):
@@ -137,9 +139,10 @@ def _labelled_image_row(image: Path, label: Path) -> dict[str, Any]:
     return row
 
 
-def _checked_ocr(entries: list[Any], where: Path | str) -> list[dict[str, Any]]:
+def _checked_ocr(entries: list[Any] | str | None, where: Path | str) -> list[dict[str, Any]]:
     try:
-        return normalise_ocr(entries)
+        # Some exports keep the word list as a JSON string; json.loads errors are ValueErrors.
+        return normalise_ocr(json.loads(entries) if isinstance(entries, str) else entries)
     except (AttributeError, TypeError, ValueError) as exc:
         raise DatasetError(f'{where}: malformed "ocr" entry: {exc}') from exc
 

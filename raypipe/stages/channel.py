@@ -29,7 +29,7 @@ class Gray(Stage):
 
 
 class _SingleChannel(Stage):
-    """One channel of an RGB image as a 2-D uint8 image; gray input has no channels to pick and passes through."""
+    """One channel of an RGB image as a 2-D uint8 image; gray input has no channel to pick and passes."""
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
     channel_index: ClassVar[int]

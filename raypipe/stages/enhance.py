@@ -1,4 +1,4 @@
-"""Enhancement stages: none, unsharp-mask sharpening, automatic brightness/contrast, CLAHE, non-local-means denoising.
+"""Enhancement stages: none, unsharp mask, automatic brightness/contrast, CLAHE, non-local-means denoising.
 
 Each takes RGB or gray uint8 and returns a new uint8 image of the same shape.
 """
@@ -47,7 +47,9 @@ class BrightnessContrast(Stage):
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
 
-    def __init__(self, target_mean: float = 200.0, low_percentile: float = 1.0, high_percentile: float = 99.0):
+    def __init__(
+        self, target_mean: float = 200.0, low_percentile: float = 1.0, high_percentile: float = 99.0
+    ):
         self.target_mean = target_mean
         self.low_percentile = low_percentile
         self.high_percentile = high_percentile
@@ -58,7 +60,7 @@ class BrightnessContrast(Stage):
         return cv2.LUT(image, self.lookup_table(as_gray(image)))
 
     def lookup_table(self, gray: np.ndarray) -> np.ndarray:
-        """A 256-entry uint8 table: linear stretch of [low, high] to [0, 1], then the gamma that hits the mean."""
+        """A 256-entry uint8 table: stretch [low, high] to [0, 1], then the gamma that hits the mean."""
         low, high = np.percentile(gray, [self.low_percentile, self.high_percentile])
         high = max(high, low + 1.0)
         stretched = np.clip((np.arange(256, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
@@ -83,7 +85,7 @@ def _gamma_for_mean(levels: np.ndarray, weights: np.ndarray, target: float) -> f
 
 
 class Clahe(Stage):
-    """Contrast-limited adaptive histogram equalization: on the L channel of LAB for colour, directly for gray."""
+    """Contrast-limited adaptive histogram equalization: on LAB's L channel for colour, directly for gray."""
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
 
@@ -105,13 +107,13 @@ class Clahe(Stage):
 class Denoise(Stage):
     """Non-local means denoising (OpenCV), colour or gray.
 
-    The small default windows (template 5, search 9; OpenCV's are 7 and 21) keep it near 70 ms on a
-    noisy 640x400 colour card (2 cores) instead of several hundred.
+    Small windows (template 3, search 7; OpenCV's defaults are 7 and 21) make it ~7x faster on a noisy
+    640x400 card at the same error against the clean card; h=10 removed more noise than 7 there.
     """
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
 
-    def __init__(self, h: float = 7.0, template_window: int = 5, search_window: int = 9):
+    def __init__(self, h: float = 10.0, template_window: int = 3, search_window: int = 7):
         self.h = h
         self.template_window = template_window
         self.search_window = search_window

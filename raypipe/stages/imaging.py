@@ -44,8 +44,8 @@ def rotate_expanded(image: np.ndarray, degrees_ccw: float) -> np.ndarray:
     center = (width / 2.0, height / 2.0)
     matrix = cv2.getRotationMatrix2D(center, degrees_ccw, 1.0)
     cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-    new_width = int(round(height * sin + width * cos))
-    new_height = int(round(height * cos + width * sin))
+    new_width = round(height * sin + width * cos)
+    new_height = round(height * cos + width * sin)
     matrix[0, 2] += new_width / 2.0 - center[0]
     matrix[1, 2] += new_height / 2.0 - center[1]
     return cv2.warpAffine(

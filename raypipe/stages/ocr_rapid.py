@@ -1,4 +1,4 @@
-"""RapidOCR (PP-OCRv4 detector, direction classifier and recognizer on ONNX Runtime), offline with bundled models."""
+"""RapidOCR: PP-OCRv4 detector, direction classifier and recognizer on ONNX Runtime, with bundled models."""
 
 from __future__ import annotations
 

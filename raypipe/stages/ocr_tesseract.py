@@ -22,7 +22,7 @@ def limit_tesseract_threads() -> None:
 
 
 def apt_package_for_language(language: str) -> str:
-    """The Debian package that ships Tesseract's traineddata for `language` (chi_sim -> tesseract-ocr-chi-sim)."""
+    """The Debian package with Tesseract's data for `language` (chi_sim -> tesseract-ocr-chi-sim)."""
     return "tesseract-ocr-" + language.lower().replace("_", "-")
 
 
@@ -53,7 +53,7 @@ def split_languages(lang: str) -> list[str]:
     return [part for part in lang.split("+") if part]
 
 
-# Tesseract's --psm and --oem values; 11 is sparse text (reads Chinese names that psm 3 misreads), oem 1 is LSTM.
+# Tesseract's --psm and --oem values: psm 11 is sparse text (reads names psm 3 misreads), oem 1 is LSTM.
 PageSegmentation = Literal[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 EngineMode = Literal[0, 1, 2, 3]
 
