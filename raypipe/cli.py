@@ -134,6 +134,10 @@ def run(
     ] = True,
     cache: Annotated[bool, typer.Option(help="Read and fill the persistent stage-output cache.")] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")] = None,
+    search: Annotated[
+        str, typer.Option(help="exhaustive: every configuration on every item; halving: successive halving.")
+    ] = "exhaustive",
+    first_round: Annotated[int, typer.Option(help="Items in halving's first round.", min=1)] = 8,
     top: Annotated[int, typer.Option(help="Rows of the ranked table to print.")] = 20,
 ) -> None:
     """Evaluate every configuration over the dataset on Ray; write Parquet results and print the ranking."""
@@ -154,7 +158,17 @@ def run(
             else:
                 spec = load_spec(config)
                 options = RunOptions(share_prefixes=share, reuse_identical=reuse, cache=caching)
-                result = evaluation.evaluate(spec, dataset, limit, out, address, options, printer)
+                result = evaluation.evaluate(
+                    spec,
+                    dataset,
+                    limit,
+                    out,
+                    address,
+                    options,
+                    printer,
+                    search=search,
+                    first_round_items=first_round,
+                )
     except RaypipeError as exc:
         raise _fail(exc) from exc
     _print_result(result, top)
@@ -170,6 +184,13 @@ def _print_result(result, top: int | None) -> None:
     calls = ", ".join(f"{k} {v['calls']}" for k, v in work.items())
     hits = sum(v["cache_hits"] for v in work.values())
     console.print(f"stage calls: {calls}; cache hits {hits}; wall {result.manifest['wall_seconds']:.1f} s")
+    if "search" in result.manifest:
+        s = result.manifest["search"]
+        share = s["engine_seconds"] / max(s["exhaustive_estimate_engine_seconds"], 1e-9)
+        console.print(
+            f"halving: {len(s['rounds'])} rounds; engine {s['engine_seconds']:.1f} s, "
+            f"{share:.0%} of the ~{s['exhaustive_estimate_engine_seconds']:.1f} s exhaustive search would take"
+        )
     console.print(f"run directory: [bold]{result.run_dir}[/]")
 
 

@@ -1,0 +1,111 @@
+"""EasyOCR's recognizer served by ONNX Runtime: swap it into an `easyocr.Reader` in place of torch.
+
+`python -m optimization export-easyocr` writes the ONNX files (fp32, and int8 with only MatMul, LSTM and
+Gemm quantized) of the english_g2 recognizer into the models directory. `use_onnx_recognizer` replaces
+`reader.recognizer` by an object with the torch module's call interface, so EasyOCR's own recognition
+code (batching, decoding, the low-contrast second pass) runs unchanged and only the network differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from raypipe.errors import StageError
+from raypipe.stages.orient_cnn import MANIFEST_NAME, default_models_dir, file_sha256
+
+Recognizer = Literal["torch", "onnx", "onnx-int8"]
+RECOGNIZER_FILES: dict[str, str] = {
+    "onnx": "easyocr-english_g2.onnx",
+    "onnx-int8": "easyocr-english_g2-int8.onnx",
+}
+EXPORT_HINT = "run `python -m optimization export-easyocr`"
+
+
+def recognizer_path(recognizer: str, model_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the ONNX file of `recognizer` ("onnx" or "onnx-int8") lives."""
+    if recognizer not in RECOGNIZER_FILES:
+        choices = ", ".join(["torch", *RECOGNIZER_FILES])
+        raise StageError(f"unknown EasyOCR recognizer {recognizer!r}: choose one of {choices}")
+    folder = Path(model_dir).expanduser() if model_dir else default_models_dir()
+    return folder / RECOGNIZER_FILES[recognizer]
+
+
+def check_recognizer(recognizer: str, model_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The ONNX file a recognizer choice needs (None for torch); StageError when missing or stale."""
+    if recognizer == "torch":
+        return None
+    path = recognizer_path(recognizer, model_dir)
+    if not path.is_file():
+        raise StageError(f"EasyOCR recognizer {recognizer!r} needs {path}, which is missing: {EXPORT_HINT}")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise StageError(
+            f"EasyOCR recognizer {recognizer!r} needs onnxruntime: pip install onnxruntime"
+        ) from exc
+    manifest = path.parent / MANIFEST_NAME
+    entry = (
+        json.loads(manifest.read_text()).get("artifacts", {}).get(path.name) if manifest.is_file() else None
+    )
+    if entry and entry.get("sha256") != file_sha256(path):
+        raise StageError(f"{path} does not match the SHA-256 in {manifest}: {EXPORT_HINT}")
+    return path
+
+
+class OnnxRecognizer:
+    """Stands in for EasyOCR's torch recognizer: `model(image, text)` -> logits tensor (batch, steps, classes).
+
+    EasyOCR calls `eval()` and then the model on a float tensor (batch, 1, 64, width); `text` is unused by
+    the CTC network, as in torch.
+    """
+
+    def __init__(self, onnx_path: str | os.PathLike[str], threads: int = 1):
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.num_classes = self.session.get_outputs()[0].shape[-1]
+
+    def eval(self) -> OnnxRecognizer:
+        return self
+
+    def to(self, device: Any) -> OnnxRecognizer:
+        return self
+
+    def __call__(self, image: Any, text: Any = None) -> Any:
+        import torch
+
+        batch = image.detach().cpu().numpy().astype(np.float32, copy=False)
+        logits = self.session.run(None, {self.input_name: batch})[0]
+        return torch.from_numpy(logits)
+
+
+def use_onnx_recognizer(reader: Any, onnx_path: str, threads: int | None = None) -> None:
+    """Make `reader` (an easyocr.Reader) recognize with the ONNX file at `onnx_path`, on the CPU.
+
+    `threads` defaults to torch's own thread count in this process, so the ONNX recognizer gets the CPU
+    budget the torch one had. The file must come from the reader's network: the class counts must agree.
+    """
+    if str(getattr(reader, "device", "cpu")) != "cpu":
+        raise StageError("the ONNX EasyOCR recognizer runs on the CPU: build the Reader with gpu=False")
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    recognizer = OnnxRecognizer(onnx_path, threads=threads)
+    expected = len(reader.converter.character)
+    if isinstance(recognizer.num_classes, int) and recognizer.num_classes != expected:
+        raise StageError(
+            f"{onnx_path} predicts {recognizer.num_classes} classes but this Reader's network has {expected}: "
+            f"the ONNX file was exported from another recognizer ({EXPORT_HINT} for the packaged english_g2)"
+        )
+    reader.recognizer = recognizer
