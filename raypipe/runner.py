@@ -59,7 +59,8 @@ class OperatorPlan:
     def label(self) -> str:
         gpu = f", {self.resources.num_gpus:g} GPU" if self.resources.num_gpus else ""
         cpu = f"{self.resources.num_cpus:.2f} CPU"
-        return f"{self.stage_name}[{', '.join(self.choices)}] x{self.pool_size} actors ({cpu}{gpu} each)"
+        choices = ", ".join(f"{c} on {self.devices.get(c, 'cpu')}" for c in self.choices)
+        return f"{self.stage_name}: {choices}; {self.pool_size} actor(s), {cpu}{gpu} each"
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -79,6 +80,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI shows one bar for the whole run
+    # OCR actors hold models of ~1 GB by design; Ray Data's periodic advice about it is noise here.
+    ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     ctx.execution_options.preserve_order = False
 
 
@@ -97,15 +100,19 @@ def plan_operators(spec: PipelineSpec, cluster_cpus: float, cluster_gpus: float)
     plans = []
     for k, stage in enumerate(spec.stages):
         by_class: dict[Resources, dict[str, ChoiceRef]] = {}
+        devices: dict[str, str] = {}
         for choice in stage.choices:
             res = _declared(choice, stage.registry_kind)
+            devices[choice.key] = "gpu" if res.num_gpus and cluster_gpus else "cpu"
             if res.num_gpus and not cluster_gpus:
                 res = Resources(res.num_cpus, 0.0, res.batch_size)  # no GPU here: run it on CPU
+                devices[choice.key] = "cpu (asks for a GPU; the cluster has none)"
             ref = ChoiceRef(stage.registry_kind, choice.name, dict(choice.params))
             by_class.setdefault(res, {})[choice.key] = ref
         classes = list(by_class.items())
         for i, (res, refs) in enumerate(classes):
-            plans.append(OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1))
+            where = {label: devices[label] for label in refs}
+            plans.append(OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where))
     return size_pools(plans, cluster_cpus, cluster_gpus)
 
 
@@ -114,9 +121,10 @@ def size_pools(
 ) -> list[OperatorPlan]:
     """The last stage (the expensive one) gets most actors; CPU shares shrink to fit under the headroom."""
     last = max(p.stage_index for p in plans)
+    n_last = sum(p.stage_index == last for p in plans)
     for p in plans:
         want = max(p.resources.num_cpus, 0.01)
-        size = int(cluster_cpus // want) if p.stage_index == last else int(cluster_cpus // 8)
+        size = int(cluster_cpus / n_last // want) if p.stage_index == last else int(cluster_cpus // 8)
         if p.resources.num_gpus:
             size = min(size, int(cluster_gpus // p.resources.num_gpus))
         p.pool_size = max(1, min(size, max_actors or size))

@@ -28,7 +28,7 @@ def test_exclusions_remove_matching_combinations():
     raw = spec.model_dump()
     raw["exclude"] = [{"orient": "osd", "channel": ["gray"]}]
     configs = expand_configurations(parse_spec(raw))
-    assert len(configs) == 8 - 2
+    assert len(configs) == 24 - 2 * 3  # osd x {none, clahe} x gray x 3 engines
     assert not any(c.choices()["orient"] == "osd" and c.choices()["channel"] == "gray" for c in configs)
 
 
@@ -55,5 +55,5 @@ def test_prefix_tree_and_invocation_counts():
 def test_configs_command_lists_ids_and_choices():
     result = CliRunner().invoke(app, ["configs", str(CONFIGS / "icp-quick.yaml")])
     lines = result.output.strip().splitlines()
-    assert len(lines) == 8
-    assert "orient=osd > enhance=clahe > channel=gray > ocr=tesseract" in result.output
+    assert len(lines) == 24
+    assert "orient=osd > enhance=clahe > channel=gray > ocr=rapidocr" in result.output
