@@ -1,0 +1,26 @@
+"""Layers point one way (import-linter contracts in pyproject.toml); Docker and CI install as the README."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "broken" in result.stdout and " 0 broken" in result.stdout
+
+
+def test_dockerfile_and_ci_use_the_readme_commands():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "bash scripts/install.sh" in dockerfile
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    assert "bash scripts/install.sh" in makefile
