@@ -111,3 +111,14 @@ def test_stages_cannot_modify_their_shared_input():
     state = start_item("i", png(), {}, 2, 1, True)
     with pytest.raises(ValueError, match="read-only"):
         state.frontier[0].output[0, 0, 0] = 1
+
+
+def test_ocr_text_groups_boxed_words_into_lines():
+    from raypipe.stages.base import OcrResult, Word
+
+    def box(x, y):
+        return ((x, y), (x + 20, y), (x + 20, y + 20), (x, y + 20))
+
+    words = [Word("三", box(60, 12)), Word("张", box(30, 10)), Word("姓名", box(0, 11)), Word("男", box(0, 50))]
+    assert OcrResult(words).text == "姓名 张 三\n男"
+    assert OcrResult([Word("a"), Word("b")]).text == "a\nb"

@@ -174,6 +174,17 @@ def test_easyocr_reads_an_english_line(easyocr):
 
 
 @requires_easyocr
+@pytest.mark.gpu
+def test_easyocr_runs_on_the_gpu_when_there_is_one(easyocr, clean_cards):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    assert easyocr.device == "cuda"
+    assert clean_cards[0]["truth_id_number"] in compact(easyocr(decode(clean_cards[0])))
+
+
+@requires_easyocr
 def test_easyocr_reads_the_digits_of_the_id_number(easyocr, clean_cards):
     row = clean_cards[0]
     digits = re.sub(r"[^0-9X]", "", compact(easyocr(decode(row))).upper())
@@ -203,6 +214,16 @@ def test_easyocr_needs_a_model_dir_for_languages_no_package_ships(tmp_path):
     # A folder without the Chinese recognizer: EasyOCR cannot start, and says which file it misses.
     with pytest.raises(StageError, match=r"zh_sim_g2\.pth"):
         EasyOCR(lang=("ch_sim", "en"), model_dir=str(tmp_path), gpu=False)
+
+
+def test_easyocr_boxes_that_miss_the_image_are_dropped_before_recognition():
+    from raypipe.stages.ocr_easyocr import boxes_inside
+
+    horizontal = [[10, 200, 20, 50], [10, 200, 400, 412], [-30, -2, 20, 50], [630, 700, 390, 420]]
+    free = [[[10, 10], [90, 12], [90, 40], [10, 38]], [[10, 401], [90, 402], [90, 415], [10, 414]]]
+    kept_horizontal, kept_free = boxes_inside(horizontal, free, height=400, width=640)
+    assert kept_horizontal == [[10, 200, 20, 50], [630, 700, 390, 420]]
+    assert kept_free == [free[0]]
 
 
 def test_ocr_engines_are_registered_with_their_resources():

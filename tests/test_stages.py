@@ -13,7 +13,7 @@ from raypipe import registry
 from raypipe.data import generate_dataset
 from raypipe.stages import channel, enhance, orient
 from raypipe.stages.base import Word
-from raypipe.stages.imaging import rect_box, rotate_quarter_turns, sort_reading_order
+from raypipe.stages.imaging import group_lines, rect_box, rotate_quarter_turns, sort_reading_order
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 SEED = 0
@@ -218,6 +218,7 @@ def test_reading_order_is_top_to_bottom_then_left_to_right():
         Word("nobox"),
     ]
     assert [w.text for w in sort_reading_order(words)] == ["姓名", "三", "ID", "nobox"]
+    assert [[w.text for w in line] for line in group_lines(words)] == [["姓名", "三"], ["ID"]]
 
 
 BUILT_IN_IMAGE_STAGES = {

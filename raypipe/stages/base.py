@@ -34,6 +34,12 @@ class OcrResult:
 
     @property
     def text(self) -> str:
+        """The words as lines of text. With boxes, words on one line are joined by spaces: Tesseract returns
+        a Chinese name one character per word, and a name split over lines is no name."""
+        if self.words and all(w.box for w in self.words):
+            from raypipe.stages.imaging import group_lines
+
+            return "\n".join(" ".join(w.text for w in line) for line in group_lines(self.words))
         return "\n".join(w.text for w in self.words)
 
 

@@ -78,21 +78,24 @@ def quad_box(points: Iterable[Sequence[float]]) -> Box:
 
 
 def sort_reading_order(words: Iterable[Word]) -> list[Word]:
-    """Words top to bottom, then left to right within a line.
+    """Words top to bottom, then left to right within a line; words without a box go last."""
+    words = list(words)
+    return [w for line in group_lines(words) for w in line] + [w for w in words if not w.box]
+
+
+def group_lines(words: Iterable[Word]) -> list[list[Word]]:
+    """The boxed words as text lines, top to bottom, each left to right.
 
     A word joins the current line when its vertical centre lies within half a word height of the
     line's first word, so small skews and mixed font sizes still keep a line together.
     """
-    boxed = [w for w in words if w.box]
-    unboxed = [w for w in words if not w.box]
     lines: list[list[Word]] = []
-    for word in sorted(boxed, key=_center_y):
+    for word in sorted((w for w in words if w.box), key=_center_y):
         if lines and abs(_center_y(word) - _center_y(lines[-1][0])) <= _line_tolerance(lines[-1][0], word):
             lines[-1].append(word)
         else:
             lines.append([word])
-    ordered = [w for line in lines for w in sorted(line, key=_left_x)]
-    return ordered + unboxed
+    return [sorted(line, key=_left_x) for line in lines]
 
 
 def _center_y(word: Word) -> float:

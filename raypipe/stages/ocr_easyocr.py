@@ -112,14 +112,38 @@ class EasyOCR(Stage):
 
     def __call__(self, image: np.ndarray) -> OcrResult:
         # readtext() would treat a 3-channel array as BGR when making its gray copy; give each part its input.
+        gray = as_gray(image)
         horizontal, free = self.reader.detect(as_rgb(image), reformat=False)
-        lines = self.reader.recognize(as_gray(image), horizontal[0], free[0], reformat=False)
+        horizontal, free = boxes_inside(horizontal[0], free[0], *gray.shape)
+        lines = self.reader.recognize(gray, horizontal, free, reformat=False)
         words = [
             Word(text=str(text), box=quad_box(box), confidence=float(score))
             for box, text, score in lines
             if str(text).strip()
         ]
         return OcrResult(words=sort_reading_order(words))
+
+
+def boxes_inside(
+    horizontal: list, free: list, height: int, width: int
+) -> tuple[list[list[int]], list[list[list[float]]]]:
+    """EasyOCR's detected boxes without those that miss the image.
+
+    CRAFT runs on the image padded to a multiple of 32 and can find "text" in the padding; such a box
+    clips to an empty crop, on which EasyOCR's recognizer raises a cv2.error (seen once on a noisy card).
+    Horizontal boxes are [x_min, x_max, y_min, y_max]; free boxes are four [x, y] corners.
+    """
+    kept_horizontal = [
+        box
+        for box in horizontal
+        if min(box[1], width) > max(box[0], 0) and min(box[3], height) > max(box[2], 0)
+    ]
+    kept_free = []
+    for corners in free:
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
+        if min(max(xs), width) > max(min(xs), 0) and min(max(ys), height) > max(min(ys), 0):
+            kept_free.append(corners)
+    return kept_horizontal, kept_free
 
 
 def _check_request(lang: tuple[str, ...], model_dir: str | None) -> None:
