@@ -230,7 +230,11 @@ def finalize(ctx: RunContext, wall_s: float, search: dict | None) -> RunResult:
     items = results.assemble_items(rows, ctx.configs, item_attributes(ctx.table))
     config_table = results.aggregate_configs(items, stage_names, ctx.spec.sla)
     if search:
-        config_table = config_table.join(pl.DataFrame(search.pop("dropped")), on="config_id", how="left")
+        dropped = pl.DataFrame(
+            search.pop("dropped"),
+            schema={"config_id": pl.String, "dropped_round": pl.Int64, "drop_reason": pl.String},
+        )
+        config_table = results.survivors_first(config_table.join(dropped, on="config_id", how="left"))
         results.atomic_write_parquet(pl.DataFrame(search["rounds"]), ctx.run_dir / "search.parquet")
     slices = results.best_per_slice(items, config_table, list(data.SLICE_ATTRIBUTES), ctx.spec.sla)
     results.atomic_write_parquet(items, ctx.run_dir / "items.parquet")

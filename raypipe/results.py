@@ -174,6 +174,14 @@ def with_pareto(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns((~pl.col("config_id").is_in(dominated["config_id"].implode())).alias("pareto"))
 
 
+def survivors_first(frame: pl.DataFrame) -> pl.DataFrame:
+    """After a search: the Pareto flag among configurations that were kept to the end, survivors ranked
+    first (a dropped configuration's numbers come from a smaller sample)."""
+    kept = with_pareto(frame.filter(pl.col("dropped_round").is_null()))
+    dropped = frame.filter(pl.col("dropped_round").is_not_null()).with_columns(pl.lit(False).alias("pareto"))
+    return pl.concat([rank(kept), rank(dropped)], how="vertical_relaxed")
+
+
 def rank(frame: pl.DataFrame) -> pl.DataFrame:
     """SLA-passing first, then by accuracy, then by p95 latency."""
     return frame.sort(

@@ -75,6 +75,8 @@ def test_halving_drops_a_slow_configuration_early(ray_cluster, tiny_dataset, tmp
     assert configs["n_items"].to_list() == [4, 2]
     assert configs["dropped_round"].to_list() == [None, 0]
     assert configs["drop_reason"][1].startswith("SLA: p95 lower bound")
+    assert result.configs["a"][0] == "fast"  # survivors rank first; a dropped one is never on the front
+    assert configs["pareto"].to_list() == [True, False]
     rounds = pl.read_parquet(result.run_dir / "search.parquet")
     assert rounds["n_configs"].to_list() == [2, 1] and rounds["n_items"].to_list() == [2, 4]
     search = result.manifest["search"]
