@@ -46,6 +46,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     with os.fdopen(handle, "w") as stream:
         json.dump(payload, stream, indent=2, sort_keys=True, ensure_ascii=False)
         stream.write("\n")
+    os.chmod(temporary, 0o644)  # mkstemp makes it private; the manifest is meant to be read by others
     os.replace(temporary, path)
 
 

@@ -77,8 +77,8 @@ def train_student(
 def distill(
     models_dir: Path,
     settings: TrainSettings = TrainSettings(),
-    temperature: float = 4.0,
-    alpha: float = 0.1,
+    temperature: float = 3.0,
+    alpha: float = 0.0,
     progress: Progress = print,
 ) -> dict[str, dict]:
     """Train the distilled and the hard-label students; returns their manifest entries by model name."""
@@ -86,7 +86,6 @@ def distill(
     settings = with_data_of(settings, artifact_entry(models_dir, artifact_name("cnn", "keras")))
     train, holdout = training_data(models_dir, settings)
     teacher_train = predict_logits(teacher, train.images)
-    teacher_holdout = predict_logits(teacher, holdout.images)
     _, keras = import_keras()
     one_hot = np.eye(len(ROTATIONS), dtype=np.float32)[train.labels]
     runs = {
@@ -101,22 +100,42 @@ def distill(
         how = f"T={temperature:g}, alpha={alpha:g}" if name == "student" else "hard labels"
         progress(f"training {name} ({how})")
         student, scores = train_student(name, targets, loss, train, holdout, settings)
-        ratio = teacher.count_params() / student.count_params()
-        if ratio < MIN_COMPRESSION:
-            raise ValueError(f"the student has only {ratio:.1f}x fewer parameters than the teacher")
-        path = save_keras(student, models_dir / artifact_name(name, "keras"))
-        scores["teacher_agreement"] = agreement(predict_logits(student, holdout.images), teacher_holdout)
-        entries[name] = record_artifact(
-            path,
-            model=name,
-            format="keras",
-            parameters=student.count_params(),
-            teacher_parameters=teacher.count_params(),
-            compression=round(ratio, 2),
-            distillation={"temperature": temperature, "alpha": alpha} if name == "student" else None,
-            weights_sha256=weights_digest(student),
-            **scores,
-            **{**provenance(settings, train, holdout, STUDENT), "command": "python -m optimization distill"},
+        distillation = {"temperature": temperature, "alpha": alpha} if name == "student" else None
+        entries[name] = save_student(models_dir, name, student, teacher, scores, distillation, settings)
+        progress(
+            f"{entries[name]['file']}: held-out accuracy {scores['holdout_accuracy']:.4f}, "
+            f"{entries[name]['compression']:.1f}x fewer parameters"
         )
-        progress(f"{path}: held-out accuracy {scores['holdout_accuracy']:.4f}, {ratio:.1f}x fewer parameters")
     return entries
+
+
+def save_student(
+    models_dir: Path,
+    name: str,
+    student: Any,
+    teacher: Any,
+    scores: dict,
+    distillation: dict | None,
+    settings: TrainSettings,
+) -> dict:
+    """Save a student and record it with its compression and its agreement with the teacher."""
+    ratio = teacher.count_params() / student.count_params()
+    if ratio < MIN_COMPRESSION:
+        raise ValueError(f"the student has only {ratio:.1f}x fewer parameters than the teacher")
+    train, holdout = training_data(models_dir, settings)
+    scores["teacher_agreement"] = agreement(
+        predict_logits(student, holdout.images), predict_logits(teacher, holdout.images)
+    )
+    path = save_keras(student, models_dir / artifact_name(name, "keras"))
+    return record_artifact(
+        path,
+        model=name,
+        format="keras",
+        parameters=student.count_params(),
+        teacher_parameters=teacher.count_params(),
+        compression=round(ratio, 2),
+        distillation=distillation,
+        weights_sha256=weights_digest(student),
+        **scores,
+        **{**provenance(settings, train, holdout, STUDENT), "command": "python -m optimization distill"},
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -43,3 +44,21 @@ def import_keras(seed: int | None = None) -> tuple[ModuleType, ModuleType]:
     if seed is not None:
         keras.utils.set_random_seed(seed)
     return tf, keras
+
+
+def preload_torch() -> None:
+    """Import torch and torchvision now, before TensorFlow, in a process that may need both.
+
+    Measured here (TF 2.21, torch 2.14.1, torchvision 0.29.1): importing torchvision after TensorFlow
+    kills the process with a segmentation fault; the other order works. No-op without torch.
+    """
+    if "tensorflow" in sys.modules and "torchvision" not in sys.modules:
+        raise RuntimeError(
+            "TensorFlow is already imported: importing torchvision now would crash this process "
+            "(segmentation fault); import torch and torchvision first, or use a separate process"
+        )
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass

@@ -189,7 +189,7 @@ def _print_result(result, top: int | None) -> None:
         share = s["engine_seconds"] / max(s["exhaustive_estimate_engine_seconds"], 1e-9)
         console.print(
             f"halving: {len(s['rounds'])} rounds; engine {s['engine_seconds']:.1f} s, "
-            f"{share:.0%} of the ~{s['exhaustive_estimate_engine_seconds']:.1f} s exhaustive search would take"
+            f"{share:.0%} of the ~{s['exhaustive_estimate_engine_seconds']:.1f} s an exhaustive search takes"
         )
     console.print(f"run directory: [bold]{result.run_dir}[/]")
 

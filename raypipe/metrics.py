@@ -79,7 +79,7 @@ def parse_fields(text: str) -> dict[str, str | None]:
         "year": year,
         "month": month,
         "day": day,
-        "id_number": _id_number(lines, compact),
+        "id_number": _id_number([normalise_line(token) for token in text.split()], lines, compact),
     }
 
 
@@ -151,9 +151,10 @@ def _iso_date(year: str | None, month: str | None, day: str | None) -> str | Non
         return None
 
 
-def _id_number(lines: list[str], compact: str) -> str | None:
-    # Per line first: joining lines can glue an address's house number to the ID's digits.
-    candidates = [match for line in lines for match in _ID_PATTERN.findall(line)]
+def _id_number(tokens: list[str], lines: list[str], compact: str) -> str | None:
+    # Whole words first, then lines, then everything: joining can glue a neighbour's digits to the ID's.
+    candidates = [match for token in tokens for match in _ID_PATTERN.findall(token)]
+    candidates = candidates or [match for line in lines for match in _ID_PATTERN.findall(line)]
     candidates = candidates or _ID_PATTERN.findall(compact)
     valid = [candidate for candidate in candidates if id_checksum_valid(candidate)]
     return (valid or candidates or [None])[0]

@@ -112,7 +112,9 @@ def plan_operators(spec: PipelineSpec, cluster_cpus: float, cluster_gpus: float)
         classes = list(by_class.items())
         for i, (res, refs) in enumerate(classes):
             where = {label: devices[label] for label in refs}
-            plans.append(OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where))
+            plans.append(
+                OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where)
+            )
     return size_pools(plans, cluster_cpus, cluster_gpus)
 
 

@@ -95,7 +95,8 @@ def drop_reason(c: Bounds, others: list[Bounds], sla: SLASpec) -> str | None:
     if feasible:
         best = max(feasible, key=lambda o: o.acc_low)
         if c.acc_high < best.acc_low:
-            return f"accuracy: upper bound {c.acc_high:.3f} < {best.acc_low:.3f}, lower bound of {best.config_id}"
+            best_low = f"{best.acc_low:.3f}, lower bound of {best.config_id}"
+            return f"accuracy: upper bound {c.acc_high:.3f} < {best_low}"
     for o in others:
         if o.config_id != c.config_id and o.acc_low > c.acc_high and o.p95_high < c.p95_low:
             return f"Pareto: dominated by {o.config_id} with confidence"

@@ -119,6 +119,11 @@ def test_ocr_text_groups_boxed_words_into_lines():
     def box(x, y):
         return ((x, y), (x + 20, y), (x + 20, y + 20), (x, y + 20))
 
-    words = [Word("三", box(60, 12)), Word("张", box(30, 10)), Word("姓名", box(0, 11)), Word("男", box(0, 50))]
+    words = [
+        Word("三", box(60, 12)),
+        Word("张", box(30, 10)),
+        Word("姓名", box(0, 11)),
+        Word("男", box(0, 50)),
+    ]
     assert OcrResult(words).text == "姓名 张 三\n男"
     assert OcrResult([Word("a"), Word("b")]).text == "a\nb"

@@ -239,3 +239,10 @@ def test_wilson_interval_matches_the_published_value():
 def test_wilson_interval_rejects_more_successes_than_trials():
     with pytest.raises(ValueError, match="0 <= successes <= n"):
         wilson_interval(11, 10)
+
+
+def test_id_number_next_to_other_digits_on_its_line():
+    # OCR lines join words with spaces; a stray code beside the ID must not glue onto it
+    text = "'4R54564 370102198512220743"
+    assert parse_fields(text)["id_number"] == "370102198512220743"
+    assert parse_fields("公民身份号码 3701 0219 8512 2207 43")["id_number"] == "370102198512220743"

@@ -45,11 +45,20 @@ def test_ids_are_stable_and_depend_on_params_not_order_of_keys():
 
 def test_prefix_tree_and_invocation_counts():
     configs = expand_configurations(load_spec(CONFIGS / "icp.yaml"))
-    assert unique_prefixes(configs, 1) == {("none",), ("hough",), ("osd",)}
-    assert invocations_per_item(configs) == [3, 15, 75, len(configs)]
+    orient = {
+        "none",
+        "hough",
+        "osd",
+        "cnn-keras",
+        "cnn-tflite-int8",
+        "cnn-onnx-int8",
+        "cnn-student-tflite-int8",
+    }
+    assert unique_prefixes(configs, 1) == {(label,) for label in orient}
+    assert invocations_per_item(configs) == [7, 35, 175, len(configs)]
     assert invocations_per_item(configs, shared=False) == [len(configs)] * 4
     tree = prefix_tree(configs)
-    assert set(tree) == {"none", "hough", "osd"} and len(tree["hough"]["clahe"]) == 5
+    assert set(tree) == orient and len(tree["hough"]["clahe"]) == 5
 
 
 def test_configs_command_lists_ids_and_choices():

