@@ -84,6 +84,16 @@ def wait_for_dashboard(address: str, env: dict) -> None:
     raise RuntimeError(f"the Ray head never answered at {address}: {probe.stderr[-2000:]}")
 
 
+def submit_when_ready(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Submit; while the head's job agent is still starting, Ray answers "try again later": do so."""
+    for _ in range(12):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in result.stderr:
+            return result
+        time.sleep(5)
+    return result
+
+
 def test_job_submit_runs_the_same_spec(head_node, tiny_dataset, tmp_path):
     address, env = head_node
     raw = yaml.safe_load((REPO / "configs" / "icp-quick.yaml").read_text())
@@ -113,7 +123,7 @@ def test_job_submit_runs_the_same_spec(head_node, tiny_dataset, tmp_path):
         "--out",
         str(out),
     ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    result = submit_when_ready(cmd, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
     configs = pl.read_parquet(out / "configs.parquet")
