@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -24,3 +26,19 @@ def test_dockerfile_and_ci_use_the_readme_commands():
     assert "make test" in (REPO / ".ci" / "run").read_text()
     makefile = (REPO / "Makefile").read_text()
     assert "bash scripts/install.sh" in makefile
+
+
+def test_cluster_yaml_follows_rays_cluster_schema():
+    import json
+
+    import jsonschema
+    import ray
+    import yaml
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    jsonschema.validate(config, schema)
+    assert {"cpu_worker", "gpu_worker"} <= set(config["available_node_types"])
+    assert any("scripts/install.sh" in command for command in config["setup_commands"])
+    with pytest.raises(jsonschema.ValidationError, match="'many' is not of type 'integer'"):
+        jsonschema.validate({**config, "max_workers": "many"}, schema)
