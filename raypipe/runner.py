@@ -28,7 +28,7 @@ WORKER_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-# CPUs kept free for the read and scoring tasks: an actor pool that takes every CPU deadlocks (NOTES.md).
+# CPUs kept free for the tasks that start items: an actor pool that takes every CPU deadlocks (NOTES.md).
 CPU_HEADROOM = 0.5
 TASK_CPUS = 0.1
 
@@ -144,12 +144,15 @@ def size_pools(
 class StageActor:
     """A Ray Data callable class wrapping StageWorker: models load once per actor, on first use."""
 
-    def __init__(self, **worker_kwargs: Any):
+    def __init__(self, emit_rows_for: list[str] | None = None, **worker_kwargs: Any):
         self.worker = StageWorker(**worker_kwargs)
+        self.emit_rows_for = emit_rows_for
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        states = [self.worker.process(ItemState.loads(blob)).dumps() for blob in batch["state"]]
-        return {"item_id": batch["item_id"], "state": np.array(states, dtype=object)}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
+        states = [self.worker.process(ItemState.loads(blob)) for blob in batch["state"]]
+        if self.emit_rows_for is not None:  # the last operator scores its items itself: no extra hop
+            return result_rows(states, self.emit_rows_for)
+        return {"item_id": batch["item_id"], "state": np.array([s.dumps() for s in states], dtype=object)}
 
 
 def _start_items(batch: dict[str, np.ndarray], n_configs: int, n_stages: int, share: bool) -> dict:
@@ -162,10 +165,10 @@ def _start_items(batch: dict[str, np.ndarray], n_configs: int, n_stages: int, sh
     return {"item_id": batch["item_id"], "state": np.array(states, dtype=object)}
 
 
-def _finish_items(batch: dict[str, np.ndarray], stage_names: list[str]) -> pa.Table:
+def result_rows(states: list[ItemState], stage_names: list[str]) -> pa.Table:
+    """One row per item x configuration, scored, with each item's work counts on its first row."""
     rows = []
-    for blob in batch["state"]:
-        state = ItemState.loads(blob)
+    for state in states:
         item_rows = finish_item(state, stage_names, score)
         if item_rows:  # the item's work counts ride on its first row; the results writer sums them
             for k, name in enumerate(stage_names):
@@ -186,18 +189,19 @@ def split_blocks(items: pa.Table, cpus: float) -> list[pa.Table]:
 def build_plan(
     items: pa.Table, configs: list[Configuration], plans: list[OperatorPlan], options: RunOptions
 ) -> ray.data.Dataset:
-    """The Ray Data plan: start items, one map_batches per operator plan, then score every configuration."""
+    """The Ray Data plan: start items, then one map_batches per operator plan; the last one scores."""
     stage_names = list(configs[0].stage_names)
     labels = [c.labels for c in configs]
     ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
     ds = ds.map_batches(
         _start_items,
         fn_kwargs={"n_configs": len(configs), "n_stages": len(stage_names), "share": options.share_prefixes},
-        batch_size=4,
+        batch_size=None,
         num_cpus=TASK_CPUS,
     )
-    for p in plans:
+    for n, p in enumerate(plans, start=1):
         worker = {
+            "emit_rows_for": stage_names if n == len(plans) else None,
             "stage_index": p.stage_index,
             "labels_of_config": labels,
             "choices": p.choices,
@@ -213,13 +217,7 @@ def build_plan(
             num_cpus=p.resources.num_cpus,
             num_gpus=p.resources.num_gpus or None,
         )
-    return ds.map_batches(
-        _finish_items,
-        fn_kwargs={"stage_names": stage_names},
-        batch_size=1,
-        num_cpus=TASK_CPUS,
-        batch_format="numpy",
-    )
+    return ds
 
 
 def execute(
