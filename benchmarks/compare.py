@@ -3,6 +3,7 @@ the same data and the same configurations; writes compare.parquet and compare.md
 
     python benchmarks/compare.py [--config benchmarks/bench.yaml] [--n 32] [--profile mixed] [--seed 0]
                                  [--first-round-items 4] [--out benchmarks/results] [--quick]
+                                 [--halving-only]
 
 The baselines run first, before Ray starts (the Pool forks a process without Ray in it). Ray then starts
 once and is not timed; each raypipe variant is timed around `evaluate(...)`, which includes loading the
@@ -53,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-round-items", type=int, default=None, help="halving's first round (4)")
     parser.add_argument("--out", default="benchmarks/results", help="where the table and runs go")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 items, 2 configurations")
+    parser.add_argument(
+        "--halving-only",
+        action="store_true",
+        help="raypipe exhaustive and halving only (no peers): halving on more items than the peers afford",
+    )
     args = parser.parse_args(argv)
     args.n = args.n or (QUICK_ITEMS if args.quick else 32)
     args.first_round_items = args.first_round_items or (QUICK_FIRST_ROUND if args.quick else 4)
@@ -140,14 +146,16 @@ def stage_mean_ms(sequential_rows: pl.DataFrame, stages: list[str]) -> dict[str,
 
 
 def run_raypipe_variants(
-    spec: PipelineSpec, dataset: Path, out: Path, first_round_items: int
+    spec: PipelineSpec, dataset: Path, out: Path, first_round_items: int, halving_only: bool = False
 ) -> tuple[list[summary.MethodRun], dict[str, RunResult]]:
-    """The three raypipe variants through `evaluate`, each into its own run directory under out/runs."""
+    """The raypipe variants through `evaluate`, each into its own run directory under out/runs."""
     variants = {
         summary.UNSHARED: (RunOptions(share_prefixes=False, reuse_identical=False, cache=None), "exhaustive"),
         summary.EXHAUSTIVE: (RunOptions(cache=None), "exhaustive"),
         summary.HALVING: (RunOptions(cache=None), "halving"),
     }
+    if halving_only:
+        del variants[summary.UNSHARED]
     runs, finished = [], {}
     for method, (options, search) in variants.items():
         run_dir = out / "runs" / method
@@ -196,22 +204,27 @@ def benchmark(args: argparse.Namespace) -> tuple[pl.DataFrame, dict, dict[str, o
     out = Path(args.out)
     dataset = prepare_dataset(args, out)
     cores = os.cpu_count() or 1
-    runs, sequential_rows = run_baselines(spec, dataset, out)
+    runs, sequential_rows = ([], None) if args.halving_only else run_baselines(spec, dataset, out)
     ray_start = time.perf_counter()
     started_ray = start_ray(cores)
     ray_start = time.perf_counter() - ray_start
     try:
-        ray_runs, finished = run_raypipe_variants(spec, dataset, out, args.first_round_items)
+        ray_runs, finished = run_raypipe_variants(
+            spec, dataset, out, args.first_round_items, args.halving_only
+        )
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
     exhaustive, halving = finished[summary.EXHAUSTIVE], finished[summary.HALVING]
-    mean_ms = stage_mean_ms(sequential_rows, [stage.name for stage in spec.stages])
-    strict = summary.priced_seconds(exhaustive.manifest["work"], mean_ms) / cores
+    mean_ms, strict, repeat = None, None, None
+    if sequential_rows is not None:
+        mean_ms = stage_mean_ms(sequential_rows, [stage.name for stage in spec.stages])
+        strict = summary.priced_seconds(exhaustive.manifest["work"], mean_ms) / cores
+        repeat = finished[summary.UNSHARED].configs
     table = summary.comparison_table(runs + ray_runs, cores, strict)
-    quality = summary.halving_quality(exhaustive, halving, finished[summary.UNSHARED].configs, mean_ms)
+    quality = summary.halving_quality(exhaustive, halving, repeat, mean_ms)
     context: dict[str, object] = {
         "machine": machine(),
         "command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *(args.argv or [])]),

@@ -61,7 +61,7 @@ def priced_seconds(work: dict[str, dict], mean_ms: dict[str, float]) -> float:
 
 
 def comparison_table(runs: list[MethodRun], cores: int, strict_ideal: float | None = None) -> pl.DataFrame:
-    """One row per method with the derived columns; needs the sequential, Pool and exhaustive runs."""
+    """One row per method with the derived columns; needs the exhaustive run (the ideal's source)."""
     by_method = {r.method: r for r in runs}
     ideal = by_method[EXHAUSTIVE].engine_seconds / cores
     reference = by_method[EXHAUSTIVE].predictions
@@ -80,9 +80,15 @@ def comparison_table(runs: list[MethodRun], cores: int, strict_ideal: float | No
         }
     )
     wall = pl.col("wall_seconds")
+
+    def speedup(method: str) -> pl.Expr:  # null where the peer was not run (--halving-only)
+        return (
+            pl.lit(by_method[method].wall_seconds) / wall if method in by_method else pl.lit(None, pl.Float64)
+        )
+
     return frame.with_columns(
-        (by_method[SEQUENTIAL].wall_seconds / wall).alias("speedup_vs_sequential"),
-        (by_method[POOL].wall_seconds / wall).alias("speedup_vs_pool"),
+        speedup(SEQUENTIAL).alias("speedup_vs_sequential"),
+        speedup(POOL).alias("speedup_vs_pool"),
         pl.lit(ideal).alias("ideal_seconds"),
         (pl.lit(ideal) / wall).alias("efficiency"),
         pl.lit(strict_ideal, pl.Float64).alias("strict_ideal_seconds"),
@@ -149,6 +155,8 @@ def halving_quality(
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)

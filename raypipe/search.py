@@ -5,6 +5,12 @@ Round r evaluates the surviving configurations on the next slice of a seeded shu
 sharing and reuse still apply inside the round); decisions use every row seen so far. A configuration is
 dropped when, at 95 % confidence, it cannot be the best SLA-meeting configuration, violates the SLA, or
 is Pareto-dominated.
+
+"Cannot be the best" is tested two ways: unpaired (its accuracy's Wilson upper bound below the best lower
+bound), and paired, since every configuration reads the same items: an exact sign test of its per-item
+scores against the leading SLA-meeting configuration's. The paired test needs no assumption on how
+scores spread and separates two configurations that differ consistently long before their intervals
+part (McNemar's idea for classifiers on one test set).
 """
 
 from __future__ import annotations
@@ -103,6 +109,46 @@ def drop_reason(c: Bounds, others: list[Bounds], sla: SLASpec) -> str | None:
     return None
 
 
+def sign_test_p(wins: int, losses: int) -> float:
+    """One-sided exact sign test: the chance of at least `wins` of `wins + losses` fair coin flips."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
+
+
+def paired_drops(
+    rows: pl.DataFrame, bounds: list[Bounds], sla: SLASpec, alpha: float = 0.05
+) -> dict[str, str]:
+    """Configurations scoring below the leading SLA-meeting configuration on the same items, by a sign
+    test at level `alpha` (ties do not count) and on average."""
+    feasible = [b for b in bounds if b.meets_sla(sla)]
+    if not feasible:
+        return {}
+    leader = max(feasible, key=lambda b: (b.accuracy, -b.p95, b.config_id))
+    scores = rows.pivot(on="config_id", index="item_id", values="assertion_score", aggregate_function="first")
+    dropped = {}
+    for c in bounds:
+        if c.config_id == leader.config_id:
+            continue
+        diff = (scores[leader.config_id] - scores[c.config_id]).drop_nulls()
+        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+        p = sign_test_p(wins, losses)
+        if p < alpha and diff.mean() > 0:
+            dropped[c.config_id] = (
+                f"accuracy: below {leader.config_id} on {wins} of the same items, above on {losses} "
+                f"(sign test p = {p:.3f})"
+            )
+    return dropped
+
+
+def decide(rows: pl.DataFrame, sla: SLASpec) -> dict[str, str]:
+    """Which configurations the rows seen so far rule out, and why (unpaired reasons first)."""
+    bounds = config_bounds(rows)
+    decisions = {c.config_id: drop_reason(c, bounds, sla) for c in bounds}
+    dropped = {cid: why for cid, why in decisions.items() if why}
+    paired = paired_drops(rows, bounds, sla)
+    return dropped | {cid: why for cid, why in paired.items() if cid not in dropped}
+
+
 def successive_halving(ctx: RunContext, first: int = 8, growth: int = 2) -> dict:
     """Run the rounds; returns what the manifest and configs.parquet record about them."""
     order = np.random.default_rng(0).permutation(ctx.table.num_rows)
@@ -145,9 +191,7 @@ def successive_halving(ctx: RunContext, first: int = 8, growth: int = 2) -> dict
 def _decide(ctx: RunContext, alive: list[int]) -> dict[str, str]:
     rows = results.read_parts(ctx.run_dir)
     ids = pl.DataFrame({"config_index": alive, "config_id": [ctx.configs[i].config_id for i in alive]})
-    bounds = config_bounds(rows.join(ids, on="config_index", how="inner"))
-    decisions = {c.config_id: drop_reason(c, bounds, ctx.spec.sla) for c in bounds}
-    return {cid: why for cid, why in decisions.items() if why}
+    return decide(rows.join(ids, on="config_index", how="inner"), ctx.spec.sla)
 
 
 def _engine_seconds(ctx: RunContext) -> float:

@@ -60,6 +60,18 @@ def test_table_derives_speedups_and_efficiency_from_the_ideal():
     assert table["peak_rss_mib"].to_list() == [1024.0] * 5
 
 
+def test_halving_only_table_leaves_the_peers_columns_empty():
+    runs = [
+        method_run(summary.EXHAUSTIVE, 10.0, 16.0, ["p", "q"]),
+        method_run(summary.HALVING, 5.0, 4.0, ["p", "q"]),
+    ]
+    table = summary.comparison_table(runs, cores=2)
+    assert table["speedup_vs_sequential"].to_list() == [None, None]
+    assert table["efficiency"].to_list() == pytest.approx([0.8, 1.6])
+    report = summary.markdown_report(table, None, {"command": "python benchmarks/compare.py --halving-only"})
+    assert "| raypipe-halving | 5.000 | 4.000 | 8 | – | – | 1.600 | – |" in report
+
+
 def configs_frame(rows: list[tuple[str, float, float, bool, int | None]]) -> pl.DataFrame:
     ids, acc, p95, sla, dropped = (list(column) for column in zip(*rows, strict=True))
     frame = pl.DataFrame(

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from raypipe.evaluation import evaluate
-from raypipe.search import Bounds, drop_reason, quantile_bounds, round_sizes
+from raypipe.search import Bounds, decide, drop_reason, quantile_bounds, round_sizes, sign_test_p
 from raypipe.spec import SLASpec, parse_spec
 
 SLA = SLASpec(p95_latency_ms=100, min_assertion_accuracy=0.5)
@@ -48,6 +48,47 @@ def test_drop_rules():
     relaxed = SLASpec(p95_latency_ms=1000, min_assertion_accuracy=0.0)
     dominated = bounds("dominated", 0.5, 0.45, 0.55, 500, 450, 600)
     assert drop_reason(dominated, [best, dominated], relaxed) is not None
+
+
+def test_sign_test_is_the_binomial_tail():
+    assert sign_test_p(5, 0) == 1 / 32
+    assert sign_test_p(4, 0) == 1 / 16  # four items cannot reach 95 %
+    assert sign_test_p(7, 1) == pytest.approx(9 / 256)
+    assert sign_test_p(0, 0) == 1.0
+
+
+def rows(scores: dict[str, list[float]]) -> pl.DataFrame:
+    n = len(next(iter(scores.values())))
+    return pl.DataFrame(
+        {
+            "config_id": [c for c in scores for _ in range(n)],
+            "item_id": [f"i{k}" for _ in scores for k in range(n)],
+            "assertion_score": [v for values in scores.values() for v in values],
+            "latency_total_ms": [10.0] * (n * len(scores)),
+            "error": pl.Series([None] * (n * len(scores)), dtype=pl.String),
+        }
+    )
+
+
+def test_paired_test_drops_a_configuration_worse_on_the_same_items():
+    # "eng" misses the name on every card: 0.2 below "chi" on each item, while both intervals still overlap
+    chi = [1.0, 0.8, 0.6, 1.0, 0.8, 0.6, 1.0, 0.8]
+    eng = [v - 0.2 for v in chi]
+    noisy = [1.0, 0.6, 0.8, 0.8, 1.0, 0.6, 0.8, 0.8]  # as good as chi on average, better on some items
+    sla = SLASpec(p95_latency_ms=100, min_assertion_accuracy=0.5)
+    assert decide(rows({"chi": chi, "eng": eng}), sla).keys() == {"eng"}
+    assert decide(rows({"chi": chi, "eng": eng}), sla)["eng"] == (
+        "accuracy: below chi on 8 of the same items, above on 0 (sign test p = 0.004)"
+    )
+    assert decide(rows({"chi": chi, "noisy": noisy}), sla) == {}
+    # five items are too few for the same gap (p = 1/32 passes, four would not)
+    assert decide(rows({"chi": chi[:4], "eng": eng[:4]}), sla) == {}
+    assert decide(rows({"chi": chi[:5], "eng": eng[:5]}), sla).keys() == {"eng"}
+    # no configuration meets the SLA: nothing leads, nothing is dropped on accuracy
+    strict = SLASpec(p95_latency_ms=5, min_assertion_accuracy=0.5)
+    assert all(
+        not why.startswith("accuracy") for why in decide(rows({"chi": chi, "eng": eng}), strict).values()
+    )
 
 
 @pytest.mark.ray
