@@ -81,6 +81,7 @@ def test_paired_test_drops_a_configuration_worse_on_the_same_items():
         "accuracy: below chi on 8 of the same items, above on 0 (sign test p = 0.004)"
     )
     assert decide(rows({"chi": chi, "noisy": noisy}), sla) == {}
+    assert decide(rows({"chi": chi, "eng": eng}), sla, alpha=0.003) == {}  # p = 1/256 is not below it
     # five items are too few for the same gap (p = 1/32 passes, four would not)
     assert decide(rows({"chi": chi[:4], "eng": eng[:4]}), sla) == {}
     assert decide(rows({"chi": chi[:5], "eng": eng[:5]}), sla).keys() == {"eng"}
