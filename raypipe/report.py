@@ -33,6 +33,9 @@ def ranked_table(configs: pl.DataFrame, stage_names: list[str], top: int | None 
     ):
         table.add_column(header, justify="right")
     rows = configs.head(top) if top else configs
+    if rows.height < configs.height:
+        more = f"{configs.height - rows.height} more: `raypipe report RUN_DIR`"
+        table.caption += f"\n{rows.height} of {configs.height} shown ({more})"
     for i, r in enumerate(rows.iter_rows(named=True), start=1):
         acc = f"{r['assertion_accuracy']:.3f} [{r['assertion_ci_low']:.2f}, {r['assertion_ci_high']:.2f}]"
         table.add_row(

@@ -96,10 +96,16 @@ def _declared(choice: ChoiceSpec, kind: str) -> Resources:
 
 
 def plan_operators(spec: PipelineSpec, cluster_cpus: float, cluster_gpus: float) -> list[OperatorPlan]:
-    """Group each stage's choices by resource class; size pools so the cluster never deadlocks."""
+    """Group each stage's choices by resource class (CPUs and GPUs per actor); size pools so the cluster
+    never deadlocks.
+
+    A class's batch is the smallest its choices ask for. Without a GPU, a choice that asks for one joins
+    the CPU class: one pool then holds every engine, and its actors share the stage's work evenly (in
+    separate pools on 2 cores, EasyOCR's one actor was the whole run's critical path)."""
     plans = []
     for k, stage in enumerate(spec.stages):
-        by_class: dict[Resources, dict[str, ChoiceRef]] = {}
+        by_class: dict[tuple[float, float], dict[str, ChoiceRef]] = {}
+        batch: dict[tuple[float, float], int] = {}
         devices: dict[str, str] = {}
         for choice in stage.choices:
             res = _declared(choice, stage.registry_kind)
@@ -108,10 +114,13 @@ def plan_operators(spec: PipelineSpec, cluster_cpus: float, cluster_gpus: float)
                 res = Resources(res.num_cpus, 0.0, res.batch_size)  # no GPU here: run it on CPU
                 devices[choice.key] = "cpu (asks for a GPU; the cluster has none)"
             ref = ChoiceRef(stage.registry_kind, choice.name, dict(choice.params))
-            by_class.setdefault(res, {})[choice.key] = ref
+            key = (res.num_cpus, res.num_gpus)
+            by_class.setdefault(key, {})[choice.key] = ref
+            batch[key] = min(batch.get(key, res.batch_size), res.batch_size)
         classes = list(by_class.items())
-        for i, (res, refs) in enumerate(classes):
+        for i, ((cpus, gpus), refs) in enumerate(classes):
             where = {label: devices[label] for label in refs}
+            res = Resources(cpus, gpus, batch[(cpus, gpus)])
             plans.append(
                 OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where)
             )

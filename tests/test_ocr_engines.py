@@ -235,3 +235,25 @@ def test_ocr_engines_are_registered_with_their_resources():
     assert model(lang=["en"], gpu="auto").lang == ("en",)
     with pytest.raises(ValueError, match="gpu"):
         model(gpu="sometimes")
+
+
+def test_engines_share_one_pool_without_a_gpu_and_split_by_device_with_one():
+    from raypipe.runner import CPU_HEADROOM, plan_operators
+    from raypipe.spec import load_spec
+    from tests.conftest import REPO
+
+    spec = load_spec(REPO / "configs" / "icp-quick.yaml")
+    ocr = [p for p in plan_operators(spec, cluster_cpus=2, cluster_gpus=0) if p.stage_name == "ocr"]
+    # one pool whose two actors each hold the three engines: neither engine waits on a lone actor
+    assert [(sorted(p.choices), p.pool_size, p.resources.batch_size) for p in ocr] == [
+        (["easyocr", "rapidocr", "tesseract"], 2, 1)
+    ]
+    assert ocr[0].devices["easyocr"].startswith("cpu (asks for a GPU")
+    plans = plan_operators(spec, cluster_cpus=2, cluster_gpus=1)
+    ocr = [p for p in plans if p.stage_name == "ocr"]
+    assert [(sorted(p.choices), p.resources.num_gpus, p.resources.batch_size) for p in ocr] == [
+        (["rapidocr", "tesseract"], 0.0, 1),
+        (["easyocr"], 0.25, 4),
+    ]
+    assert ocr[1].devices == {"easyocr": "gpu"} and ocr[1].finalize and not ocr[0].finalize
+    assert sum(p.pool_size * p.resources.num_cpus for p in plans) <= 2 - CPU_HEADROOM + 1e-9
