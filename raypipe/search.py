@@ -152,21 +152,27 @@ def decide(rows: pl.DataFrame, sla: SLASpec, alpha: float = 0.05) -> dict[str, s
     return dropped | {cid: why for cid, why in paired.items() if cid not in dropped}
 
 
+def look_alpha(n_rounds: int, family: float = 0.05) -> float:
+    """The paired test's level per look: `family` shared over the rounds that decide (all but the last)."""
+    return family / max(1, n_rounds - 1)
+
+
 def successive_halving(ctx: RunContext, first: int = 8, growth: int = 2) -> dict:
     """Run the rounds; returns what the manifest and configs.parquet record about them."""
     order = np.random.default_rng(0).permutation(ctx.table.num_rows)
     table = ctx.table.take(order)
     sizes = round_sizes(table.num_rows, first, growth)
     alive = list(range(len(ctx.configs)))
-    alpha = 0.05 / max(1, len(sizes) - 1)  # the paired test's level per look
+    alpha = look_alpha(len(sizes))
     ctx.rows_total = sum((b - a) for a, b in zip([0, *sizes], sizes, strict=False)) * len(alive)
     rounds, dropped, start, first_round_s = [], {}, 0, None
     for r, size in enumerate(sizes):
         ctx.stream(table.slice(start, size - start), alive)
         start = size
-        spent = _engine_seconds(ctx)
+        rows = results.read_parts(ctx.run_dir)  # every row so far, read once per round
+        spent = _engine_seconds(ctx, rows)
         first_round_s = spent if first_round_s is None else first_round_s
-        out = {} if r == len(sizes) - 1 else _decide(ctx, alive, alpha)
+        out = {} if r == len(sizes) - 1 else _decide(ctx, rows, alive, alpha)
         rounds.append(
             {
                 "round": r,
@@ -183,7 +189,7 @@ def successive_halving(ctx: RunContext, first: int = 8, growth: int = 2) -> dict
         "method": "halving",
         "paired_test_alpha": alpha,
         "rounds": rounds,
-        "engine_seconds": round(_engine_seconds(ctx), 3),
+        "engine_seconds": round(spent, 3),  # the last round's count covers the whole search
         "exhaustive_estimate_engine_seconds": round(estimate, 3),
         "dropped": {
             "config_id": list(dropped),
@@ -193,13 +199,11 @@ def successive_halving(ctx: RunContext, first: int = 8, growth: int = 2) -> dict
     }
 
 
-def _decide(ctx: RunContext, alive: list[int], alpha: float) -> dict[str, str]:
-    rows = results.read_parts(ctx.run_dir)
+def _decide(ctx: RunContext, rows: pl.DataFrame, alive: list[int], alpha: float) -> dict[str, str]:
     ids = pl.DataFrame({"config_index": alive, "config_id": [ctx.configs[i].config_id for i in alive]})
     return decide(rows.join(ids, on="config_index", how="inner"), ctx.spec.sla, alpha)
 
 
-def _engine_seconds(ctx: RunContext) -> float:
-    rows = results.read_parts(ctx.run_dir)
+def _engine_seconds(ctx: RunContext, rows: pl.DataFrame) -> float:
     stage_names = ctx.configs[0].stage_names
     return sum(w["engine_seconds"] for w in results.work_counts(rows, stage_names).values())

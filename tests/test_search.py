@@ -8,7 +8,15 @@ import polars as pl
 import pytest
 
 from raypipe.evaluation import evaluate
-from raypipe.search import Bounds, decide, drop_reason, quantile_bounds, round_sizes, sign_test_p
+from raypipe.search import (
+    Bounds,
+    decide,
+    drop_reason,
+    look_alpha,
+    quantile_bounds,
+    round_sizes,
+    sign_test_p,
+)
 from raypipe.spec import SLASpec, parse_spec
 
 SLA = SLASpec(p95_latency_ms=100, min_assertion_accuracy=0.5)
@@ -55,6 +63,12 @@ def test_sign_test_is_the_binomial_tail():
     assert sign_test_p(4, 0) == 1 / 16  # four items cannot reach 95 %
     assert sign_test_p(7, 1) == pytest.approx(9 / 256)
     assert sign_test_p(0, 0) == 1.0
+
+
+def test_the_paired_level_is_shared_over_the_deciding_rounds():
+    assert look_alpha(len(round_sizes(128, 4))) == pytest.approx(0.01)  # 4, 8, ..., 128: five looks decide
+    assert look_alpha(len(round_sizes(32, 4))) == pytest.approx(0.05 / 3)
+    assert look_alpha(1) == 0.05  # one round on the whole dataset: no look to share with
 
 
 def rows(scores: dict[str, list[float]]) -> pl.DataFrame:
@@ -123,3 +137,5 @@ def test_halving_drops_a_slow_configuration_early(ray_cluster, tiny_dataset, tmp
     assert rounds["n_configs"].to_list() == [2, 1] and rounds["n_items"].to_list() == [2, 4]
     search = result.manifest["search"]
     assert search["engine_seconds"] < search["exhaustive_estimate_engine_seconds"]
+    assert search["engine_seconds"] == search["rounds"][-1]["engine_seconds"]  # the last round counts all
+    assert search["paired_test_alpha"] == 0.05  # one deciding round: Bonferroni over one look
