@@ -76,7 +76,8 @@ def test_notebook_shows_a_halving_run(halving_run, monkeypatch):
     assert not any(output.output_type == "error" for cell in cells for output in cell.outputs)
     assert "search: halving" in text_of(cells[0])
     ranked = text_of(cells[1])
-    assert all(config_id in ranked for config_id in configs["config_id"])
+    positions = [ranked.index(config_id) for config_id in configs["config_id"]]
+    assert positions == sorted(positions)  # in the file's ranked order: survivors first, as the CLI prints
     assert images(cells) == PLOT_CELLS
     assert "tesseract" in text_of(cells[4]) and "echo" in text_of(cells[4])  # latency rows per engine
     rounds = text_of(cells[5])
