@@ -14,7 +14,7 @@ from rich.console import Console
 
 from optimization.runtime import configure_environment
 from raypipe.errors import RaypipeError
-from raypipe.stages.orient_cnn import default_models_dir
+from raypipe.models import default_models_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)  # paths and commands stay on one line

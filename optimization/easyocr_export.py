@@ -19,8 +19,8 @@ import numpy as np
 from optimization.artifacts import record_artifact, replace_atomically
 from optimization.runtime import configure_environment, preload_torch
 from optimization.training import Progress
+from raypipe.models import file_sha256
 from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES, use_onnx_recognizer
-from raypipe.stages.orient_cnn import file_sha256
 
 ONNX_OPSET = 17
 QUANTIZED_OPS = ["MatMul", "LSTM", "Gemm"]
@@ -98,7 +98,6 @@ def card_crops(cards: int, seed: int = 0) -> list[CardCrops]:
     import io
 
     from PIL import Image
-
     from raypipe.data import generate_dataset
 
     result = []

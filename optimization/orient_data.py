@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from raypipe.data.idcard import draw_identity
 from raypipe.data.profiles import apply_attributes, draw_attributes, encode_image
 from raypipe.data.render import draw_card
+
 from raypipe.stages.orient_cnn import ROTATIONS, model_input
 
 

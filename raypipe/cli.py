@@ -1,13 +1,12 @@
-"""The `raypipe` command line: thin commands over spec, space, data, evaluation and report."""
+"""The `raypipe` command line: thin commands over validation, space, tasks, evaluation and report."""
 
 from __future__ import annotations
 
-import json
 import sys
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import polars as pl
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -25,8 +24,8 @@ from raypipe.errors import RaypipeError
 app = typer.Typer(
     help="Evaluate every configuration of a multi-stage inference pipeline on Ray, and choose the right "
     "one.\n\n"
-    "Start with: raypipe validate configs/icp-quick.yaml; raypipe configs configs/icp-quick.yaml; "
-    "raypipe run configs/icp-quick.yaml",
+    "Start with: raypipe validate configs/digits.yaml; raypipe configs configs/icp-quick.yaml; "
+    "raypipe run configs/icp-quick.yaml; raypipe recommend RUN_DIR --mix profile=rotated:0.3",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -37,25 +36,41 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML), e.g. configs/icp-quick.yaml.")]
+RunDirArg = Annotated[str, typer.Argument(help="A run directory (path or URI) written by `raypipe run`.")]
 
 
-def _fail(exc: Exception) -> typer.Exit:
+def fail(exc: Exception) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
+def parse_pairs(values: list[str] | None, what: str) -> dict[str, Any]:
+    """KEY=VALUE options as a dict; values parsed as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    found: dict[str, Any] = {}
+    for value in values or []:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise RaypipeError(f"{what} '{value}': write it as KEY=VALUE")
+        found[key] = yaml.safe_load(raw)
+    return found
+
+
 @app.command()
 def validate(config: ConfigArg) -> None:
-    """Check a spec: schema, every choice's name and parameters, exclusions. Lists every problem at once."""
+    """Check a spec: schema, task, every choice's name and parameters, exclusions, objective, SLA, slices.
+    Lists every problem at once, each with its YAML path. A choice named 'package.module:Class' is imported
+    to check it: a spec is code."""
     from raypipe.space import expand_configurations
-    from raypipe.spec import load_spec
+    from raypipe.validation import load_spec
 
     try:
         spec = load_spec(config)
     except RaypipeError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     n = len(expand_configurations(spec))
-    console.print(f"[green]ok[/] {config}: {len(spec.stages)} stages, {n} configurations")
+    console.print(f"[green]ok[/] {config}: task {spec.task}, {len(spec.stages)} stages, {n} configurations")
 
 
 @app.command()
@@ -65,12 +80,12 @@ def configs(
 ) -> None:
     """List every configuration with its stable id (a hash of choices and parameters)."""
     from raypipe.space import expand_configurations
-    from raypipe.spec import load_spec
+    from raypipe.validation import load_spec
 
     try:
         found = expand_configurations(load_spec(config))
     except RaypipeError as exc:
-        raise _fail(exc) from exc
+        raise fail(exc) from exc
     if count:
         print(len(found))
         return
@@ -80,26 +95,46 @@ def configs(
 
 @data_app.command("generate")
 def data_generate(
-    out: Annotated[Path, typer.Option(help="Parquet file to write (lansinuote/ocr_id_card schema + truth).")],
+    out: Annotated[str, typer.Option(help="Parquet file (path or URI) to write.")],
+    task: Annotated[
+        str, typer.Option(help="The task whose generator to use: idcard, digits, ...")
+    ] = "idcard",
     profile: Annotated[
-        str, typer.Option(help="clean, rotated, skewed, dark, blurred, noisy, jpeg or mixed.")
+        str, typer.Option(help="Distribution profile (see `raypipe data profiles`).")
     ] = "mixed",
-    n: Annotated[int, typer.Option(help="Number of cards.", min=1)] = 100,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 0,
+    n: Annotated[int, typer.Option(help="Number of items.", min=1)] = 100,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.", min=0)] = 0,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Generator option KEY=VALUE, e.g. renderer=holdout.")
+    ] = None,
 ) -> None:
-    """Generate synthetic Chinese resident ID cards with valid ID numbers under a distribution profile."""
-    from raypipe import data
+    """Generate synthetic items of a task under a distribution profile."""
+    from raypipe.datasets import write_table
+    from raypipe.registry import resolve_task
 
     try:
-        table = data.generate_dataset(profile, n, seed)
+        chosen = resolve_task(task)
+        table = chosen.generate(profile, n, seed, **parse_pairs(param, "--param"))
+        write_table(table, out)
     except RaypipeError as exc:
-        raise _fail(exc) from exc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    data.write_dataset(table, out)
-    console.print(f"wrote {table.num_rows} cards ({profile}, seed {seed}) to {out}")
+        raise fail(exc) from exc
+    console.print(f"wrote {table.num_rows} {task} items ({profile}, seed {seed}) to {out}")
 
 
-def _progress_printer(progress: Progress):
+@data_app.command("profiles")
+def data_profiles(task: Annotated[str, typer.Option(help="The task.")] = "idcard") -> None:
+    """List a task's generator profiles."""
+    from raypipe.registry import resolve_task
+
+    try:
+        chosen = resolve_task(task)
+    except RaypipeError as exc:
+        raise fail(exc) from exc
+    for profile in chosen.profiles:
+        console.print(f"{profile.name:12} {profile.description}")
+
+
+def progress_printer(progress: Progress):
     task = progress.add_task("evaluating", total=None)
 
     def on_progress(what: str, done: float, total: float) -> None:
@@ -114,19 +149,26 @@ def _progress_printer(progress: Progress):
     return on_progress
 
 
+def progress_bar() -> Progress:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    return Progress(*columns, TimeRemainingColumn(), console=console)
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Argument(help="Pipeline spec (YAML); omit with --resume.")] = None,
     dataset: Annotated[
-        str | None, typer.Option(help="Dataset instead of the spec's: Parquet, folder, hf:REPO.")
+        str | None, typer.Option(help="Dataset instead of the spec's: path, URI, hf:REPO.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N items.", min=1)] = None,
-    out: Annotated[str | None, typer.Option(help="Run directory (default runs/<name>-<time>).")] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Run directory, path or URI (default runs/<name>-<time>).")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Existing Ray cluster ('auto'); default: embedded.")
     ] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Finish the run in this directory after a crash.")
+        str | None, typer.Option(help="Finish the run in this directory after a crash.")
     ] = None,
     share: Annotated[bool, typer.Option(help="Compute each shared prefix once per item.")] = True,
     reuse: Annotated[
@@ -135,63 +177,89 @@ def run(
     cache: Annotated[bool, typer.Option(help="Read and fill the persistent stage-output cache.")] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")] = None,
     search: Annotated[
-        str, typer.Option(help="exhaustive: every configuration on every item; halving: successive halving.")
+        str,
+        typer.Option(
+            help="exhaustive: every configuration on every item; racing: stop "
+            "configurations once they are out with confidence."
+        ),
     ] = "exhaustive",
-    first_round: Annotated[int, typer.Option(help="Items in halving's first round.", min=1)] = 8,
+    search_param: Annotated[list[str] | None, typer.Option(help="Search parameter KEY=VALUE.")] = None,
+    calibrate: Annotated[
+        bool, typer.Option(help="Time a sample of calls alone to turn CPU time into service-time latency.")
+    ] = True,
     top: Annotated[int, typer.Option(help="Rows of the ranked table to print.")] = 20,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own log lines on the terminal.")] = False,
 ) -> None:
-    """Evaluate every configuration over the dataset on Ray; write Parquet results and print the ranking."""
+    """Evaluate every configuration over the dataset on Ray; write Parquet results and print the ranking.
+
+    Results stream to RUN_DIR/parts as items finish; a killed run is finished with --resume RUN_DIR."""
     from raypipe import evaluation
-    from raypipe.cache import CacheConfig, default_cache_dir
-    from raypipe.runner import RunOptions
-    from raypipe.spec import load_spec
+    from raypipe.cache import default_cache_dir
+    from raypipe.logs import ray_logs_to
+    from raypipe.run import Request, SearchRequest, default_out
+    from raypipe.validation import load_spec
 
     if (config is None) == (resume is None):
-        raise _fail(RaypipeError("give a spec to run, or --resume RUN_DIR (not both)"))
-    caching = CacheConfig(str((cache_dir or default_cache_dir()).resolve())) if cache else None
+        raise fail(RaypipeError("give a spec to run, or --resume RUN_DIR (not both)"))
     try:
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-        with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
-            printer = _progress_printer(progress)
-            if resume is not None:
-                result = evaluation.resume(resume, address, printer)
-            else:
-                spec = load_spec(config)
-                options = RunOptions(share_prefixes=share, reuse_identical=reuse, cache=caching)
-                result = evaluation.evaluate(
-                    spec,
-                    dataset,
-                    limit,
-                    out,
-                    address,
-                    options,
-                    printer,
-                    search=search,
-                    first_round_items=first_round,
-                )
+        if resume is not None:
+            request = Request.load(resume)
+        else:
+            spec = load_spec(config)
+            request = Request(
+                spec=spec,
+                out=out or default_out(spec.name),
+                dataset=dataset,
+                limit=limit,
+                address=address,
+                share_prefixes=share,
+                reuse_identical=reuse,
+                cache_dir=str((cache_dir or default_cache_dir()).resolve()) if cache else None,
+                calibrate=calibrate,
+                search=SearchRequest(name=search, params=parse_pairs(search_param, "--search-param")),
+            )
+        with ray_logs_to(request.out, verbose), progress_bar() as progress:
+            result = evaluation.evaluate(request, progress_printer(progress))
     except RaypipeError as exc:
-        raise _fail(exc) from exc
-    _print_result(result, top)
+        raise fail(exc) from exc
+    print_result(result, top)
 
 
-def _print_result(result, top: int | None) -> None:
-    from raypipe.report import pareto_plot, print_ranked
+def print_result(result, top: int | None) -> None:
+    from raypipe.reading import RunView
 
-    spec = result.manifest["spec"]
-    print_ranked(result.configs, [s["name"] for s in spec["stages"]], console, top)
-    pareto_plot(result.configs, result.run_dir / "pareto.png", spec["sla"]["p95_latency_ms"])
+    view = RunView(result.run_dir)
+    view.print_ranked(console, top)
+    view.write_pareto_plot()
     work = result.manifest["work"]
     calls = ", ".join(f"{k} {v['calls']}" for k, v in work.items())
     hits = sum(v["cache_hits"] for v in work.values())
     console.print(f"stage calls: {calls}; cache hits {hits}; wall {result.manifest['wall_seconds']:.1f} s")
-    if "search" in result.manifest:
-        s = result.manifest["search"]
-        share = s["engine_seconds"] / max(s["exhaustive_estimate_engine_seconds"], 1e-9)
+    search = result.manifest["search"]
+    if search.get("engine_fraction") is not None:
         console.print(
-            f"halving: {len(s['rounds'])} rounds; engine {s['engine_seconds']:.1f} s, "
-            f"{share:.0%} of the ~{s['exhaustive_estimate_engine_seconds']:.1f} s an exhaustive search takes"
+            f"{search['method']}: {search['engine_fraction']:.0%} of exhaustive's estimated engine time"
         )
     console.print(f"run directory: [bold]{result.run_dir}[/]")
+
+
+@app.command()
+def report(
+    run_dir: RunDirArg,
+    top: Annotated[int | None, typer.Option(help="Rows to print (default all).")] = None,
+    slices: Annotated[bool, typer.Option(help="Also print the best configuration per slice.")] = True,
+) -> None:
+    """Print a run's ranked table (and slice winners) again and write pareto.png beside its results."""
+    from raypipe.reading import RunView
+
+    try:
+        view = RunView(run_dir)
+        view.print_ranked(console, top)
+        if slices:
+            view.print_slices(console)
+        console.print(f"wrote {view.write_pareto_plot()}")
+    except RaypipeError as exc:
+        raise fail(exc) from exc
 
 
 cache_app = typer.Typer(help="Inspect or clear the persistent stage-output cache.", no_args_is_help=True)
@@ -220,22 +288,8 @@ def cache_clear(cache_dir: CacheDir = None) -> None:
     console.print(f"removed {removed} cached stage outputs")
 
 
-@app.command()
-def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `raypipe run`.")],
-    top: Annotated[int | None, typer.Option(help="Rows to print (default all).")] = None,
-) -> None:
-    """Print a run's ranked table again and write pareto.png beside its results."""
-    from raypipe.report import pareto_plot, print_ranked
-
-    path = run_dir / "configs.parquet"
-    if not path.is_file():
-        raise _fail(RaypipeError(f"{path} not found: is {run_dir} a finished run directory?"))
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    configs_df = pl.read_parquet(path)
-    print_ranked(configs_df, [s["name"] for s in manifest["spec"]["stages"]], console, top)
-    plot = pareto_plot(configs_df, run_dir / "pareto.png", manifest["spec"]["sla"]["p95_latency_ms"])
-    console.print(f"wrote {plot}")
+def _temporary_png() -> Path:
+    return Path(tempfile.mkdtemp(prefix="raypipe-plot-")) / "pareto.png"
 
 
 if __name__ == "__main__":

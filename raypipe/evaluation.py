@@ -1,290 +1,244 @@
-"""One evaluation run from spec to results: data, preflight, Ray execution, then the result files.
+"""One evaluation run from request to results: data, preflight, the search on Ray, calibration, result files.
 
-The CLI and the job entrypoint both call `evaluate`; nothing here builds Ray Data plans (runner.py does).
+The CLI and the job entrypoint both build a `Request` and call `evaluate`; nothing here builds Ray Data
+plans (runner.py does). A request saved in a run directory that has no results yet is resumed: items
+that already have every configuration's row are kept, the rest run again, and rows are keyed by (item,
+configuration), so none is lost or duplicated.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import subprocess
+import hashlib
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from dataclasses import dataclass
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe import data, results, runner
+from raypipe import latency, results, runner, slices
 from raypipe.cache import CacheConfig
-from raypipe.errors import DatasetError, RaypipeError
-from raypipe.registry import resolve
-from raypipe.space import Configuration, expand_configurations, invocations_per_item
-from raypipe.spec import PipelineSpec, parse_spec
-
-RUN_FILE = "run.json"
-SEARCHES = ("exhaustive", "halving")
-
-PACKAGES = (
-    "raypipe",
-    "ray",
-    "polars",
-    "pyarrow",
-    "numpy",
-    "opencv-python-headless",
-    "pytesseract",
-    "onnxruntime",
-    "rapidocr-onnxruntime",
-    "easyocr",
-    "torch",
-    "tensorflow-cpu",
+from raypipe.context import Progress, RunContext
+from raypipe.errors import ConfigError, DatasetError, RaypipeError
+from raypipe.manifest import build_manifest
+from raypipe.plan import plan_operators
+from raypipe.registry import resolve, resolve_search
+from raypipe.run import (
+    CALIBRATION,
+    CONFIGS,
+    ITEMS,
+    MANIFEST,
+    REQUEST,
+    SEARCH,
+    SLICES,
+    Request,
+    RunDir,
+    filesystem,
 )
+from raypipe.search.base import SearchOutcome
+from raypipe.space import expand_configurations
+from raypipe.spec import PipelineSpec
+from raypipe.task import Metric, Task
+from raypipe.validation import check_components, task_of
+
+CALIBRATION_ITEMS = 4
 
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_dir: RunDir
     configs: pl.DataFrame
     manifest: dict
 
 
-def resolve_dataset(spec: PipelineSpec, override: str | None, limit: int | None) -> pa.Table:
+def resolve_dataset(spec: PipelineSpec, task: Task, override: str | None, limit: int | None) -> pa.Table:
     """Load the dataset, generating the spec's synthetic one first when its file is absent."""
     source = override or spec.dataset.source
     gen = spec.dataset.generate
-    if override is None and gen is not None and not source.startswith("hf:") and not Path(source).exists():
-        Path(source).parent.mkdir(parents=True, exist_ok=True)
-        data.write_dataset(data.generate_dataset(gen.profile, gen.n, gen.seed), Path(source))
-    return data.load_dataset(source, limit=limit or spec.dataset.limit)
+    if override is None and gen is not None and _absent(source):
+        from raypipe.datasets import write_table
+
+        write_table(task.generate(gen.profile, gen.n, gen.seed, **gen.params), source)
+    return task.load(source, limit or spec.dataset.limit)
 
 
-def preflight(spec: PipelineSpec) -> None:
+def _absent(source: str) -> bool:
+    if ":" in source.split("/", 1)[0] and "://" not in source:
+        return False  # a named source such as hf:repo or sklearn:digits
+    fs, path = filesystem(source)
+    from pyarrow.fs import FileType
+
+    return fs.get_file_info(path).type == FileType.NotFound
+
+
+def preflight(spec: PipelineSpec, task: Task) -> None:
     """Fail before Ray starts when a choice cannot run here (missing binary, language pack, weights)."""
     for stage in spec.stages:
         for choice in stage.choices:
-            check = getattr(resolve(stage.registry_kind, choice.name), "preflight", None)
+            check = getattr(resolve(stage.registry_kind, choice.name, task), "preflight", None)
             if check is not None:
                 check(**choice.params)
 
 
-def stage_inputs(table: pa.Table) -> pa.Table:
-    """What flows through the stages: id, encoded image, and the truth the scorer needs."""
-    truth = [c for c in table.column_names if c.startswith("truth_")]
-    images = pc.struct_field(table.column("image"), "bytes")
-    return pa.table(
-        {"item_id": table.column("item_id"), "image_bytes": images, **{c: table.column(c) for c in truth}}
+def choose_objective(spec: PipelineSpec, task: Task, table: pa.Table) -> Metric:
+    """The spec's objective, or the task's default for data with or without truth."""
+    has_truth = task.has_truth(table)
+    name = spec.objective.metric if spec.objective else task.default_objective(has_truth)
+    metric = task.metric(name)
+    if metric.needs_truth and not has_truth:
+        raise ConfigError(
+            [
+                f"objective.metric: '{name}' needs truth, and this dataset has none: choose a label-free metric "
+                f"({', '.join(m.name for m in task.metrics if not m.needs_truth)})"
+            ]
+        )
+    return metric
+
+
+def dataset_fingerprint(task: Task, table: pa.Table) -> str:
+    """A short stable hash of the items' ids and encoded inputs."""
+    digest = hashlib.sha256()
+    for item_id, data in zip(
+        table.column("item_id").to_pylist(), task.inputs(table).to_pylist(), strict=True
+    ):
+        digest.update(str(item_id).encode())
+        digest.update(len(data or b"").to_bytes(8, "little"))
+        digest.update(data or b"")
+    return digest.hexdigest()[:16]
+
+
+def item_attributes(task: Task, table: pa.Table) -> pl.DataFrame:
+    names = [a.name for a in task.slice_attributes if a.name in table.column_names]
+    return pl.from_arrow(table.select(["item_id", *names]))
+
+
+def run_options(request: Request) -> runner.RunOptions:
+    cache = CacheConfig(request.cache_dir) if request.cache_dir else None
+    return runner.RunOptions(
+        request.share_prefixes, request.reuse_identical, cache, request.max_actors_per_pool
     )
 
 
-def item_attributes(table: pa.Table) -> pl.DataFrame:
-    cols = ["item_id", *[a for a in data.SLICE_ATTRIBUTES if a in table.column_names]]
-    return pl.from_arrow(table.select(cols))
+def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult:
+    """Run `request`: every configuration its search asks for, over its dataset; returns the results.
 
-
-def new_run_dir(spec: PipelineSpec, out: str | None) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out) if out else Path("runs") / f"{spec.name}-{stamp}"
-    if (run_dir / RUN_FILE).exists():
+    A run directory that holds this request but no results yet (its driver was killed) is resumed."""
+    spec = request.spec
+    problems = check_components(spec)
+    if problems:
+        raise ConfigError(problems, source="spec")
+    task = task_of(spec)
+    run_dir = RunDir(request.out)
+    resuming = run_dir.exists(REQUEST)
+    if run_dir.exists(MANIFEST):
+        raise RaypipeError(f"{run_dir} already holds a finished run: choose another --out")
+    configs = expand_configurations(spec)
+    if not configs:
+        raise RaypipeError("the exclusions leave no configuration to run")
+    search = resolve_search(request.search.name)(**request.search.params)
+    if resuming and not search.resumable:
         raise RaypipeError(
-            f"{run_dir} already holds a run: `raypipe run --resume {run_dir}` finishes it; "
-            "or choose another --out"
+            f"{run_dir} was a {request.search.name} search: --resume finishes exhaustive runs only"
         )
-    results.parts_dir(run_dir).mkdir(parents=True, exist_ok=True)
-    return run_dir
+    table = resolve_dataset(spec, task, request.dataset, request.limit)
+    objective = choose_objective(spec, task, table)
+    preflight(spec, task)
+    if not resuming:
+        run_dir.make()
+        request.save(run_dir)
+    ctx = open_run(request, task, objective, table, run_dir, on_progress)
+    if resuming:
+        ctx.table = remaining_items(ctx)
+    started = time.perf_counter()
+    outcome = search.run(ctx)
+    wall_s = time.perf_counter() - started
+    return finalize(ctx, request, wall_s, outcome)
 
 
-@dataclass
-class RunContext:
-    """A run in progress: its spec, configurations, data, Ray plan, and where its parts go."""
-
-    spec: PipelineSpec
-    configs: list[Configuration]
-    table: pa.Table
-    run_dir: Path
-    options: runner.RunOptions
-    plans: list[runner.OperatorPlan]
-    cpus: float
-    gpus: float
-    on_progress: Callable[[str, float, float], None] | None = None
-    next_part: int = 0
-    rows_done: int = 0
-    rows_total: int = 0
-
-    def stream(self, todo: pa.Table, config_indices: list[int]) -> None:
-        """Run the given configurations over `todo`, writing each result batch as a part file."""
-        if not todo.num_rows or not config_indices:
-            return
-        subset = [self.configs[i] for i in config_indices]
-        to_global = pa.array(config_indices, pa.int64())
-        for batch in runner.execute(stage_inputs(todo), subset, self.plans, self.options):
-            local = batch.column("config_index")
-            batch = batch.set_column(
-                batch.column_names.index("config_index"), "config_index", to_global.take(local)
-            )
-            results.write_part(self.run_dir, batch, self.next_part)
-            self.next_part += 1
-            self.rows_done += batch.num_rows
-            if self.on_progress:
-                self.on_progress("rows", self.rows_done, max(self.rows_total, self.rows_done))
+def remaining_items(ctx: RunContext) -> pa.Table:
+    """The items that lack a row for some configuration."""
+    rows = ctx.run_dir.read_parts(["item_id", "config_index"])
+    done = results.complete_items(rows, len(ctx.configs)) if rows is not None else set()
+    keep = pc.invert(pc.is_in(ctx.table.column("item_id"), pa.array(sorted(done), pa.string())))
+    return ctx.table.filter(keep)
 
 
 def open_run(
-    spec: PipelineSpec,
+    request: Request,
+    task: Task,
+    objective: Metric,
     table: pa.Table,
-    run_dir: Path,
-    address: str | None,
-    options: runner.RunOptions,
-    on_progress: Callable[[str, float, float], None] | None,
+    run_dir: RunDir,
+    on_progress: Progress | None,
 ) -> RunContext:
     """Connect to Ray and plan the operators; says where each choice runs."""
+    spec = request.spec
     configs = expand_configurations(spec)
-    runner.connect(address or spec.ray.address, spec.ray.num_cpus)
+    runner.connect(request.address or spec.ray.address, spec.ray.num_cpus)
     cpus, gpus = runner.cluster_resources()
-    plans = runner.plan_operators(spec, cpus, gpus)
+    plans = plan_operators(spec, task, cpus, gpus, request.max_actors_per_pool)
     if on_progress:
         on_progress("plan", cpus, gpus)
+        on_progress(f"objective {objective.name}: {objective.description}", 0, 0)
         for p in plans:
             on_progress(f"operator {p.label}", 0, 0)
-    ctx = RunContext(spec, configs, table, run_dir, options, plans, cpus, gpus, on_progress)
-    ctx.next_part = results.next_part_index(run_dir)
+    ctx = RunContext(spec, task, objective, configs, table, run_dir, run_options(request), plans, cpus, gpus)
+    ctx.on_progress = on_progress
+    ctx.next_part = run_dir.next_part_index()
     ctx.rows_total = table.num_rows * len(configs)
     return ctx
 
 
-def evaluate(
-    spec: PipelineSpec,
-    dataset: str | None = None,
-    limit: int | None = None,
-    out: str | None = None,
-    address: str | None = None,
-    options: runner.RunOptions = runner.RunOptions(),
-    on_progress: Callable[[str, float, float], None] | None = None,
-    search: str = "exhaustive",
-    first_round_items: int = 8,
-) -> RunResult:
-    """Evaluate the configurations of `spec` over the dataset: all of them on every item (exhaustive), or
-    successive halving; returns the run directory and its table."""
-    if search not in SEARCHES:
-        raise RaypipeError(f"unknown search '{search}': choose one of {', '.join(SEARCHES)}")
-    if not expand_configurations(spec):
-        raise RaypipeError("the exclusions leave no configuration to run")
-    table = resolve_dataset(spec, dataset, limit)
-    preflight(spec)
-    run_dir = new_run_dir(spec, out)
-    record = {
-        "spec": spec.model_dump(mode="json"),
-        "dataset": dataset,
-        "limit": limit,
-        "options": asdict(options),
-        "address": address,
-        "search": search,
-    }
-    results.atomic_write_json(record, run_dir / RUN_FILE)
-    ctx = open_run(spec, table, run_dir, address, options, on_progress)
-    started = time.perf_counter()
-    if search == "halving":
-        from raypipe.search import successive_halving
-
-        outcome = successive_halving(ctx, first=first_round_items)
-    else:
-        ctx.stream(table, list(range(len(ctx.configs))))
-        outcome = None
-    return finalize(ctx, time.perf_counter() - started, outcome)
+def calibrate(ctx: RunContext, items: pl.DataFrame, full_table: pa.Table) -> pl.DataFrame:
+    """Time a covering sample of (item, configuration) pairs alone: the basis of service-time latency."""
+    ran = items.select("config_index").unique()["config_index"].to_list()
+    chosen = latency.covering_configs(ctx.configs, sorted(ran))
+    attributes = item_attributes(ctx.task, full_table)
+    first = ctx.task.slice_attributes[0].name if ctx.task.slice_attributes else None
+    sample = latency.sample_items(attributes, CALIBRATION_ITEMS, first)
+    inputs_col = ctx.task.inputs(full_table).to_pylist()
+    ids = full_table.column("item_id").to_pylist()
+    data = {i: d for i, d in zip(ids, inputs_col, strict=True) if i in set(sample)}
+    pairs = [(item, c, ctx.configs[c].labels) for c in chosen for item in sample]
+    if ctx.on_progress:
+        ctx.on_progress(f"calibrating latency: {len(pairs)} item runs alone", 0, 0)
+    table = runner.calibrate(ctx.task, ctx.plans, list(ctx.configs[0].stage_names), list(data.items()), pairs)
+    if table.num_rows == 0:
+        return pl.DataFrame(schema=latency.CALIBRATION_SCHEMA)
+    return pl.from_arrow(table).cast(latency.CALIBRATION_SCHEMA)
 
 
-def resume(
-    run_dir: Path, address: str | None = None, on_progress: Callable[[str, float, float], None] | None = None
-) -> RunResult:
-    """Finish an exhaustive run whose driver died: items with every configuration's row are kept, the
-    rest run again; rows are keyed by (item, configuration), so none is lost or duplicated."""
-    if not (run_dir / RUN_FILE).is_file():
-        raise RaypipeError(f"{run_dir} is not a run directory ({RUN_FILE} missing): nothing to resume")
-    record = json.loads((run_dir / RUN_FILE).read_text())
-    if record.get("search", "exhaustive") != "exhaustive":
-        raise RaypipeError(f"{run_dir} was a {record['search']} search: resume finishes exhaustive runs only")
-    spec = parse_spec(record["spec"], source=str(run_dir / RUN_FILE))
-    cache = CacheConfig(**record["options"]["cache"]) if record["options"]["cache"] else None
-    options = runner.RunOptions(**{**record["options"], "cache": cache})
-    table = resolve_dataset(spec, record["dataset"], record["limit"])
-    preflight(spec)
-    ctx = open_run(spec, table, run_dir, address or record["address"], options, on_progress)
-    rows = results.read_parts(run_dir)
-    done = results.complete_items(rows, len(ctx.configs)) if rows is not None else set()
-    keep = pc.invert(pc.is_in(table.column("item_id"), pa.array(sorted(done), pa.string())))
-    started = time.perf_counter()
-    ctx.stream(table.filter(keep), list(range(len(ctx.configs))))
-    return finalize(ctx, time.perf_counter() - started, None)
-
-
-def finalize(ctx: RunContext, wall_s: float, search: dict | None) -> RunResult:
-    """Write items, configs, slices and the manifest from the streamed parts."""
-    rows = results.read_parts(ctx.run_dir)
+def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOutcome) -> RunResult:
+    """Write items, configs, slices, calibration and the manifest from the streamed parts."""
+    rows = ctx.run_dir.read_parts()
     if rows is None:
         raise DatasetError("the run produced no rows")
-    stage_names = ctx.configs[0].stage_names
-    work = results.work_counts(rows, stage_names)
-    items = results.assemble_items(rows, ctx.configs, item_attributes(ctx.table))
-    config_table = results.aggregate_configs(items, stage_names, ctx.spec.sla)
-    if search:
-        dropped = pl.DataFrame(
-            search.pop("dropped"),
-            schema={"config_id": pl.String, "dropped_round": pl.Int64, "drop_reason": pl.String},
-        )
-        config_table = results.survivors_first(config_table.join(dropped, on="config_id", how="left"))
-        results.atomic_write_parquet(pl.DataFrame(search["rounds"]), ctx.run_dir / "search.parquet")
-    slices = results.best_per_slice(items, config_table, list(data.SLICE_ATTRIBUTES), ctx.spec.sla)
-    results.atomic_write_parquet(items, ctx.run_dir / "items.parquet")
-    results.atomic_write_parquet(config_table, ctx.run_dir / "configs.parquet")
-    results.atomic_write_parquet(slices, ctx.run_dir / "slices.parquet")
-    manifest = build_manifest(ctx, work, wall_s)
-    if search:
-        manifest["search"] = search
-    results.atomic_write_json(manifest, ctx.run_dir / "manifest.json")
-    results.remove_parts(ctx.run_dir)
+    stage_names = list(ctx.configs[0].stage_names)
+    full_table = ctx.dataset
+    work = results.work_counts(rows, tuple(stage_names))
+    items = results.assemble_items(rows, ctx.configs, item_attributes(ctx.task, full_table))
+    calibration = (
+        calibrate(ctx, items, full_table)
+        if request.calibrate
+        else pl.DataFrame(schema=latency.CALIBRATION_SCHEMA)
+    )
+    factor_table = latency.factors(calibration, items, stage_names)
+    items = latency.service_latency(items, stage_names, factor_table)
+    items, edges = slices.assign_bins(items, ctx.task, ctx.spec)
+    config_table = results.aggregate_configs(items, stage_names, ctx.task, ctx.objective, ctx.spec.sla)
+    drops = outcome.drops_frame()
+    config_table = config_table.join(drops, on="config_id", how="left")
+    slice_table = slices.slice_table(items, config_table, ctx.task, ctx.objective, ctx.spec)
+    ctx.run_dir.write_parquet(ITEMS, items)
+    ctx.run_dir.write_parquet(CONFIGS, config_table)
+    ctx.run_dir.write_parquet(SLICES, slice_table)
+    ctx.run_dir.write_parquet(CALIBRATION, calibration)
+    if outcome.looks:
+        ctx.run_dir.write_parquet(SEARCH, pl.DataFrame(outcome.looks))
+    manifest = build_manifest(
+        ctx, work, wall_s, outcome, factor_table, dataset_fingerprint(ctx.task, full_table)
+    )
+    manifest["slices"] = {"bin_edges": edges, "min_items": ctx.spec.slices.min_items}
+    ctx.run_dir.write_json(MANIFEST, manifest)
+    ctx.run_dir.remove_parts()
     return RunResult(ctx.run_dir, config_table, manifest)
-
-
-def build_manifest(ctx: RunContext, work: dict[str, dict[str, float]], wall_s: float) -> dict:
-    n_items, configs = ctx.table.num_rows, ctx.configs
-    shared = invocations_per_item(configs, shared=True)
-    for k, name in enumerate(configs[0].stage_names):
-        work[name]["calls_with_prefix_sharing_only"] = shared[k] * n_items
-        work[name]["calls_without_sharing"] = len(configs) * n_items
-    return {
-        "spec": ctx.spec.model_dump(mode="json"),
-        "n_configs": len(configs),
-        "n_items": n_items,
-        "dataset_fingerprint": data.dataset_fingerprint(ctx.table),
-        "options": asdict(ctx.options),
-        "work": work,
-        "engine_seconds": round(sum(w["engine_seconds"] for w in work.values()), 3),
-        "wall_seconds": round(wall_s, 3),
-        "created": datetime.now(UTC).isoformat(),
-        "versions": package_versions(),
-        "hardware": {"platform": platform.platform(), "cluster_cpus": ctx.cpus, "cluster_gpus": ctx.gpus},
-        "git_revision": git_revision(),
-    }
-
-
-def package_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None

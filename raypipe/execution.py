@@ -1,16 +1,21 @@
-"""The work one item goes through: its frontier of distinct images, stage calls, and per-config traces.
+"""The work one item goes through: its frontier of distinct intermediates, stage calls, and per-config traces.
 
 Pure Python and NumPy (no Ray): the runner wraps these in Ray Data operators, and the tests call them
-directly. An item's *frontier* holds each distinct intermediate image once, with the configurations it
+directly. An item's *frontier* holds each distinct intermediate result once, with the configurations it
 serves. A stage groups those configurations by their choice for the stage, calls each needed choice
 once per frontier entry, and (with reuse on) merges outputs whose bytes are identical — so stage k runs
 at most once per unique prefix, and once per distinct input content.
+
+Every call is timed twice: wall-clock time (what it took in this run, under whatever contention; the
+`busy_*` columns) and CPU time of the actor's process and its children (what the call itself consumed;
+the basis of the configuration's service-time latency, see `raypipe.latency`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
+import resource
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -20,8 +25,20 @@ from typing import Any
 import numpy as np
 
 from raypipe.cache import StageCache, stage_key
-from raypipe.registry import resolve
-from raypipe.stages.base import OcrResult
+
+
+@dataclass(frozen=True)
+class ChoiceRef:
+    """What an actor needs to build one choice. `cls` is resolved in the driver and travels with the plan,
+    so a class registered at run time (in a notebook) works inside the actors too."""
+
+    label: str
+    kind: str
+    name: str
+    cls: type
+    params: Mapping[str, Any]
+    timeout_s: float = 300.0
+    cache_key_base: str = ""  # implementation, version, effective parameters, model and engine versions
 
 
 @dataclass
@@ -35,10 +52,15 @@ class Entry:
 
 @dataclass
 class StepRecord:
-    """What one stage did for one configuration of one item."""
+    """What one stage did for one configuration of one item: CPU and wall milliseconds (None when no
+    call was made), the error if it failed, whether the output came from the cache, and whether the
+    configuration was dropped by the search before this stage (then the item yields no row for it)."""
 
-    ms: float | None
+    cpu_ms: float | None
+    wall_ms: float | None
     error: str | None = None
+    cached: bool = False
+    skipped: bool = False
 
 
 @dataclass
@@ -46,14 +68,11 @@ class ItemState:
     """An item on its way through the pipeline; pickled between Ray Data operators."""
 
     item_id: str
-    truth: dict[str, str | None]
+    truth: dict[str, Any]
     frontier: list[Entry]
     pending: list[Entry] = field(default_factory=list)
     trace: dict[int, list[StepRecord]] = field(default_factory=dict)
-    calls: list[int] = field(default_factory=list)
-    reused: list[int] = field(default_factory=list)
-    cached: list[int] = field(default_factory=list)
-    busy_ms: list[float] = field(default_factory=list)
+    work: dict[str, list[float]] = field(default_factory=dict)
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=5)
@@ -62,14 +81,11 @@ class ItemState:
     def loads(blob: bytes) -> ItemState:
         return pickle.loads(blob)
 
+    def count(self, what: str, stage_index: int, amount: float = 1) -> None:
+        self.work[what][stage_index] += amount
 
-@dataclass(frozen=True)
-class ChoiceRef:
-    """What an actor needs to build one choice: registry kind, implementation name and parameters."""
 
-    kind: str
-    name: str
-    params: Mapping[str, Any]
+WORK_KINDS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 
 
 def content_digest(output: Any) -> str:
@@ -81,36 +97,39 @@ def content_digest(output: Any) -> str:
     return hashlib.blake2b(pickle.dumps(output), digest_size=16).hexdigest()
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 array; raises ValueError for empty, corrupt or truncated data."""
-    import cv2
-
-    if not data:
-        raise ValueError("empty image")
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if array is None:
-        raise ValueError("corrupt or truncated image (cannot decode)")
-    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-
-
 def start_item(
-    item_id: str, image: bytes, truth: dict, n_configs: int, n_stages: int, share_prefixes: bool
+    item_id: str,
+    data: bytes,
+    truth: dict,
+    n_configs: int,
+    n_stages: int,
+    share_prefixes: bool,
+    decode: Callable[[bytes], Any],
 ) -> ItemState:
     """An item's initial state: one entry serving every configuration (or one per config, unshared)."""
-    state = ItemState(item_id, truth, [], calls=[0] * n_stages, reused=[0] * n_stages)
-    state.cached, state.busy_ms = [0] * n_stages, [0.0] * n_stages
+    state = ItemState(item_id, truth, [], work={k: [0.0] * n_stages for k in WORK_KINDS})
     state.trace = {c: [] for c in range(n_configs)}
     try:
-        decoded = decode_image(image)
+        decoded = decode(data)
     except Exception as exc:  # noqa: BLE001 - a bad item must not stop the run
         for c in range(n_configs):
-            state.trace[c].append(StepRecord(None, f"load: {exc}"))
+            state.trace[c].append(StepRecord(None, None, f"load: {type(exc).__name__}: {exc}"))
         return state
-    decoded.flags.writeable = False  # stages must not modify their input: it is shared by configs
+    if isinstance(decoded, np.ndarray):
+        decoded.flags.writeable = False  # stages must not modify their input: it is shared by configs
     groups = [list(range(n_configs))] if share_prefixes else [[c] for c in range(n_configs)]
     digest = content_digest(decoded)
     state.frontier = [Entry(decoded, g, digest) for g in groups]
     return state
+
+
+@dataclass
+class CurrentCall:
+    """The call a worker is in, for a watchdog that enforces the stage's timeout."""
+
+    key: tuple[str, int, str, str]
+    started: float
+    timeout_s: float
 
 
 class StageWorker:
@@ -119,77 +138,92 @@ class StageWorker:
     def __init__(
         self,
         stage_index: int,
+        stage_name: str,
         labels_of_config: list[tuple[str, ...]],
         choices: Mapping[str, ChoiceRef],
         finalize: bool,
         reuse_identical: bool,
-        call: Callable[[str, Callable, Any], tuple[Any, float]] | None = None,
         cache: StageCache | None = None,
     ):
         self.stage_index = stage_index
+        self.stage_name = stage_name
         self.labels_of_config = labels_of_config  # config index -> its choice label per stage
         self.choices = dict(choices)  # only the labels this worker's resource class runs
         self.finalize = finalize
         self.reuse_identical = reuse_identical
-        self._impls: dict[str, Callable] = {}
-        self._call = call or timed_call
         self.cache = cache
+        self._impls: dict[str, Callable] = {}
+        self.current: CurrentCall | None = None
+        self.live: Callable[[int], bool] = lambda config: True
+        self.timed_out: set[tuple[str, int, str, str]] = set()
 
     def implementation(self, label: str) -> Callable:
         if label not in self._impls:
             ref = self.choices[label]
-            self._impls[label] = resolve(ref.kind, ref.name)(**ref.params)
+            self._impls[label] = ref.cls(**ref.params)
         return self._impls[label]
 
     def process(self, state: ItemState) -> ItemState:
         for entry in state.frontier:
-            for label, configs in self._group_by_choice(entry.configs).items():
+            for label, configs in self._group_by_choice(state, entry.configs).items():
                 state.pending.append(self._run(state, label, entry, configs))
-                state.reused[self.stage_index] += self._distinct_prefixes(configs) - 1
+                state.count("reused", self.stage_index, self._distinct_prefixes(configs) - 1)
         if self.finalize:
             state.frontier = self._merge([e for e in state.pending if e.configs])
             state.pending = []
         return state
 
-    def _group_by_choice(self, configs: list[int]) -> dict[str, list[int]]:
+    def _group_by_choice(self, state: ItemState, configs: list[int]) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {}
         for c in configs:
             label = self.labels_of_config[c][self.stage_index]
-            if label in self.choices:
-                groups.setdefault(label, []).append(c)
+            if label not in self.choices:
+                continue
+            if not self.live(c):  # dropped by the search while the item was on its way: no row for it
+                state.trace[c].append(StepRecord(None, None, skipped=True))
+                continue
+            groups.setdefault(label, []).append(c)
         return groups
 
     def _distinct_prefixes(self, configs: list[int]) -> int:
         """Calls prefix sharing alone would make for these configs: reuse saved all but one of them."""
         return len({self.labels_of_config[c][: self.stage_index + 1] for c in configs})
 
-    def _cache_key(self, label: str, entry: Entry) -> str:
-        ref = self.choices[label]
-        cls = resolve(ref.kind, ref.name)
-        target = f"{cls.__module__}:{cls.__qualname__}"
-        entry.digest = entry.digest or content_digest(entry.output)
-        return stage_key(target, str(getattr(cls, "version", "1")), dict(ref.params), entry.digest)
-
-    def _compute(self, state: ItemState, label: str, entry: Entry) -> tuple[Any, float]:
+    def _compute(self, state: ItemState, label: str, entry: Entry) -> tuple[Any, StepRecord]:
         """The choice's output for this entry: from the cache when it holds it, else by calling it."""
-        key = self._cache_key(label, entry) if self.cache else None
+        ref = self.choices[label]
+        entry.digest = entry.digest or content_digest(entry.output)
+        key = stage_key(ref.cache_key_base, entry.digest) if self.cache else None
         hit = self.cache.get(key) if key else None
         if hit is not None:
-            state.cached[self.stage_index] += 1
-            return hit
-        output, ms = self._call(label, self.implementation(label), entry.output)
-        state.calls[self.stage_index] += 1
-        state.busy_ms[self.stage_index] += ms
+            state.count("cached", self.stage_index)
+            return hit.output, StepRecord(hit.cpu_ms, hit.wall_ms, cached=True)
+        call_key = (state.item_id, self.stage_index, label, entry.digest)
+        if call_key in self.timed_out:
+            raise TimeoutError(f"timeout in stage {self.stage_name} after {ref.timeout_s:g} s")
+        self.current = CurrentCall(call_key, time.monotonic(), ref.timeout_s)
+        try:
+            output, cpu_ms, wall_ms = timed_call(self.implementation(label), entry.output)
+        finally:
+            self.current = None
+        state.count("calls", self.stage_index)
+        state.count("busy_ms", self.stage_index, wall_ms)
+        state.count("cpu_ms", self.stage_index, cpu_ms)
         if key:
-            self.cache.put(key, output, ms)
-        return output, ms
+            self.cache.put(key, output, cpu_ms, wall_ms)
+        return output, StepRecord(cpu_ms, wall_ms)
 
     def _run(self, state: ItemState, label: str, entry: Entry, configs: list[int]) -> Entry:
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         try:
-            output, ms = self._compute(state, label, entry)
-            record = StepRecord(ms)
+            output, record = self._compute(state, label, entry)
         except Exception as exc:  # noqa: BLE001 - recorded on the item's rows; the run goes on
-            record = StepRecord(None, _describe(label, exc))
+            if isinstance(exc, TimeoutError):  # a hung call costs its whole timeout, in CPU and wall time
+                spent = self.choices[label].timeout_s * 1000.0
+                record = StepRecord(spent, spent, str(exc))
+            else:
+                cpu_ms = (cpu_seconds() - cpu_started) * 1000.0
+                record = StepRecord(cpu_ms, _ms_since(started), describe_error(label, exc))
             for c in configs:
                 state.trace[c].append(record)
             return Entry(None, [])
@@ -212,42 +246,52 @@ class StageWorker:
         return list(merged.values())
 
 
-def timed_call(label: str, impl: Callable, image: Any) -> tuple[Any, float]:
-    """Call a stage implementation, timing it with perf_counter; returns (output, milliseconds)."""
-    start = time.perf_counter()
-    output = impl(image)
-    return output, (time.perf_counter() - start) * 1000.0
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its finished children (Tesseract runs as one)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def _describe(label: str, exc: BaseException) -> str:
+def timed_call(impl: Callable, value: Any) -> tuple[Any, float, float]:
+    """Call a stage implementation; returns (output, CPU milliseconds, wall milliseconds)."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    output = impl(value)
+    wall_ms = (time.perf_counter() - start) * 1000.0
+    return output, (cpu_seconds() - cpu_start) * 1000.0, wall_ms
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def describe_error(label: str, exc: BaseException) -> str:
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     at = f" at {where.filename.rsplit('/', 1)[-1]}:{where.lineno}" if where else ""
     return f"{label}: {type(exc).__name__}: {exc}{at}"
 
 
-def prediction_text(output: Any) -> str:
-    """The text an OCR-like last stage produced (an OcrResult, a string, or anything with `.text`)."""
-    if isinstance(output, OcrResult) or hasattr(output, "text"):
-        return output.text
-    return output if isinstance(output, str) else str(output)
-
-
 def finish_item(
-    state: ItemState, stage_names: list[str], score: Callable[[str, Mapping], dict]
+    state: ItemState, stage_names: list[str], score: Callable[[Any, Mapping], dict]
 ) -> list[dict[str, Any]]:
-    """One result row per configuration of the item: prediction, per-stage latency, error, metrics."""
-    text_of = {c: prediction_text(e.output) for e in state.frontier for c in e.configs}
+    """One result row per configuration of the item that was not dropped: the task's scores, the error,
+    and per stage the CPU and wall milliseconds spent (a failed call counts what it spent)."""
+    output_of = {c: e.output for e in state.frontier for c in e.configs}
     rows = []
     for config, steps in state.trace.items():
+        if any(s.skipped for s in steps):
+            continue
         error = next((s.error for s in steps if s.error), None)
-        if error is None and config not in text_of:
+        if error is None and config not in output_of:
             error = "no output (an earlier stage failed)"
-        text = "" if error else text_of[config]
-        row: dict[str, Any] = {"item_id": state.item_id, "config_index": config, "prediction": text}
-        for name, step in zip(stage_names, steps + [StepRecord(None)] * len(stage_names), strict=False):
-            row[f"latency_{name}_ms"] = step.ms
-        row["latency_total_ms"] = None if error else sum(s.ms for s in steps)
+        row: dict[str, Any] = {"item_id": state.item_id, "config_index": config}
+        padded = steps + [StepRecord(None, None)] * (len(stage_names) - len(steps))
+        for name, step in zip(stage_names, padded, strict=False):
+            row[f"cpu_{name}_ms"] = step.cpu_ms
+            row[f"busy_{name}_ms"] = step.wall_ms
+            row[f"cached_{name}"] = step.cached
+        row["cpu_total_ms"] = sum(s.cpu_ms or 0.0 for s in steps)
+        row["busy_total_ms"] = sum(s.wall_ms or 0.0 for s in steps)
         row["error"] = error
-        row.update(score(text, state.truth))
+        row.update(score(None if error else output_of[config], state.truth))
         rows.append(row)
     return rows

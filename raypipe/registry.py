@@ -1,4 +1,10 @@
-"""One registry of stage implementations by (kind, name), with lazy imports and plugins."""
+"""Registries of stages, tasks and search strategies: built-ins, entry points, and classes registered at run time.
+
+Built-ins are "module:Class" strings so that naming a component never imports its heavy library. A name
+may be taken once: registering (or publishing as a plugin) a name that a built-in holds is refused, so a
+plugin can never silently shadow a built-in. A stage choice may also name its class directly as
+"package.module:Class" in the spec; that imports the module, like an import statement.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,21 @@ import typing
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from raypipe.errors import UnknownComponentError
+from raypipe.errors import RaypipeError, UnknownComponentError
 
-ENTRY_POINT_GROUP = "raypipe.stages"
+if TYPE_CHECKING:
+    from raypipe.task import Task
 
-# Built-ins are "module:Class" strings so that naming a stage never imports its heavy library.
-_BUILTINS: dict[str, dict[str, str]] = {
+STAGE_GROUP = "raypipe.stages"
+TASK_GROUP = "raypipe.tasks"
+SEARCH_GROUP = "raypipe.searches"
+
+# Generic stage kinds, usable by any task whose items are images; tasks add their own kinds.
+STAGE_BUILTINS: dict[str, dict[str, str]] = {
     "orient": {
         "none": "raypipe.stages.orient:NoOrient",
         "hough": "raypipe.stages.orient:HoughDeskew",
@@ -44,54 +55,29 @@ _BUILTINS: dict[str, dict[str, str]] = {
         "rapidocr": "raypipe.stages.ocr_rapid:RapidOCR",
         "easyocr": "raypipe.stages.ocr_easyocr:EasyOCR",
     },
+    # Zero-cost stages for measuring the engine's own overhead (benchmarks/scale.py).
+    "noop": {"tag": "raypipe.stages.noop:Tag"},
 }
-_REGISTERED: dict[str, dict[str, type | str]] = {}
+TASK_BUILTINS: dict[str, str] = {
+    "idcard": "raypipe.tasks.idcard.task:IdCardTask",
+    "digits": "raypipe.tasks.digits.task:DigitsTask",
+}
+SEARCH_BUILTINS: dict[str, str] = {
+    "exhaustive": "raypipe.search.exhaustive:Exhaustive",
+}
+
+_STAGES: dict[str, dict[str, type]] = {}
+_TASKS: dict[str, type] = {}
+_SEARCHES: dict[str, type] = {}
 
 T = TypeVar("T", bound=type)
 
 
-def register(kind: str, name: str) -> Callable[[T], T]:
-    """Class decorator: make `cls` the implementation of choice `name` for stages of `kind`."""
-
-    def decorate(cls: T) -> T:
-        _REGISTERED.setdefault(kind, {})[name] = cls
-        cls.registered_as = (kind, name)
-        return cls
-
-    return decorate
+class RegistryError(RaypipeError):
+    """A registration that would shadow a built-in, or a class of the wrong kind."""
 
 
-def register_lazy(kind: str, name: str, target: str) -> None:
-    """Register `target` ("package.module:Class") without importing it yet."""
-    _REGISTERED.setdefault(kind, {})[name] = target
-
-
-@cache
-def _plugins() -> dict[str, dict[str, str]]:
-    """Entry points in group raypipe.stages, named "kind.name" and pointing at "module:Class"."""
-    found: dict[str, dict[str, str]] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        kind, _, name = ep.name.partition(".")
-        if name:
-            found.setdefault(kind, {})[name] = ep.value
-    return found
-
-
-def _entries(kind: str) -> dict[str, type | str]:
-    return {**_BUILTINS.get(kind, {}), **_plugins().get(kind, {}), **_REGISTERED.get(kind, {})}
-
-
-def available(kind: str) -> list[str]:
-    """Names that resolve for stages of `kind`, sorted."""
-    return sorted(_entries(kind))
-
-
-def kinds() -> list[str]:
-    """Every stage kind that has at least one implementation."""
-    return sorted({*_BUILTINS, *_plugins(), *_REGISTERED})
-
-
-def import_target(target: str) -> type:
+def import_target(target: str) -> Any:
     """Import "package.module:Class"; the error names the target and what failed."""
     module_name, _, attr = target.partition(":")
     if not attr:
@@ -106,23 +92,158 @@ def import_target(target: str) -> type:
         raise UnknownComponentError(f"module '{module_name}' has no '{attr}' (from '{target}')") from exc
 
 
-def resolve(kind: str, name: str) -> type:
-    """The implementation class for choice `name` of a `kind` stage; "module:Class" names import directly."""
+def unknown_message(what: str, name: str, names: list[str]) -> str:
+    """lm-eval's message: Unknown x 'n'. Did you mean ...? Available: ..."""
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"Unknown {what} '{name}'.{hint} Available: {', '.join(sorted(names)) or 'none'}."
+
+
+@cache
+def _plugins(group: str) -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=group)}
+
+
+def _refuse_builtin(name: str, builtins: dict[str, Any], what: str) -> None:
+    if name in builtins:
+        raise RegistryError(f"{what} '{name}' is a built-in: register yours under another name")
+
+
+# -- stages -------------------------------------------------------------------------------------------------
+
+
+def _task_stages(task: Task | None) -> dict[str, dict[str, str]]:
+    return dict(task.stages) if task is not None else {}
+
+
+def stage_builtins(kind: str, task: Task | None = None) -> dict[str, str]:
+    """The built-in choices of a stage kind: the generic ones and the task's own."""
+    return {**STAGE_BUILTINS.get(kind, {}), **_task_stages(task).get(kind, {})}
+
+
+def _stage_plugins(kind: str, task: Task | None) -> dict[str, str]:
+    """Entry points named "kind.name" in group raypipe.stages; one that takes a built-in's name is refused."""
+    found = {}
+    for full, target in _plugins(STAGE_GROUP).items():
+        plugin_kind, _, name = full.partition(".")
+        if plugin_kind == kind and name:
+            _refuse_builtin(name, stage_builtins(kind, task), f"{kind} plugin '{full}' = '{target}':")
+            found[name] = target
+    return found
+
+
+def register(kind: str, name: str) -> Callable[[T], T]:
+    """Class decorator: make `cls` the implementation of choice `name` for stages of `kind`.
+
+    Works in a notebook too: the spec's choice carries the class itself to the actors. Registering a name
+    again replaces your own earlier registration (re-running a cell); a built-in's name is refused.
+    """
+
+    def decorate(cls: T) -> T:
+        _refuse_builtin(name, STAGE_BUILTINS.get(kind, {}), f"{kind} stage")
+        if not callable(cls):
+            raise RegistryError(f"{cls!r} is not a class with __call__: a stage is called on each item")
+        _STAGES.setdefault(kind, {})[name] = cls
+        cls.registered_as = (kind, name)
+        return cls
+
+    return decorate
+
+
+def _stage_entries(kind: str, task: Task | None) -> dict[str, type | str]:
+    return {**stage_builtins(kind, task), **_stage_plugins(kind, task), **_STAGES.get(kind, {})}
+
+
+def available(kind: str, task: Task | None = None) -> list[str]:
+    """Names that resolve for stages of `kind`, sorted."""
+    return sorted(_stage_entries(kind, task))
+
+
+def kinds(task: Task | None = None) -> list[str]:
+    """Every stage kind that has at least one implementation."""
+    plugin_kinds = {full.partition(".")[0] for full in _plugins(STAGE_GROUP)}
+    return sorted({*STAGE_BUILTINS, *_task_stages(task), *plugin_kinds, *_STAGES})
+
+
+def resolve(kind: str, name: str, task: Task | None = None) -> type:
+    """The implementation class of choice `name` for a `kind` stage; "module:Class" names import directly."""
     if ":" in name:
         return import_target(name)
-    entry = _entries(kind).get(name)
+    entry = _stage_entries(kind, task).get(name)
     if entry is None:
-        raise UnknownComponentError(unknown_message(kind, name))
+        names = available(kind, task)
+        if not names:
+            raise UnknownComponentError(
+                f"Unknown stage kind '{kind}'. Known kinds: {', '.join(kinds(task))}."
+            )
+        raise UnknownComponentError(unknown_message(kind, name, names))
     return import_target(entry) if isinstance(entry, str) else entry
 
 
-def unknown_message(kind: str, name: str) -> str:
-    names = available(kind)
-    if not names:
-        return f"Unknown stage kind '{kind}'. Known kinds: {', '.join(kinds())}."
-    close = difflib.get_close_matches(name, names, n=3)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"Unknown {kind} '{name}'.{hint} Available: {', '.join(names)}."
+# -- tasks and searches -------------------------------------------------------------------------------------
+
+
+def register_task(name: str) -> Callable[[T], T]:
+    """Class decorator: make a `raypipe.task.Task` subclass available as `task: name` in specs."""
+
+    def decorate(cls: T) -> T:
+        from raypipe.task import Task
+
+        _refuse_builtin(name, TASK_BUILTINS, "task")
+        if not (inspect.isclass(cls) and issubclass(cls, Task)):
+            raise RegistryError(f"{cls!r} is not a subclass of raypipe.task.Task")
+        _TASKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def register_search(name: str) -> Callable[[T], T]:
+    """Class decorator: make a search strategy available as `--search name`."""
+
+    def decorate(cls: T) -> T:
+        _refuse_builtin(name, SEARCH_BUILTINS, "search")
+        _SEARCHES[name] = cls
+        return cls
+
+    return decorate
+
+
+def _named_entries(builtins: dict[str, str], group: str, registered: dict[str, type], what: str) -> dict:
+    plugins = _plugins(group)
+    for name, target in plugins.items():
+        _refuse_builtin(name, builtins, f"{what} plugin '{name}' = '{target}':")
+    return {**builtins, **plugins, **registered}
+
+
+def task_names() -> list[str]:
+    return sorted(_named_entries(TASK_BUILTINS, TASK_GROUP, _TASKS, "task"))
+
+
+def search_names() -> list[str]:
+    return sorted(_named_entries(SEARCH_BUILTINS, SEARCH_GROUP, _SEARCHES, "search"))
+
+
+def resolve_task(name: str) -> Task:
+    """An instance of the task registered as `name`."""
+    entries = _named_entries(TASK_BUILTINS, TASK_GROUP, _TASKS, "task")
+    if name not in entries:
+        raise UnknownComponentError(unknown_message("task", name, list(entries)))
+    entry = entries[name]
+    cls = import_target(entry) if isinstance(entry, str) else entry
+    return cls()
+
+
+def resolve_search(name: str) -> type:
+    """The search strategy class registered as `name`."""
+    entries = _named_entries(SEARCH_BUILTINS, SEARCH_GROUP, _SEARCHES, "search")
+    if name not in entries:
+        raise UnknownComponentError(unknown_message("search", name, list(entries)))
+    entry = entries[name]
+    return import_target(entry) if isinstance(entry, str) else entry
+
+
+# -- parameters ---------------------------------------------------------------------------------------------
 
 
 def params_model(cls: type) -> type[BaseModel]:
@@ -140,3 +261,8 @@ def params_model(cls: type) -> type[BaseModel]:
         fields[param.name] = (annotation, default)
     config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     return create_model(f"{cls.__name__}Params", __config__=config, **fields)
+
+
+def effective_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a choice runs with, defaults included, as JSON-able values (for ids and cache keys)."""
+    return params_model(cls).model_validate(params).model_dump(mode="json")

@@ -1,4 +1,4 @@
-"""Human-facing output: the ranked table in the terminal, and the Pareto plot."""
+"""Human-facing output: the ranked table and the slice table in the terminal, and the Pareto plot."""
 
 from __future__ import annotations
 
@@ -8,60 +8,105 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from raypipe.task import Metric
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def ranked_table(configs: pl.DataFrame, stage_names: list[str], top: int | None = None) -> Table:
-    """Configuration, accuracy with its 95% CI, exact ID match, p50/p95 latency, SLA and Pareto marks."""
-    table = Table(title="raypipe: configurations ranked (SLA-passing first, then accuracy)", show_lines=False)
-    table.caption = "acc: mean course-assertion score (5 checks), 95% Wilson CI; latency: end-to-end per item"
-    table.add_column("#", justify="right")
-    table.add_column("config_id", style="dim")
-    for name in stage_names:
-        table.add_column(name)
-    for header in (
-        "assertion acc [95% CI]",
-        "exact ID",
-        "exact name",
-        "p50 ms",
-        "p95 ms",
-        "errors",
-        "SLA",
-        "Pareto",
-    ):
+def _score(r: dict, name: str) -> str:
+    value = r.get(name)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _interval(r: dict, name: str, low: str, high: str) -> str:
+    if r.get(name) is None:
+        return "-"
+    if r.get(low) is None:
+        return f"{r[name]:.3f}"
+    return f"{r[name]:.3f} [{r[low]:.2f}, {r[high]:.2f}]"
+
+
+def ranked_table(
+    configs: pl.DataFrame,
+    stage_names: list[str],
+    objective: Metric,
+    headline: list[Metric],
+    top: int | None = None,
+) -> Table:
+    """Configuration, objective with its 95 % interval, headline metrics, service-time p50/p95, busy p95,
+    errors, SLA and Pareto; `=` marks the group statistically tied with the best, fastest first."""
+    table = Table(title=f"raypipe: configurations ranked by {objective.name} (SLA-meeting first)")
+    table.caption = (
+        f"{objective.name}: {objective.description}; 95% interval. '=': tied with the best (paired sign test), "
+        "ordered by p95. p50/p95: service time per item alone (CPU time calibrated by calls timed alone; "
+        "failed items count what they spent); busy p95: wall time in this run, under load"
+    )
+    for header in ("#", "", "config_id", *stage_names, f"{objective.name} [95% CI]"):
+        table.add_column(header, justify="right" if header == "#" else "left")
+    for metric in headline:
+        table.add_column(metric.name, justify="right")
+    for header in ("p50 ms", "p95 ms", "busy p95", "errors", "SLA", "Pareto"):
         table.add_column(header, justify="right")
     rows = configs.head(top) if top else configs
     if rows.height < configs.height:
-        more = f"{configs.height - rows.height} more: `raypipe report RUN_DIR`"
-        table.caption += f"\n{rows.height} of {configs.height} shown ({more})"
+        table.caption += f"\n{rows.height} of {configs.height} shown ({configs.height - rows.height} more: `raypipe report RUN_DIR`)"
     for i, r in enumerate(rows.iter_rows(named=True), start=1):
-        acc = f"{r['assertion_accuracy']:.3f} [{r['assertion_ci_low']:.2f}, {r['assertion_ci_high']:.2f}]"
+        dropped = r.get("dropped_after_items")
+        sla = "[green]pass[/]" if r["sla_pass"] else "[red]fail[/]"
         table.add_row(
             str(i),
+            "=" if r.get("tied") else ("x" if dropped is not None else ""),
             r["config_id"][:8],
             *[str(r[n]) for n in stage_names],
-            acc,
-            f"{r['exact_id_number']:.2f}",
-            f"{r['exact_name']:.2f}",
+            _interval(r, "objective", "objective_ci_low", "objective_ci_high"),
+            *[_score(r, m.name) for m in headline],
             _ms(r["latency_p50_ms"]),
             _ms(r["latency_p95_ms"]),
+            _ms(r.get("busy_p95_ms")),
             str(r["n_errors"]),
-            "[green]pass[/]" if r["sla_pass"] else "[red]fail[/]",
+            sla,
             "*" if r["pareto"] else "",
         )
     return table
 
 
+def slice_summary_table(summary: pl.DataFrame, configs: pl.DataFrame, stage_names: list[str]) -> Table:
+    """Per slice cell: items, the winner with its objective and interval, how many are tied, or why none."""
+    label = {r["config_id"]: "/".join(str(r[s]) for s in stage_names) for r in configs.iter_rows(named=True)}
+    table = Table(title="raypipe: best SLA-meeting configuration per slice")
+    for header in ("slice", "cell", "items", "winner", "objective [95% CI]", "p95 ms", "tied"):
+        table.add_column(header)
+    for r in summary.iter_rows(named=True):
+        winner = r["winner"]
+        table.add_row(
+            r["dimension"],
+            r["cell"],
+            str(r["cell_items"]),
+            f"{winner[:8]} {label.get(winner, '')}" if winner else f"[yellow]{r['note']}[/]",
+            _interval(r, "winner_objective", "ci_low", "ci_high") if winner else "",
+            _ms(r["latency_p95_ms"]) if winner else "",
+            str(r["n_tied"]) if winner else "",
+        )
+    return table
+
+
 def print_ranked(
-    configs: pl.DataFrame, stage_names: list[str], console: Console | None = None, top: int | None = None
-):
-    (console or Console()).print(ranked_table(configs, stage_names, top))
+    configs: pl.DataFrame,
+    stage_names: list[str],
+    objective: Metric,
+    headline: list[Metric],
+    console: Console | None = None,
+    top: int | None = None,
+) -> None:
+    (console or Console()).print(ranked_table(configs, stage_names, objective, headline, top))
 
 
-def pareto_plot(configs: pl.DataFrame, path: Path, sla_p95_ms: float | None = None) -> Path:
-    """Accuracy against p95 latency, one point per configuration, the Pareto front joined by a line."""
+def pareto_plot(
+    configs: pl.DataFrame, path: Path, objective: Metric, sla_p95_ms: float | None = None
+) -> Path:
+    """The objective against p95 service time, one point per configuration, the Pareto front joined."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,16 +115,16 @@ def pareto_plot(configs: pl.DataFrame, path: Path, sla_p95_ms: float | None = No
     fig, ax = plt.subplots(figsize=(8, 5))
     rest = configs.filter(~pl.col("pareto"))
     front = configs.filter(pl.col("pareto")).sort("latency_p95_ms")
-    ax.scatter(rest["latency_p95_ms"], rest["assertion_accuracy"], c="#999999", label="dominated")
-    ax.plot(front["latency_p95_ms"], front["assertion_accuracy"], "o-", c="#d62728", label="Pareto front")
+    ax.scatter(rest["latency_p95_ms"], rest["objective"], c="#999999", label="dominated")
+    ax.plot(front["latency_p95_ms"], front["objective"], "o-", c="#d62728", label="Pareto front")
     for r in front.iter_rows(named=True):
-        ax.annotate(r["config_id"][:6], (r["latency_p95_ms"], r["assertion_accuracy"]), fontsize=7)
+        ax.annotate(r["config_id"][:6], (r["latency_p95_ms"], r["objective"]), fontsize=7)
     if sla_p95_ms:
         ax.axvline(sla_p95_ms, ls="--", c="#1f77b4", label=f"SLA p95 {sla_p95_ms:g} ms")
-    ax.set_xlabel("end-to-end p95 latency per item (ms)")
-    ax.set_ylabel("course-assertion accuracy")
+    ax.set_xlabel("end-to-end p95 service time per item (ms)")
+    ax.set_ylabel(objective.name)
     ax.set_title(f"{configs.height} configurations")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

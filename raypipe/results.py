@@ -1,66 +1,42 @@
-"""Run results: atomic Parquet/JSON writes and the Polars aggregation (percentiles, SLA, Pareto, slices)."""
+"""Run results with Polars: items assembled from the streamed parts, and per-configuration aggregates over the
+task's metric catalogue (intervals, service-time percentiles, SLA, Pareto front, ranking with ties)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from raypipe import stats
 from raypipe.space import Configuration
 from raypipe.spec import SLASpec
+from raypipe.task import Metric, Task
 
-EXACT_FIELDS = ("name", "sex", "ethnicity", "birth_date", "id_number")
-WORK_PREFIXES = ("_calls_", "_reused_", "_cached_", "_busy_")
-Z_95 = 1.959963984540054
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename: readers never see a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+WORK_KINDS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
+TIE_ALPHA = 0.05
 
 
-def atomic_write_parquet(frame: pl.DataFrame | pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+def work_columns(stage_names: list[str] | tuple[str, ...]) -> list[str]:
+    return [f"_{what}_{name}" for what in WORK_KINDS for name in stage_names]
 
 
-def atomic_write_json(obj: Any, path: Path) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+def work_counts(rows: pl.DataFrame, stage_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per stage, summed over items: calls made, calls saved by identical-input reuse, cache hits, and
+    engine-seconds spent in wall time (under contention) and in CPU time (cache hits cost none)."""
 
+    def total(column: str) -> float:
+        return float(rows.get_column(column).fill_null(0).sum()) if column in rows.columns else 0.0
 
-def parts_dir(run_dir: Path) -> Path:
-    return run_dir / "parts"
-
-
-def write_part(run_dir: Path, batch: pa.Table, index: int) -> None:
-    """Persist one streamed batch of result rows as soon as it arrives (a crash loses at most one batch)."""
-    atomic_write_parquet(batch, parts_dir(run_dir) / f"part-{index:06d}.parquet")
-
-
-def read_parts(run_dir: Path) -> pl.DataFrame | None:
-    files = sorted(parts_dir(run_dir).glob("part-*.parquet"))
-    if not files:
-        return None
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-
-
-def remove_parts(run_dir: Path) -> None:
-    """Drop the streamed parts once the final files exist (renamed first: a crash here leaves no half set)."""
-    parts = parts_dir(run_dir)
-    if parts.exists():
-        trash = run_dir / ".parts-removed"
-        os.replace(parts, trash)
-        shutil.rmtree(trash)
+    return {
+        name: {
+            "calls": int(total(f"_calls_{name}")),
+            "saved_by_reuse": int(total(f"_reused_{name}")),
+            "cache_hits": int(total(f"_cached_{name}")),
+            "engine_seconds": round(total(f"_busy_ms_{name}") / 1000.0, 3),
+            "cpu_seconds": round(total(f"_cpu_ms_{name}") / 1000.0, 3),
+        }
+        for name in stage_names
+    }
 
 
 def complete_items(rows: pl.DataFrame, n_configs: int) -> set[str]:
@@ -69,104 +45,117 @@ def complete_items(rows: pl.DataFrame, n_configs: int) -> set[str]:
     return set(counts.filter(pl.col("n") == n_configs)["item_id"].to_list())
 
 
-def next_part_index(run_dir: Path) -> int:
-    indices = [int(f.stem.split("-")[1]) for f in parts_dir(run_dir).glob("part-*.parquet")]
-    return max(indices, default=-1) + 1
-
-
 def configs_frame(configs: list[Configuration]) -> pl.DataFrame:
     """config_index -> config_id and one column per stage holding its choice label."""
-    stage_names = configs[0].stage_names
     data: dict[str, list] = {
         "config_index": list(range(len(configs))),
         "config_id": [c.config_id for c in configs],
     }
-    for k, name in enumerate(stage_names):
+    for k, name in enumerate(configs[0].stage_names):
         data[name] = [c.labels[k] for c in configs]
     return pl.DataFrame(data)
-
-
-def work_counts(rows: pl.DataFrame, stage_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Per stage, summed over items: calls made, calls saved by identical-input reuse, cache hits, and
-    engine-seconds actually spent (cache hits cost none)."""
-
-    def total(column: str) -> float:
-        return rows.get_column(column).fill_null(0).sum() if column in rows.columns else 0
-
-    return {
-        name: {
-            "calls": int(total(f"_calls_{name}")),
-            "saved_by_reuse": int(total(f"_reused_{name}")),
-            "cache_hits": int(total(f"_cached_{name}")),
-            "engine_seconds": round(total(f"_busy_{name}") / 1000.0, 3),
-        }
-        for name in stage_names
-    }
 
 
 def assemble_items(
     rows: pl.DataFrame, configs: list[Configuration], attributes: pl.DataFrame
 ) -> pl.DataFrame:
-    """items.parquet: result rows joined with their configuration's choices and the item's attributes."""
-    rows = rows.drop([c for c in rows.columns if c.startswith(WORK_PREFIXES)])
+    """Result rows, one per (item, configuration) (a resumed or retried batch's duplicates dropped), joined
+    with their configuration's choices and the item's attributes."""
+    rows = rows.drop([c for c in rows.columns if c.startswith("_")])
     rows = rows.unique(subset=["item_id", "config_index"], keep="last", maintain_order=True)
     frame = rows.join(configs_frame(configs), on="config_index", how="left")
     frame = frame.join(attributes, on="item_id", how="left")
     first = ["config_id", *configs[0].stage_names, "item_id"]
-    return frame.select([*first, *[c for c in frame.columns if c not in first and c != "config_index"]]).sort(
-        ["config_id", "item_id"]
-    )
+    rest = [c for c in frame.columns if c not in first]
+    return frame.select([*first, *rest]).sort(["config_id", "item_id"])
 
 
-def wilson(successes: pl.Expr, n: pl.Expr, z: float = Z_95) -> tuple[pl.Expr, pl.Expr]:
-    """The Wilson score interval for a proportion, as Polars expressions."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * ((p * (1 - p) / n + z * z / (4 * n * n)).sqrt())
-    return (centre - half).clip(0, 1), (centre + half).clip(0, 1)
+def metric_aggregates(metrics: tuple[Metric, ...] | list[Metric]) -> list[pl.Expr]:
+    """Mean and interval of every catalogue metric."""
+    exprs = []
+    for m in metrics:
+        low, high = stats.interval_exprs(m.name, m.interval)
+        exprs += [
+            pl.col(m.name).cast(pl.Float64).mean().alias(m.name),
+            low.alias(f"{m.name}_ci_low"),
+            high.alias(f"{m.name}_ci_high"),
+        ]
+    return exprs
 
 
-def aggregate_configs(items: pl.DataFrame, stage_names: tuple[str, ...], sla: SLASpec) -> pl.DataFrame:
-    """configs.parquet: accuracy with its CI, field matches, latency percentiles, SLA pass, Pareto flag."""
-    ok = pl.col("error").is_null()
-    total = pl.col("latency_total_ms").filter(ok)
-    low, high = wilson(pl.col("assertion_score").sum(), pl.len())
-    frame = items.group_by(["config_id", *stage_names]).agg(
-        pl.len().alias("n_items"),
-        (~ok).sum().alias("n_errors"),
-        pl.col("assertion_score").mean().alias("assertion_accuracy"),
-        low.alias("assertion_ci_low"),
-        high.alias("assertion_ci_high"),
-        *[pl.col(f"exact_{f}").cast(pl.Float64).mean().alias(f"exact_{f}") for f in EXACT_FIELDS],
-        pl.col("cer").mean().alias("cer"),
+def latency_aggregates(stage_names: list[str]) -> list[pl.Expr]:
+    """Service-time percentiles (failed items count what they spent), busy (under load) percentiles."""
+    total, busy = pl.col("latency_total_ms"), pl.col("busy_total_ms")
+    return [
         total.quantile(0.50, "linear").alias("latency_p50_ms"),
         total.quantile(0.95, "linear").alias("latency_p95_ms"),
         total.quantile(0.99, "linear").alias("latency_p99_ms"),
+        total.mean().alias("latency_mean_ms"),
         (1000.0 / total.mean()).alias("throughput_items_per_s"),
-        *[pl.col(f"latency_{s}_ms").filter(ok).median().alias(f"latency_{s}_p50_ms") for s in stage_names],
+        *[pl.col(f"latency_{s}_ms").median().alias(f"latency_{s}_p50_ms") for s in stage_names],
+        busy.quantile(0.50, "linear").alias("busy_p50_ms"),
+        busy.quantile(0.95, "linear").alias("busy_p95_ms"),
+        busy.quantile(0.99, "linear").alias("busy_p99_ms"),
+    ]
+
+
+def aggregate_configs(
+    items: pl.DataFrame, stage_names: list[str], task: Task, objective: Metric, sla: SLASpec
+) -> pl.DataFrame:
+    """configs.parquet: every metric with its interval, the objective, latency percentiles, SLA, Pareto,
+    ranked with the tied group of the best first and ordered by p95."""
+    present = [m for m in task.metrics if m.name in items.columns]
+    frame = items.group_by(["config_id", *stage_names]).agg(
+        pl.len().alias("n_items"),
+        pl.col("error").is_not_null().sum().alias("n_errors"),
+        *metric_aggregates(present),
+        *latency_aggregates(stage_names),
     )
     frame = frame.with_columns(
-        (
-            (pl.col("latency_p95_ms") <= sla.p95_latency_ms)
-            & (pl.col("assertion_accuracy") >= sla.min_assertion_accuracy)
-        )
-        .fill_null(False)
-        .alias("sla_pass")
+        pl.col(objective.name).alias("objective"),
+        pl.col(f"{objective.name}_ci_low").alias("objective_ci_low"),
+        pl.col(f"{objective.name}_ci_high").alias("objective_ci_high"),
     )
-    return rank(with_pareto(frame))
+    frame = with_sla(frame, sla)
+    return rank(with_pareto(frame, objective), items, objective)
 
 
-def with_pareto(frame: pl.DataFrame) -> pl.DataFrame:
-    """Flag configurations no other beats on both accuracy (higher) and p95 latency (lower)."""
+def sla_failures(row: dict[str, Any], sla: SLASpec) -> list[str]:
+    """Why a configuration misses the SLA (empty when it meets it), on point estimates."""
+    reasons = []
+    p95 = row.get("latency_p95_ms")
+    if sla.p95_latency_ms is not None and (p95 is None or p95 > sla.p95_latency_ms):
+        reasons.append(f"p95 {p95 or float('nan'):.0f} ms > {sla.p95_latency_ms:g}")
+    for metric, side, bound in sla.bounds():
+        value = row.get(metric)
+        if value is None or (value < bound if side == "min" else value > bound):
+            reasons.append(
+                f"{metric} {value if value is None else round(value, 3)} {'<' if side == 'min' else '>'} {bound:g}"
+            )
+    return reasons
+
+
+def with_sla(frame: pl.DataFrame, sla: SLASpec) -> pl.DataFrame:
+    reasons = [("; ".join(sla_failures(r, sla)) or None) for r in frame.iter_rows(named=True)]
+    return frame.with_columns(
+        pl.Series("sla_miss", reasons, dtype=pl.String), pl.Series("sla_pass", [r is None for r in reasons])
+    )
+
+
+def with_pareto(frame: pl.DataFrame, objective: Metric) -> pl.DataFrame:
+    """Flag configurations that no other beats on both the objective and p95 service time."""
+    sign = 1.0 if objective.higher_is_better else -1.0
     keys = frame.select(
-        "config_id", acc="assertion_accuracy", p95=pl.col("latency_p95_ms").fill_null(float("inf"))
+        "config_id",
+        score=(pl.col("objective") * sign).fill_null(float("-inf")),
+        p95=pl.col("latency_p95_ms").fill_null(float("inf")),
     )
     pairs = keys.join(keys, how="cross", suffix="_o")
     dominated = (
         pairs.filter(
-            (pl.col("acc_o") >= pl.col("acc"))
+            (pl.col("score_o") >= pl.col("score"))
             & (pl.col("p95_o") <= pl.col("p95"))
-            & ((pl.col("acc_o") > pl.col("acc")) | (pl.col("p95_o") < pl.col("p95")))
+            & ((pl.col("score_o") > pl.col("score")) | (pl.col("p95_o") < pl.col("p95")))
         )
         .select("config_id")
         .unique()
@@ -174,52 +163,43 @@ def with_pareto(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns((~pl.col("config_id").is_in(dominated["config_id"].implode())).alias("pareto"))
 
 
-def survivors_first(frame: pl.DataFrame) -> pl.DataFrame:
-    """After a search: the Pareto flag among configurations that were kept to the end, survivors ranked
-    first (a dropped configuration's numbers come from a smaller sample)."""
-    kept = with_pareto(frame.filter(pl.col("dropped_round").is_null()))
-    dropped = frame.filter(pl.col("dropped_round").is_not_null()).with_columns(pl.lit(False).alias("pareto"))
-    return pl.concat([rank(kept), rank(dropped)], how="vertical_relaxed")
+def paired_scores(items: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """item_id x config_id table of a metric (nulls where a configuration has no value for an item)."""
+    frame = items.select("item_id", "config_id", pl.col(metric).cast(pl.Float64))
+    return frame.pivot(on="config_id", index="item_id", values=metric, aggregate_function="first")
 
 
-def rank(frame: pl.DataFrame) -> pl.DataFrame:
-    """SLA-passing first, then by accuracy, then by p95 latency."""
-    return frame.sort(
-        ["sla_pass", "assertion_accuracy", "latency_p95_ms"], descending=[True, True, False], nulls_last=True
+def tied_with(
+    scores: pl.DataFrame, best: str, others: list[str], objective: Metric, alpha: float = TIE_ALPHA
+) -> set[str]:
+    """Configurations a one-sided sign test on the same items cannot tell below `best` at level `alpha`."""
+    sign = 1.0 if objective.higher_is_better else -1.0
+    tied = set()
+    for other in others:
+        diff = ((scores[best] - scores[other]) * sign).drop_nulls()
+        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+        if stats.sign_test_p(wins, losses) >= alpha:
+            tied.add(other)
+    return tied
+
+
+def rank(frame: pl.DataFrame, items: pl.DataFrame, objective: Metric) -> pl.DataFrame:
+    """SLA-meeting first; among them, the best by the objective and every configuration tied with it (a
+    paired sign test on the same items) form the first group, fastest p95 first; then the rest by the
+    objective and p95. `tied` marks the group; `rank` is the position."""
+    descending = objective.higher_is_better
+    frame = frame.sort(
+        ["sla_pass", "objective", "latency_p95_ms"], descending=[True, descending, False], nulls_last=True
     )
-
-
-def slice_values(items: pl.DataFrame, attribute: str) -> pl.Expr:
-    """A slice attribute as categories; continuous ones are cut into three quantile buckets."""
-    column = items.get_column(attribute)
-    if column.dtype.is_float() and column.n_unique() > 6:
-        return pl.col(attribute).qcut(3, allow_duplicates=True).cast(pl.String)
-    return pl.col(attribute).cast(pl.String)
-
-
-def best_per_slice(
-    items: pl.DataFrame, configs: pl.DataFrame, attributes: list[str], sla: SLASpec
-) -> pl.DataFrame:
-    """slices.parquet: per slice attribute and value, the most accurate configuration under the p95 bound."""
-    fast = configs.filter(pl.col("latency_p95_ms") <= sla.p95_latency_ms).select("config_id")
-    pool = items.join(fast, on="config_id", how="semi")
-    frames = []
-    for attribute in attributes:
-        if attribute not in items.columns or items.get_column(attribute).null_count() == items.height:
-            continue
-        per = (
-            pool.with_columns(slice_values(items, attribute).alias("value"))
-            .group_by("value", "config_id")
-            .agg(pl.len().alias("n_items"), pl.col("assertion_score").mean().alias("assertion_accuracy"))
-            .sort(["assertion_accuracy", "config_id"], descending=[True, False])
-            .group_by("value", maintain_order=True)
-            .first()
+    passing = frame.filter(pl.col("sla_pass"))
+    group: set[str] = set()
+    if passing.height:
+        best = passing["config_id"][0]
+        scores = paired_scores(
+            items.filter(pl.col("config_id").is_in(passing["config_id"].implode())), objective.name
         )
-        frames.append(per.with_columns(pl.lit(attribute).alias("attribute")))
-    if not frames:
-        return pl.DataFrame(schema={"attribute": pl.String, "value": pl.String, "config_id": pl.String})
-    out = pl.concat(frames, how="diagonal_relaxed")
-    out = out.with_columns((pl.col("assertion_accuracy") >= sla.min_assertion_accuracy).alias("meets_sla"))
-    return out.select("attribute", "value", "config_id", "n_items", "assertion_accuracy", "meets_sla").sort(
-        "attribute", "value"
-    )
+        group = {best} | tied_with(scores, best, passing["config_id"][1:].to_list(), objective)
+    frame = frame.with_columns(pl.col("config_id").is_in(list(group)).alias("tied"))
+    head = frame.filter(pl.col("tied")).sort("latency_p95_ms", nulls_last=True)
+    tail = frame.filter(~pl.col("tied"))
+    return pl.concat([head, tail]).with_row_index("rank", offset=1)

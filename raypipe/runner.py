@@ -1,9 +1,16 @@
-"""The only module that builds Ray Data plans: items flow through a pool per (stage, resource class)."""
+"""The only module that builds Ray Data plans: items flow through a pool per (stage, resource class).
+
+A small `RunControl` actor holds what the driver decides while the data streams: the configurations a
+search has dropped (actors skip work only they need) and the stage calls that timed out (a replaced actor
+records them as errors instead of calling again). Every actor reads it once per batch.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +21,9 @@ import ray
 
 from raypipe.cache import CacheConfig, StageCache
 from raypipe.execution import ChoiceRef, ItemState, StageWorker, finish_item, start_item
-from raypipe.metrics import score
-from raypipe.registry import resolve
+from raypipe.plan import OperatorPlan
 from raypipe.space import Configuration
-from raypipe.spec import ChoiceSpec, PipelineSpec
-from raypipe.stages.base import Resources
+from raypipe.task import Task
 
 # Set before Ray starts so that workers inherit them (NOTES.md: Tesseract threads, TF and ORT noise).
 WORKER_ENV = {
@@ -28,9 +33,9 @@ WORKER_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-# CPUs kept free for the tasks that start items: an actor pool that takes every CPU deadlocks (NOTES.md).
-CPU_HEADROOM = 0.5
 TASK_CPUS = 0.1
+WATCHDOG_PERIOD_S = 0.25
+WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 
 
 @dataclass(frozen=True)
@@ -41,26 +46,6 @@ class RunOptions:
     reuse_identical: bool = True
     cache: CacheConfig | None = None
     max_actors_per_pool: int | None = None
-
-
-@dataclass
-class OperatorPlan:
-    """One Ray Data operator: the choices of one stage that share a resource class."""
-
-    stage_index: int
-    stage_name: str
-    choices: dict[str, ChoiceRef]
-    resources: Resources
-    finalize: bool
-    pool_size: int = 1
-    devices: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        gpu = f", {self.resources.num_gpus:g} GPU" if self.resources.num_gpus else ""
-        cpu = f"{self.resources.num_cpus:.2f} CPU"
-        choices = ", ".join(f"{c} on {self.devices.get(c, 'cpu')}" for c in self.choices)
-        return f"{self.stage_name}: {choices}; {self.pool_size} actor(s), {cpu}{gpu} each"
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -85,106 +70,89 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     ctx.execution_options.preserve_order = False
 
 
-def _declared(choice: ChoiceSpec, kind: str) -> Resources:
-    base = getattr(resolve(kind, choice.name), "resources", Resources())
-    o = choice.resources
-    return Resources(
-        num_cpus=base.num_cpus if o.num_cpus is None else o.num_cpus,
-        num_gpus=base.num_gpus if o.num_gpus is None else o.num_gpus,
-        batch_size=base.batch_size if o.batch_size is None else o.batch_size,
-    )
+def cluster_resources() -> tuple[float, float]:
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
-def plan_operators(spec: PipelineSpec, cluster_cpus: float, cluster_gpus: float) -> list[OperatorPlan]:
-    """Group each stage's choices by resource class (CPUs and GPUs per actor); size pools so the cluster
-    never deadlocks.
+@ray.remote(num_cpus=0)
+class RunControl:
+    """What the driver decides during a run and every actor reads once per batch."""
 
-    A class's batch is the smallest its choices ask for. Without a GPU, a choice that asks for one joins
-    the CPU class: one pool then holds every engine, and its actors share the stage's work evenly (in
-    separate pools on 2 cores, EasyOCR's one actor was the whole run's critical path)."""
-    plans = []
-    for k, stage in enumerate(spec.stages):
-        by_class: dict[tuple[float, float], dict[str, ChoiceRef]] = {}
-        batch: dict[tuple[float, float], int] = {}
-        devices: dict[str, str] = {}
-        for choice in stage.choices:
-            res = _declared(choice, stage.registry_kind)
-            devices[choice.key] = "gpu" if res.num_gpus and cluster_gpus else "cpu"
-            if res.num_gpus and not cluster_gpus:
-                res = Resources(res.num_cpus, 0.0, res.batch_size)  # no GPU here: run it on CPU
-                devices[choice.key] = "cpu (asks for a GPU; the cluster has none)"
-            ref = ChoiceRef(stage.registry_kind, choice.name, dict(choice.params))
-            key = (res.num_cpus, res.num_gpus)
-            by_class.setdefault(key, {})[choice.key] = ref
-            batch[key] = min(batch.get(key, res.batch_size), res.batch_size)
-        classes = list(by_class.items())
-        for i, ((cpus, gpus), refs) in enumerate(classes):
-            where = {label: devices[label] for label in refs}
-            res = Resources(cpus, gpus, batch[(cpus, gpus)])
-            plans.append(
-                OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where)
-            )
-    return size_pools(plans, cluster_cpus, cluster_gpus)
+    def __init__(self) -> None:
+        self.dropped: set[int] = set()
+        self.timeouts: set[tuple[str, int, str, str]] = set()
 
+    def drop(self, config_indices: list[int]) -> None:
+        self.dropped.update(config_indices)
 
-def size_pools(
-    plans: list[OperatorPlan], cluster_cpus: float, cluster_gpus: float, max_actors: int | None = None
-) -> list[OperatorPlan]:
-    """The last stage (the expensive one) gets most actors; CPU shares shrink to fit under the headroom."""
-    last = max(p.stage_index for p in plans)
-    n_last = sum(p.stage_index == last for p in plans)
-    for p in plans:
-        want = max(p.resources.num_cpus, 0.01)
-        size = int(cluster_cpus / n_last // want) if p.stage_index == last else int(cluster_cpus // 8)
-        if p.resources.num_gpus:
-            size = min(size, int(cluster_gpus // p.resources.num_gpus))
-        p.pool_size = max(1, min(size, max_actors or size))
-    budget = max(cluster_cpus - CPU_HEADROOM, 0.1)
-    demand = sum(p.pool_size * p.resources.num_cpus for p in plans)
-    if demand > budget:
-        scale = budget / demand
-        for p in plans:
-            p.resources = Resources(
-                p.resources.num_cpus * scale, p.resources.num_gpus, p.resources.batch_size
-            )
-    return plans
+    def report_timeout(self, key: tuple[str, int, str, str]) -> None:
+        self.timeouts.add(tuple(key))
+
+    def snapshot(self) -> tuple[set[int], set[tuple[str, int, str, str]]]:
+        return self.dropped, self.timeouts
 
 
 class StageActor:
-    """A Ray Data callable class wrapping StageWorker: models load once per actor, on first use."""
+    """A Ray Data callable class wrapping StageWorker: models load once per actor, on first use.
 
-    def __init__(self, emit_rows_for: list[str] | None = None, **worker_kwargs: Any):
+    A watchdog thread enforces the stage's timeout: a call that runs past it is reported to RunControl
+    and the actor exits, so Ray Data replaces it and retries the batch; the new actor records the call as a
+    timeout error instead of calling again.
+    """
+
+    def __init__(
+        self,
+        control: Any,
+        task: Task | None = None,
+        emit_rows_for: list[str] | None = None,
+        **worker_kwargs: Any,
+    ):
         self.worker = StageWorker(**worker_kwargs)
+        self.control = control
+        self.task = task
         self.emit_rows_for = emit_rows_for
+        threading.Thread(target=self._watchdog, daemon=True, name="raypipe-timeout").start()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
+        dropped, timeouts = ray.get(self.control.snapshot.remote())
+        self.worker.live = lambda config: config not in dropped
+        self.worker.timed_out = timeouts
         states = [self.worker.process(ItemState.loads(blob)) for blob in batch["state"]]
         if self.emit_rows_for is not None:  # the last operator scores its items itself: no extra hop
-            return result_rows(states, self.emit_rows_for)
+            return result_rows(states, self.emit_rows_for, self.task)
         return {"item_id": batch["item_id"], "state": np.array([s.dumps() for s in states], dtype=object)}
 
+    def _watchdog(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_PERIOD_S)
+            current = self.worker.current
+            if current is not None and time.monotonic() - current.started > current.timeout_s:
+                ray.get(self.control.report_timeout.remote(current.key))
+                os._exit(1)  # the hung call cannot be interrupted; Ray Data replaces this actor
 
-def _start_items(batch: dict[str, np.ndarray], n_configs: int, n_stages: int, share: bool) -> dict:
+
+def _start_items(
+    batch: dict[str, np.ndarray], n_configs: int, n_stages: int, share: bool, task: Task
+) -> dict:
     truth_cols = [c for c in batch if c.startswith("truth_")]
     states = []
     for i, item_id in enumerate(batch["item_id"]):
         truth = {c.removeprefix("truth_"): batch[c][i] for c in truth_cols}
-        state = start_item(str(item_id), batch["image_bytes"][i], truth, n_configs, n_stages, share)
+        state = start_item(str(item_id), batch["input"][i], truth, n_configs, n_stages, share, task.decode)
         states.append(state.dumps())
     return {"item_id": batch["item_id"], "state": np.array(states, dtype=object)}
 
 
-def result_rows(states: list[ItemState], stage_names: list[str]) -> pa.Table:
+def result_rows(states: list[ItemState], stage_names: list[str], task: Task) -> pa.Table:
     """One row per item x configuration, scored, with each item's work counts on its first row."""
     rows = []
     for state in states:
-        item_rows = finish_item(state, stage_names, score)
+        item_rows = finish_item(state, stage_names, task.score)
         if item_rows:  # the item's work counts ride on its first row; the results writer sums them
-            for k, name in enumerate(stage_names):
-                item_rows[0][f"_calls_{name}"] = state.calls[k]
-                item_rows[0][f"_reused_{name}"] = state.reused[k]
-                item_rows[0][f"_cached_{name}"] = state.cached[k]
-                item_rows[0][f"_busy_{name}"] = state.busy_ms[k]
+            for what, per_stage in state.work.items():
+                for k, name in enumerate(stage_names):
+                    item_rows[0][f"_{what}_{name}"] = per_stage[k]
         rows += item_rows
     return pa.Table.from_pylist(rows)
 
@@ -195,8 +163,46 @@ def split_blocks(items: pa.Table, cpus: float) -> list[pa.Table]:
     return [items.slice(i, rows) for i in range(0, items.num_rows, rows)]
 
 
+@dataclass
+class Execution:
+    """One streaming execution over a set of items, and the control actor the driver steers it with.
+
+    `config_indices` maps the execution's configurations (0..n-1) to the run's; `drop` takes the run's."""
+
+    control: Any
+    config_indices: list[int]
+    batches: Iterator[pa.Table] = field(default_factory=lambda: iter(()))
+
+    def drop(self, config_indices: list[int]) -> None:
+        """Stop spending on these configurations: actors skip work only they need, from their next batch."""
+        local = {g: i for i, g in enumerate(self.config_indices)}
+        ray.get(self.control.drop.remote([local[g] for g in config_indices if g in local]))
+
+
+def execute(
+    items: pa.Table,
+    task: Task,
+    configs: list[Configuration],
+    plans: list[OperatorPlan],
+    options: RunOptions,
+    config_indices: list[int] | None = None,
+) -> Execution:
+    """Start streaming result batches (one row per item x configuration that was not dropped); rows carry
+    the execution's own config_index (0..len(configs)-1)."""
+    control = RunControl.remote()
+    ds = build_plan(items, task, configs, plans, options, control)
+    execution = Execution(control, config_indices or list(range(len(configs))))
+    execution.batches = (b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows)
+    return execution
+
+
 def build_plan(
-    items: pa.Table, configs: list[Configuration], plans: list[OperatorPlan], options: RunOptions
+    items: pa.Table,
+    task: Task,
+    configs: list[Configuration],
+    plans: list[OperatorPlan],
+    options: RunOptions,
+    control: Any,
 ) -> ray.data.Dataset:
     """The Ray Data plan: start items, then one map_batches per operator plan; the last one scores."""
     stage_names = list(configs[0].stage_names)
@@ -204,14 +210,23 @@ def build_plan(
     ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
     ds = ds.map_batches(
         _start_items,
-        fn_kwargs={"n_configs": len(configs), "n_stages": len(stage_names), "share": options.share_prefixes},
+        fn_kwargs={
+            "n_configs": len(configs),
+            "n_stages": len(stage_names),
+            "share": options.share_prefixes,
+            "task": task,
+        },
         batch_size=None,
         num_cpus=TASK_CPUS,
     )
     for n, p in enumerate(plans, start=1):
+        last = n == len(plans)
         worker = {
-            "emit_rows_for": stage_names if n == len(plans) else None,
+            "control": control,
+            "task": task if last else None,
+            "emit_rows_for": stage_names if last else None,
             "stage_index": p.stage_index,
+            "stage_name": p.stage_name,
             "labels_of_config": labels,
             "choices": p.choices,
             "finalize": p.finalize,
@@ -229,16 +244,64 @@ def build_plan(
     return ds
 
 
-def execute(
-    items: pa.Table, configs: list[Configuration], plans: list[OperatorPlan], options: RunOptions
-) -> Iterator[pa.Table]:
-    """Stream result batches (one row per item x configuration) as they complete."""
-    ds = build_plan(items, configs, plans, options)
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        if batch.num_rows:
-            yield batch
+__all__ = ["ChoiceRef", "Execution", "RunOptions", "connect", "execute"]
 
 
-def cluster_resources() -> tuple[float, float]:
-    res = ray.cluster_resources()
-    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+class Calibrator:
+    """Runs sampled (item, configuration) pairs one call at a time, alone, timing every stage call."""
+
+    def __init__(self, task: Task, choices: list[dict[str, ChoiceRef]], stage_names: list[str]):
+        self.task, self.choices, self.stage_names = task, choices, stage_names
+        self.impls: dict[tuple[int, str], Any] = {}
+
+    def run(self, inputs: list[tuple[str, bytes]], pairs: list[tuple[str, int, tuple[str, ...]]]) -> pa.Table:
+        from raypipe.execution import timed_call
+
+        data, warm, rows = dict(inputs), set(), []
+        for item_id, config_index, labels in pairs:
+            value = self.task.decode(data[item_id])
+            for k, label in enumerate(labels):
+                impl = self._impl(k, label)
+                try:
+                    if (k, label) not in warm:  # a first call pays one-off costs: warm up, then time
+                        impl(value)
+                        warm.add((k, label))
+                    value, cpu_ms, wall_ms = timed_call(impl, value)
+                except Exception:  # noqa: BLE001 - a failing sample is simply not a sample
+                    break
+                rows.append(
+                    {
+                        "item_id": item_id,
+                        "config_index": config_index,
+                        "stage": self.stage_names[k],
+                        "choice": label,
+                        "wall_ms": wall_ms,
+                        "cpu_ms": cpu_ms,
+                    }
+                )
+        return pa.Table.from_pylist(rows)
+
+    def _impl(self, k: int, label: str) -> Any:
+        if (k, label) not in self.impls:
+            ref = self.choices[k][label]
+            self.impls[(k, label)] = ref.cls(**ref.params)
+        return self.impls[(k, label)]
+
+
+def calibrate(
+    task: Task,
+    plans: list[OperatorPlan],
+    stage_names: list[str],
+    inputs: list[tuple[str, bytes]],
+    pairs: list[tuple[str, int, tuple[str, ...]]],
+) -> pa.Table:
+    """Time the sampled pairs in one actor while nothing else runs (after the run's pools are gone)."""
+    choices: list[dict[str, ChoiceRef]] = [{} for _ in stage_names]
+    for p in plans:
+        choices[p.stage_index].update(p.choices)
+    gpus = 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
+    actor = ray.remote(num_cpus=1, num_gpus=gpus)(Calibrator).remote(task, choices, stage_names)
+    try:
+        return ray.get(actor.run.remote(inputs, pairs))
+    finally:
+        ray.kill(actor)

@@ -1,16 +1,19 @@
-"""The pipeline spec: pydantic models of the YAML, loading, and validation with full YAML paths."""
+"""The pipeline spec: pydantic models of the YAML (extra="forbid"), every field described.
+
+Loading and checking against the registries lives in `raypipe.validation`, which imports this module
+(never the reverse).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from raypipe.errors import ConfigError, RaypipeError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid")
+# Long enough for any built-in engine on a 16k x 16k image on a busy 2-core machine; short enough that a
+# hung call costs minutes, not the run.
+DEFAULT_TIMEOUT_S = 300.0
 
 
 class ResourceSpec(BaseModel):
@@ -45,6 +48,12 @@ class StageSpec(BaseModel):
     name: str = Field(description="Stage name; becomes the result column holding the choice.")
     kind: str | None = Field(None, description="Registry kind of the implementations; defaults to `name`.")
     choices: list[ChoiceSpec] = Field(min_length=1, description="Interchangeable implementations.")
+    timeout_s: float = Field(
+        DEFAULT_TIMEOUT_S,
+        gt=0,
+        description="Longest one call of this stage may take on one item; a call that runs longer becomes "
+        "that item's error ('timeout in stage X after N s') and its actor is replaced.",
+    )
 
     @property
     def registry_kind(self) -> str:
@@ -63,28 +72,81 @@ class GenerateSpec(BaseModel):
     """How to make the synthetic dataset when `dataset.source` does not exist yet."""
 
     model_config = _STRICT
-    profile: str = Field("mixed", description="Distribution profile (clean, rotated, ..., mixed).")
-    n: int = Field(40, ge=1, description="Number of cards.")
-    seed: int = Field(0, description="Seed; the same seed gives the same bytes.")
+    profile: str = Field("mixed", description="The task generator's distribution profile.")
+    n: int = Field(40, ge=1, description="Number of items.")
+    seed: int = Field(0, ge=0, description="Seed; the same seed gives the same bytes.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Further options of the task's generator (e.g. `renderer`)."
+    )
 
 
 class DatasetSpec(BaseModel):
     """Where the labelled items come from."""
 
     model_config = _STRICT
-    source: str = Field(description="Parquet file, folder, or 'hf:<repo>' (relative paths: from the CWD).")
+    source: str = Field(
+        description="Parquet file, folder, filesystem URI (file://, s3://, gs://, hdfs://) or 'hf:<repo>' "
+        "(relative paths: from the working directory)."
+    )
     generate: GenerateSpec | None = Field(
         None, description="Generate `source` with these settings if absent."
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N items.")
 
 
-class SLASpec(BaseModel):
-    """What a configuration must meet to be deployable."""
+class ObjectiveSpec(BaseModel):
+    """The metric that ranks configurations, drives the search and names slice winners."""
 
     model_config = _STRICT
-    p95_latency_ms: float = Field(gt=0, description="Upper bound on end-to-end p95 latency per item (ms).")
-    min_assertion_accuracy: float = Field(ge=0, le=1, description="Lower bound on course-assertion accuracy.")
+    metric: str = Field(description="A metric of the task's catalogue, e.g. key_fields_exact.")
+
+
+class SLASpec(BaseModel):
+    """What a configuration must meet to be deployable: bounds on p95 latency and on any metrics."""
+
+    model_config = _STRICT
+    p95_latency_ms: float | None = Field(
+        None, gt=0, description="Upper bound on end-to-end p95 service time per item (ms)."
+    )
+    min: dict[str, float] = Field(
+        default_factory=dict, description="Lower bounds on metric means, e.g. {key_fields_exact: 0.9}."
+    )
+    max: dict[str, float] = Field(
+        default_factory=dict, description="Upper bounds on metric means, e.g. {cer: 0.1}."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "min_assertion_accuracy" in value:
+            raise ValueError(
+                "min_assertion_accuracy was replaced by bounds on any metric: write "
+                f"`min: {{assertion_score: {value['min_assertion_accuracy']}}}`"
+            )
+        return value
+
+    def bounds(self) -> list[tuple[str, str, float]]:
+        """(metric, "min" | "max", bound) for every metric bound."""
+        return [(m, "min", b) for m, b in self.min.items()] + [(m, "max", b) for m, b in self.max.items()]
+
+
+class SlicesSpec(BaseModel):
+    """How results are sliced by item attributes."""
+
+    model_config = _STRICT
+    attributes: list[str] | None = Field(
+        None, description="Attributes to slice by (default: all the task's)."
+    )
+    bins: dict[str, list[float]] = Field(
+        default_factory=dict, description="Inner bin edges of continuous attributes, overriding the task's."
+    )
+    quantiles: int = Field(
+        3, ge=2, le=10, description="Quantile bins for continuous attributes without edges."
+    )
+    min_items: int = Field(20, ge=1, description="Fewest items in a cell for it to name a winner.")
+    cross: list[list[str]] = Field(
+        default_factory=list, description="Pairs of attributes to cross, e.g. [[profile, ocr_engine]]."
+    )
 
 
 class RaySpec(BaseModel):
@@ -101,13 +163,18 @@ class PipelineSpec(BaseModel):
     model_config = _STRICT
     name: str = Field(description="Pipeline name, used in run directory names.")
     description: str = Field("", description="Free text.")
-    stages: list[StageSpec] = Field(min_length=1, description="Stages in the order they run; OCR last.")
+    task: str = Field(description="The task: its data, scorer and metrics (idcard, digits, or a plugin).")
+    stages: list[StageSpec] = Field(min_length=1, description="Stages in the order they run.")
     exclude: list[dict[str, str | list[str]]] = Field(
         default_factory=list,
         description="Combinations not to run: each maps stage names to a choice label (or a list of them).",
     )
-    dataset: DatasetSpec = Field(description="The labelled items.")
-    sla: SLASpec = Field(description="The service-level agreement.")
+    dataset: DatasetSpec = Field(description="The items (labelled, or not for label-free objectives).")
+    objective: ObjectiveSpec | None = Field(
+        None, description="The metric that ranks; default: the task's (with truth or without)."
+    )
+    sla: SLASpec = Field(default_factory=SLASpec, description="The service-level agreement.")
+    slices: SlicesSpec = Field(default_factory=SlicesSpec, description="How results are sliced.")
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray connection.")
 
     @model_validator(mode="after")
@@ -126,36 +193,3 @@ class PipelineSpec(BaseModel):
 def _duplicates(keys: list[str], path: str, what: str) -> list[str]:
     seen = [k for i, k in enumerate(keys) if k in keys[:i]]
     return [f"{path}: {what} '{k}' appears twice (give one a `label`)" for k in dict.fromkeys(seen)]
-
-
-def load_spec(path: str | Path) -> PipelineSpec:
-    """Read and validate a YAML spec; raises ConfigError listing every problem with its YAML path."""
-    path = Path(path)
-    if not path.is_file():
-        raise RaypipeError(f"spec file not found: {path} (see configs/ for examples)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], source=str(path)) from exc
-    return parse_spec(raw, source=str(path))
-
-
-def parse_spec(raw: Any, source: str = "spec") -> PipelineSpec:
-    """Validate a loaded YAML document: schema first, then every choice against its implementation."""
-    try:
-        spec = PipelineSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([_format_error(err) for err in exc.errors()], source=source) from exc
-    from raypipe.validation import check_components
-
-    problems = check_components(spec)
-    if problems:
-        raise ConfigError(problems, source=source)
-    return spec
-
-
-def _format_error(err: dict[str, Any]) -> str:
-    path = ""
-    for part in err["loc"]:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return f"{path or '(top)'}: {err['msg']}"

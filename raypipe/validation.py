@@ -1,29 +1,75 @@
-"""Checks a parsed spec against the registry: every choice resolves and its parameters fit its signature."""
+"""Load a spec and check it against the registries: every problem at once, each with its full YAML path.
+
+A spec is code: a choice named "package.module:Class" imports that module while the spec is checked, as
+an import statement would. Load specs you would run as code.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import yaml
 from pydantic import ValidationError
 
-from raypipe.errors import UnknownComponentError
-from raypipe.registry import params_model, resolve
+from raypipe.errors import ConfigError, RaypipeError, UnknownComponentError
+from raypipe.registry import params_model, resolve, resolve_task
 from raypipe.spec import PipelineSpec
+from raypipe.task import Task
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a YAML spec; raises ConfigError listing every problem with its YAML path."""
+    path = Path(path)
+    if not path.is_file():
+        raise RaypipeError(f"spec file not found: {path} (see configs/ for examples)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source=str(path)) from exc
+    return parse_spec(raw, source=str(path))
+
+
+def parse_spec(raw: Any, source: str = "spec") -> PipelineSpec:
+    """Validate a loaded YAML document: schema first, then the task, every choice, the objective and SLA."""
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([_format_error(err) for err in exc.errors()], source=source) from exc
+    problems = check_components(spec)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return spec
+
+
+def task_of(spec: PipelineSpec) -> Task:
+    """The spec's task instance; ConfigError when no registry knows it."""
+    try:
+        return resolve_task(spec.task)
+    except UnknownComponentError as exc:
+        raise ConfigError([f"task: {exc}"]) from exc
 
 
 def check_components(spec: PipelineSpec) -> list[str]:
-    """Every problem with the spec's choices and exclusions, each prefixed by its YAML path."""
+    """Every problem with the spec's task, choices, exclusions, objective, SLA and slices."""
+    try:
+        task = resolve_task(spec.task)
+    except UnknownComponentError as exc:
+        return [f"task: {exc}"]
     problems: list[str] = []
     for i, stage in enumerate(spec.stages):
         for j, choice in enumerate(stage.choices):
-            problems += _check_choice(
-                stage.registry_kind, choice.name, choice.params, f"stages[{i}].choices[{j}]"
-            )
+            path = f"stages[{i}].choices[{j}]"
+            problems += _check_choice(stage.registry_kind, choice.name, choice.params, path, task)
     problems += _check_exclusions(spec)
+    problems += _check_metrics(spec, task)
+    problems += _check_slices(spec, task)
     return problems
 
 
-def _check_choice(kind: str, name: str, params: dict, path: str) -> list[str]:
+def _check_choice(kind: str, name: str, params: dict, path: str, task: Task) -> list[str]:
     try:
-        cls = resolve(kind, name)
+        cls = resolve(kind, name, task)
     except UnknownComponentError as exc:
         return [f"{path}.name: {exc}"]
     try:
@@ -31,6 +77,37 @@ def _check_choice(kind: str, name: str, params: dict, path: str) -> list[str]:
     except ValidationError as exc:
         return [f"{path}.params{_loc(err['loc'])}: {err['msg']}" for err in exc.errors()]
     return []
+
+
+def _check_metrics(spec: PipelineSpec, task: Task) -> list[str]:
+    known = task.metric_names()
+    listing = ", ".join(known)
+    problems = []
+    if spec.objective and spec.objective.metric not in known:
+        problems.append(
+            f"objective.metric: task '{task.name}' has no metric '{spec.objective.metric}' ({listing})"
+        )
+    for metric, side, _ in spec.sla.bounds():
+        if metric not in known:
+            problems.append(f"sla.{side}.{metric}: task '{task.name}' has no metric '{metric}' ({listing})")
+    return problems
+
+
+def _check_slices(spec: PipelineSpec, task: Task) -> list[str]:
+    known = [a.name for a in task.slice_attributes]
+    problems = []
+    named = [("slices.attributes", a) for a in spec.slices.attributes or []]
+    named += [(f"slices.bins.{a}", a) for a in spec.slices.bins]
+    named += [(f"slices.cross[{i}]", a) for i, pair in enumerate(spec.slices.cross) for a in pair]
+    for path, attribute in named:
+        if attribute not in known:
+            problems.append(f"{path}: task '{task.name}' has no attribute '{attribute}' ({', '.join(known)})")
+    problems += [
+        f"slices.cross[{i}]: give two attributes, got {len(pair)}"
+        for i, pair in enumerate(spec.slices.cross)
+        if len(pair) != 2
+    ]
+    return problems
 
 
 def _loc(loc: tuple) -> str:
@@ -53,3 +130,10 @@ def _check_exclusions(spec: PipelineSpec) -> list[str]:
                         f"{path}: stage '{stage_name}' has no choice '{label}' (choices: {known})"
                     )
     return problems
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    path = ""
+    for part in err["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return f"{path or '(top)'}: {err['msg']}"

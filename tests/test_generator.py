@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
-
 from raypipe.data import (
     CANONICAL_SCHEMA,
     PROFILES,
@@ -19,8 +18,9 @@ from raypipe.data import (
     render,
     write_dataset,
 )
-from raypipe.errors import DatasetError
 from raypipe.metrics import birth_consistent, id_checksum_valid
+
+from raypipe.errors import DatasetError
 
 LABEL_WORDS = ["姓名", "性别", "民族", "出生", "住址", "公民身份号码"]
 

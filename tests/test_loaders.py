@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from raypipe.data import (
     CANONICAL_SCHEMA,
     SLICE_ATTRIBUTES,
@@ -22,6 +21,7 @@ from raypipe.data import (
     write_dataset,
 )
 from raypipe.data.schema import normalise_box
+
 from raypipe.errors import DatasetError
 
 TRUTH_COLUMNS = [f"truth_{field}" for field in TRUTH_FIELDS]

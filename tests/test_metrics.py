@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from raypipe.metrics import (
     METRIC_COLUMNS,
     birth_consistent,

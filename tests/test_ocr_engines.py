@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from raypipe.data import generate_dataset
+from raypipe.metrics import parse_fields
 
 from raypipe import registry
-from raypipe.data import generate_dataset
 from raypipe.errors import StageError
-from raypipe.metrics import parse_fields
 from raypipe.stages.base import OcrResult
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"

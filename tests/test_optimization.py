@@ -19,16 +19,17 @@ import numpy as np
 import polars as pl
 import pytest
 from PIL import Image
+from raypipe.data import generate_dataset
 from typer.testing import CliRunner
 
 from optimization.cli import app
 from optimization.runtime import preload_torch
 from optimization.training import TrainSettings, train_orient
-from raypipe.data import generate_dataset
 from raypipe.errors import ConfigError, StageError
+from raypipe.models import file_sha256
 from raypipe.registry import resolve
 from raypipe.spec import parse_spec
-from raypipe.stages.orient_cnn import OrientCNN, artifact_name, file_sha256, load_backend, variant_path
+from raypipe.stages.orient_cnn import OrientCNN, artifact_name, load_backend, variant_path
 from tests.conftest import REPO
 
 preload_torch()  # at collection, before any TensorFlow: torchvision segfaults when imported after it

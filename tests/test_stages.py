@@ -8,12 +8,13 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from raypipe.data import generate_dataset
 
 from raypipe import registry
-from raypipe.data import generate_dataset
 from raypipe.stages import channel, enhance, orient
 from raypipe.stages.base import Word
-from raypipe.stages.imaging import group_lines, rect_box, rotate_quarter_turns, sort_reading_order
+from raypipe.stages.imaging import rotate_quarter_turns
+from raypipe.stages.words import group_lines, rect_box, sort_reading_order
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 SEED = 0

@@ -1,11 +1,13 @@
-"""What a stage implementation is: a small class, its resources, and the OCR result type."""
+"""What a stage implementation is: a small class and the resources its actors ask for."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from raypipe.stages.words import OcrResult, Word  # noqa: F401 - re-exported for stage authors
 
 
 @dataclass(frozen=True)
@@ -17,39 +19,14 @@ class Resources:
     batch_size: int = 1
 
 
-@dataclass(frozen=True)
-class Word:
-    """One recognised piece of text; `box` is four (x, y) corners in image pixels, or None."""
-
-    text: str
-    box: tuple[tuple[float, float], ...] | None = None
-    confidence: float = 1.0
-
-
-@dataclass
-class OcrResult:
-    """An OCR engine's reading of one image, words in reading order."""
-
-    words: list[Word] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """The words as lines of text. With boxes, words on one line are joined by spaces: Tesseract returns
-        a Chinese name one character per word, and a name split over lines is no name."""
-        if self.words and all(w.box for w in self.words):
-            from raypipe.stages.imaging import group_lines
-
-            return "\n".join(" ".join(w.text for w in line) for line in group_lines(self.words))
-        return "\n".join(w.text for w in self.words)
-
-
 class Stage:
     """Base of stage implementations (subclassing is optional: any class with this shape works).
 
     An implementation takes its parameters as typed keyword arguments of `__init__` (checked when the
-    YAML is loaded, before Ray starts), loads its model there once, and is called on one image:
-    an RGB `uint8` array of shape (H, W, 3) or a gray one of shape (H, W). Image stages return an
-    image; OCR stages return an `OcrResult`.
+    YAML is loaded, before Ray starts), loads its model there once, and is called on one input: for
+    image stages an RGB `uint8` array of shape (H, W, 3) or a gray one of shape (H, W). The input is
+    read-only (it is shared by every configuration that reached it): return a new array, or the input
+    itself when nothing changes. Image stages return an image; OCR stages return an `OcrResult`.
     """
 
     resources: ClassVar[Resources] = Resources()
@@ -59,6 +36,13 @@ class Stage:
     @classmethod
     def preflight(cls, **params) -> None:
         """Raise StageError naming what to install when this implementation cannot run here."""
+
+    @classmethod
+    def cache_identity(cls, **params) -> dict[str, object]:
+        """What else decides this choice's output besides its class, `version` and parameters: hashes of
+        the model files it loads, versions of the engines it calls. Part of the stage-cache key, so a
+        retrained model or an upgraded engine never serves old outputs."""
+        return {}
 
     def __call__(self, image: np.ndarray):  # pragma: no cover - interface
         raise NotImplementedError

@@ -13,7 +13,6 @@ returned a path, calls `use_onnx_recognizer(reader, str(path))`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -21,7 +20,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.stages.orient_cnn import MANIFEST_NAME, default_models_dir, file_sha256
+from raypipe.models import check_manifest, models_dir, onnx_session
 
 # "torch" is EasyOCR's own recognizer as it loads it: on the CPU, torch's dynamic int8 quantization of the
 # LSTM and Linear layers (easyocr.Reader(quantize=True), its default). "torch-fp32" is the same network
@@ -39,8 +38,7 @@ def recognizer_path(recognizer: str, model_dir: str | os.PathLike[str] | None = 
     if recognizer not in RECOGNIZER_FILES:
         choices = ", ".join(get_args(Recognizer))
         raise StageError(f"unknown EasyOCR recognizer {recognizer!r}: choose one of {choices}")
-    folder = Path(model_dir).expanduser() if model_dir else default_models_dir()
-    return folder / RECOGNIZER_FILES[recognizer]
+    return models_dir(model_dir) / RECOGNIZER_FILES[recognizer]
 
 
 def check_recognizer(recognizer: str, model_dir: str | os.PathLike[str] | None = None) -> Path | None:
@@ -56,12 +54,7 @@ def check_recognizer(recognizer: str, model_dir: str | os.PathLike[str] | None =
         raise StageError(
             f"EasyOCR recognizer {recognizer!r} needs onnxruntime: pip install onnxruntime"
         ) from exc
-    manifest = path.parent / MANIFEST_NAME
-    entry = (
-        json.loads(manifest.read_text()).get("artifacts", {}).get(path.name) if manifest.is_file() else None
-    )
-    if entry and entry.get("sha256") != file_sha256(path):
-        raise StageError(f"{path} does not match the SHA-256 in {manifest}: {EXPORT_HINT}")
+    check_manifest(path, EXPORT_HINT)
     return path
 
 
@@ -73,13 +66,7 @@ class OnnxRecognizer:
     """
 
     def __init__(self, onnx_path: str | os.PathLike[str], threads: int = 1):
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(onnx_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.num_classes = self.session.get_outputs()[0].shape[-1]
 

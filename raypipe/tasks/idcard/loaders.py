@@ -1,11 +1,11 @@
-"""Load a dataset from any supported source into the canonical schema (see `raypipe.data.schema`).
+"""Load a dataset from any supported source into the canonical schema (`raypipe.tasks.idcard.schema`).
 
 Sources: a Parquet file; a folder of Parquet files (`data/train-*.parquet`, the layout of a
 downloaded copy of the HF dataset lansinuote/ocr_id_card, or `*.parquet`); `hf:<repo_id>`
 through the `datasets` library; a folder of images with JSON labels (`<stem>.png|jpg` beside
 `<stem>.json` holding {"ocr": [{"word", "box"}], optional "truth": {...}, optional slice attributes}).
 Columns a source lacks are filled: item ids from the row index, truth fields derived from the
-words (`raypipe.data.truth`), profile "real" and null attributes.
+words (`raypipe.tasks.idcard.truth`), profile "real" and null attributes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.data.schema import (
+from raypipe.errors import DatasetError
+from raypipe.tasks.idcard.schema import (
     CANONICAL_SCHEMA,
     IMAGE_TYPE,
     REAL_PROFILE,
@@ -29,8 +30,7 @@ from raypipe.data.schema import (
     truth_text,
     words_of,
 )
-from raypipe.data.truth import derive_truth
-from raypipe.errors import DatasetError
+from raypipe.tasks.idcard.truth import derive_truth
 
 HF_PREFIX = "hf:"
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")

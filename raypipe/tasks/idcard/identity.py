@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raypipe.metrics import id_check_digit
+from raypipe.tasks.idcard.fields import id_check_digit
 
 # Characters that also appear in labels (姓名 性别 民族 出生 住址 公民身份号码), 男/女 and 年月日 are
 # left out of names, so that no name can be mistaken for a label or a date by a parser.

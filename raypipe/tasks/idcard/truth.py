@@ -2,7 +2,7 @@
 
 Words may come with their labels (姓名, 张三, 性别, 男, ... as the generator writes them), with
 labels glued to values (姓名张三), or as bare values in card order (张三, 男, 汉, 1990, 1, 5, ...).
-Fields are read with `raypipe.metrics.parse_fields`, the parser predictions are scored with, on
+Fields are read with `raypipe.tasks.idcard.fields.parse_fields`, the parser predictions are scored with, on
 the clean words; the address, which the parser does not need, is read here.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from raypipe.data.schema import TRUTH_FIELDS
-from raypipe.metrics import LABELS, normalise_line, parse_fields
+from raypipe.tasks.idcard.fields import LABELS, normalise_line, parse_fields
+from raypipe.tasks.idcard.schema import TRUTH_FIELDS
 
 _ID_WORD = re.compile(r".*[0-9]{17}[0-9X]")
 _BIRTH_END_WORD = re.compile(r".*[0-9]日")

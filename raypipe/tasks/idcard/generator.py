@@ -27,11 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.data.idcard import draw_identity
-from raypipe.data.profiles import PROFILES, apply_attributes, draw_attributes, encode_image
-from raypipe.data.render import draw_card
-from raypipe.data.schema import CANONICAL_SCHEMA, truth_text
 from raypipe.errors import DatasetError
+from raypipe.tasks.idcard.identity import draw_identity
+from raypipe.tasks.idcard.profiles import PROFILES, apply_attributes, draw_attributes, encode_image
+from raypipe.tasks.idcard.render import draw_card
+from raypipe.tasks.idcard.schema import CANONICAL_SCHEMA, truth_text
 
 PARQUET_COMPRESSION = "zstd"
 ROW_GROUP_SIZE = 256

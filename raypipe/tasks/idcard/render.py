@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from raypipe.data.idcard import Identity
 from raypipe.errors import DatasetError
+from raypipe.tasks.idcard.identity import Identity
 
 CARD_SIZE = (640, 400)
 BACKGROUND = (236, 241, 246)

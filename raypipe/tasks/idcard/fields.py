@@ -1,4 +1,4 @@
-"""Pure metrics of one prediction against its truth: ID-card field parsing, the course assertion, CER.
+"""An ID card's fields read from OCR text (the label-then-value parser), its checksum, the course assertion.
 
 The parser reads raw OCR output: lines joined by "\\n", labels (姓名, 性别, 民族, 出生, 住址, 公民身份号码)
 either glued to their values or on their own lines, spaces anywhere, full-width characters. Every
@@ -9,10 +9,12 @@ birth date is compared by `birth_consistent`, never copied into `birth_date`).
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from raypipe.codec import plain
 
 LABELS: tuple[str, ...] = ("公民身份号码", "姓名", "性别", "民族", "出生", "住址")
 SEXES: tuple[str, ...] = ("男", "女")
@@ -27,14 +29,8 @@ ETHNICITIES: tuple[str, ...] = (
 FIELD_NAMES: tuple[str, ...] = ("name", "sex", "ethnicity", "birth_date", "year", "month", "day", "id_number")
 ASSERTIONS: tuple[str, ...] = ("assert_name", "assert_year", "assert_month", "assert_day", "assert_id")
 EXACT_FIELDS: tuple[str, ...] = ("name", "sex", "ethnicity", "birth_date", "id_number")
-METRIC_COLUMNS: dict[str, type] = {
-    **{column: bool for column in ASSERTIONS},
-    "assertion_score": float,
-    **{f"exact_{field}": bool for field in EXACT_FIELDS},
-    "id_checksum_valid": bool,
-    "birth_consistent": bool,
-    "cer": float,
-}
+# Name, birth date and ID number all exactly right: what a card reader needs; the default objective.
+KEY_FIELDS: tuple[str, ...] = ("name", "birth_date", "id_number")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK_CHARS = "10X98765432"
@@ -49,6 +45,20 @@ _DAY = re.compile(r"(?<![0-9])([0-9]{1,2})日")
 _ETHNICITY_ALTERNATION = "|".join(sorted(ETHNICITIES, key=len, reverse=True))
 _LABELLED_ETHNICITY = re.compile(rf"民族({_ETHNICITY_ALTERNATION})")
 _LONE_ETHNICITY = re.compile(rf"({_ETHNICITY_ALTERNATION})族?")
+
+
+@plain
+@dataclass(frozen=True)
+class CardFields:
+    """What an extract stage read off one card: the fields (FIELD_NAMES), the OCR text they were read from
+    (scored by CER) and the OCR engine's mean word confidence (None when it gives none)."""
+
+    values: Mapping[str, str | None] = field(default_factory=dict)
+    text: str = ""
+    confidence: float | None = None
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
 
 
 def normalise_line(line: str) -> str:
@@ -204,92 +214,3 @@ def _in_range(value: str | None, low: int, high: int) -> bool:
     if value is None or not value.isdigit():
         return False
     return low <= int(value) <= high
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insert, delete, substitute) between two strings.
-
-    Myers' bit-parallel algorithm (Hyyrö's formulation) on Python integers: one pass over `b` with
-    a few big-int operations per character, ~50x faster than the textbook DP, which matters when
-    every item of every configuration is scored.
-    """
-    if not a:
-        return len(b)
-    mask = (1 << len(a)) - 1
-    last = 1 << (len(a) - 1)
-    peq: dict[str, int] = {}
-    for index, char in enumerate(a):
-        peq[char] = peq.get(char, 0) | (1 << index)
-    pv, mv, distance = mask, 0, len(a)
-    for char in b:
-        eq = peq.get(char, 0)
-        xv = eq | mv
-        xh = (((eq & pv) + pv) ^ pv) | eq
-        ph = mv | ~(xh | pv)
-        mh = pv & xh
-        distance += 1 if ph & last else -1 if mh & last else 0
-        ph = (ph << 1) | 1
-        mh <<= 1
-        pv = (mh | ~(xv | ph)) & mask
-        mv = ph & xv & mask
-    return distance
-
-
-def cer(prediction: str, reference: str) -> float:
-    """Character error rate: edit distance / reference length, whitespace ignored, both NFKC-normalised.
-
-    An empty reference gives 0.0 for an empty prediction and 1.0 otherwise. CER is not capped:
-    a prediction much longer than the reference can score above 1.
-    """
-    predicted = _without_whitespace(prediction)
-    expected = _without_whitespace(reference)
-    if not expected:
-        return 0.0 if not predicted else 1.0
-    return levenshtein(expected, predicted) / len(expected)
-
-
-def _without_whitespace(text: str) -> str:
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion; `successes` may be fractional (a sum of scores)."""
-    if n < 0 or not 0 <= successes <= max(n, 0):
-        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got successes={successes}, n={n}")
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
-
-
-def score(prediction_text: str, truth: Mapping[str, str | None]) -> dict[str, bool | float | None]:
-    """Every metric column (`METRIC_COLUMNS`) for one prediction.
-
-    `truth` holds "name", "sex", "ethnicity", "birth_date", "id_number" and "text" (a `truth_`
-    prefix is accepted too, so a dataset row can be passed as is). Where the truth of a field is
-    unknown (None or absent), its exact_* column and cer are None rather than a made-up False.
-    """
-    fields = parse_fields(prediction_text)
-    checks = course_assertion(fields)
-    row: dict[str, bool | float | None] = {**checks, "assertion_score": assertion_score(checks)}
-    for field in EXACT_FIELDS:
-        row[f"exact_{field}"] = _exact(fields[field], _truth_value(truth, field))
-    row["id_checksum_valid"] = id_checksum_valid(fields["id_number"])
-    row["birth_consistent"] = birth_consistent(fields)
-    reference = _truth_value(truth, "text")
-    row["cer"] = None if reference is None else cer(prediction_text, reference)
-    return row
-
-
-def _truth_value(truth: Mapping[str, str | None], field: str) -> str | None:
-    value = truth.get(field, truth.get(f"truth_{field}"))
-    return None if value is None else str(value)
-
-
-def _exact(predicted: str | None, expected: str | None) -> bool | None:
-    if expected is None or not expected.strip():
-        return None
-    return predicted is not None and normalise_line(predicted) == normalise_line(expected)

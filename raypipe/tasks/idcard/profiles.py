@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from raypipe.data.render import PlacedWord
 from raypipe.errors import DatasetError
+from raypipe.tasks.idcard.render import PlacedWord
 
 PROFILES: tuple[str, ...] = ("clean", "rotated", "skewed", "dark", "blurred", "noisy", "jpeg", "mixed")
 # A mixed dataset is mostly clean cards with every degradation represented.

@@ -1,0 +1,242 @@
+"""Results per data slice: attributes binned, each cell's configurations with intervals, its winner and ties.
+
+Continuous attributes are cut into bins (edges from the spec, else from the task, else quantiles of the
+data; a task may give exact zeros a bin of their own), categorical ones keep their values. Every item gets
+a `bin_<attribute>` column, so slices, `raypipe recommend` and monitoring all bin the same way. Each
+(attribute, bin) cell, and each cell of the crossed pairs the spec asks for, reports every configuration's
+objective with its interval and n; the best SLA-meeting configuration that no search dropped; and the
+configurations a paired sign test on the cell's items cannot tell below it. A cell with fewer than
+`min_items` items names no winner.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from raypipe import stats
+from raypipe.results import paired_scores, tied_with
+from raypipe.spec import PipelineSpec
+from raypipe.task import Metric, SliceAttribute, Task
+
+TOO_FEW = "too few items"
+
+
+def bin_column(attribute: str) -> str:
+    return f"bin_{attribute}"
+
+
+def _edge(value: float) -> str:
+    return f"{value:g}"
+
+
+def bin_labels(edges: list[float]) -> list[str]:
+    """Labels of the bins that inner `edges` make: (-inf, a], (a, b], ..., (z, inf)."""
+    bounds = [-math.inf, *edges, math.inf]
+    return [
+        f"({_edge(lo)}, {_edge(hi)}]" if hi != math.inf else f"({_edge(lo)}, inf)"
+        for lo, hi in zip(bounds, bounds[1:], strict=False)
+    ]
+
+
+def edges_for(attribute: SliceAttribute, values: pl.Series, spec: PipelineSpec) -> list[float]:
+    """Inner bin edges: the spec's, else the task's, else quantiles of the (non-zero, with a zero bin) data."""
+    if attribute.name in spec.slices.bins:
+        return sorted(spec.slices.bins[attribute.name])
+    if attribute.bins is not None:
+        return list(attribute.bins)
+    data = values.drop_nulls()
+    if attribute.zero_bin:
+        data = data.filter(data != 0)
+    if data.is_empty():
+        return []
+    q = spec.slices.quantiles
+    cuts = [float(data.quantile(i / q, "linear")) for i in range(1, q)]
+    return sorted(set(cuts))
+
+
+def bin_expr(attribute: SliceAttribute, edges: list[float]) -> pl.Expr:
+    """An expression giving each item its bin label (null where the attribute is null)."""
+    col = pl.col(attribute.name)
+    if attribute.kind == "categorical":
+        return col.cast(pl.String)
+    labels = bin_labels(edges)
+    expr = pl.lit(labels[-1])
+    for edge, label in reversed(list(zip(edges, labels, strict=False))):
+        expr = pl.when(col.cast(pl.Float64) <= edge).then(pl.lit(label)).otherwise(expr)
+    if attribute.zero_bin:
+        expr = pl.when(col == 0).then(pl.lit("= 0")).otherwise(expr)
+    return pl.when(col.is_null()).then(None).otherwise(expr)
+
+
+def slice_attributes(task: Task, spec: PipelineSpec, items: pl.DataFrame) -> list[SliceAttribute]:
+    """The task's attributes the spec slices by and the items carry (not all null)."""
+    wanted = spec.slices.attributes
+    return [
+        a
+        for a in task.slice_attributes
+        if (wanted is None or a.name in wanted)
+        and a.name in items.columns
+        and items[a.name].null_count() < items.height
+    ]
+
+
+def assign_bins(
+    items: pl.DataFrame, task: Task, spec: PipelineSpec
+) -> tuple[pl.DataFrame, dict[str, list[float]]]:
+    """items with a bin_<attribute> column per slice attribute, and the edges used for each."""
+    per_item = items.unique("item_id")
+    used: dict[str, list[float]] = {}
+    exprs = []
+    for attribute in slice_attributes(task, spec, items):
+        edges = edges_for(attribute, per_item[attribute.name], spec) if attribute.kind == "continuous" else []
+        used[attribute.name] = edges
+        exprs.append(bin_expr(attribute, edges).alias(bin_column(attribute.name)))
+    return (items.with_columns(exprs) if exprs else items), used
+
+
+def cell_stats(items: pl.DataFrame, keys: list[str], objective: Metric) -> pl.DataFrame:
+    """Per cell and configuration: n, objective mean and interval, p95 service time."""
+    low, high = stats.interval_exprs(objective.name, objective.interval)
+    return items.group_by([*keys, "config_id"]).agg(
+        pl.col(objective.name).count().alias("n"),
+        pl.col(objective.name).cast(pl.Float64).mean().alias("objective"),
+        low.alias("ci_low"),
+        high.alias("ci_high"),
+        pl.col("latency_total_ms").quantile(0.95, "linear").alias("latency_p95_ms"),
+    )
+
+
+def cell_winners(
+    items: pl.DataFrame,
+    per_cell: pl.DataFrame,
+    keys: list[str],
+    eligible: list[str],
+    objective: Metric,
+    min_items: int,
+) -> pl.DataFrame:
+    """Per cell: the number of items, the winner (or why none), and the tied set."""
+    sign = 1.0 if objective.higher_is_better else -1.0
+    rows = []
+    for cell_key, cell in per_cell.group_by(keys, maintain_order=True):
+        cell_items = items.filter(
+            pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, cell_key, strict=True)])
+        )
+        n_items = cell_items["item_id"].n_unique()
+        contenders = cell.filter(pl.col("config_id").is_in(eligible)).sort(
+            [pl.col("objective") * sign, "latency_p95_ms"], descending=[True, False], nulls_last=True
+        )
+        row = dict(zip(keys, cell_key, strict=True)) | {
+            "cell_items": n_items,
+            "winner": None,
+            "tied": [],
+            "note": None,
+        }
+        if n_items < min_items:
+            row["note"] = f"{TOO_FEW} ({n_items} < {min_items})"
+        elif contenders.is_empty():
+            row["note"] = "no configuration meets the SLA"
+        else:
+            best = contenders["config_id"][0]
+            scores = paired_scores(
+                cell_items.filter(pl.col("config_id").is_in(contenders["config_id"].implode())),
+                objective.name,
+            )
+            tied = tied_with(scores, best, contenders["config_id"][1:].to_list(), objective)
+            row |= {"winner": best, "tied": sorted(tied)}
+        rows.append(row)
+    schema = {k: pl.String for k in keys} | {
+        "cell_items": pl.Int64,
+        "winner": pl.String,
+        "tied": pl.List(pl.String),
+        "note": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def eligible_configs(configs: pl.DataFrame) -> list[str]:
+    """SLA-meeting configurations that no search dropped."""
+    keep = pl.col("sla_pass")
+    if "dropped_after_items" in configs.columns:
+        keep = keep & pl.col("dropped_after_items").is_null()
+    return configs.filter(keep)["config_id"].to_list()
+
+
+def slice_table(
+    items: pl.DataFrame, configs: pl.DataFrame, task: Task, objective: Metric, spec: PipelineSpec
+) -> pl.DataFrame:
+    """slices.parquet: one row per (dimension, cell, configuration), with the cell's winner and ties."""
+    eligible = eligible_configs(configs)
+    dims = [[bin_column(a.name)] for a in slice_attributes(task, spec, items)]
+    dims += [
+        [bin_column(a), bin_column(b)]
+        for a, b in spec.slices.cross
+        if bin_column(a) in items.columns and bin_column(b) in items.columns
+    ]
+    frames = []
+    for keys in dims:
+        present = items.drop_nulls(keys)
+        if present.is_empty():
+            continue
+        per_cell = cell_stats(present, keys, objective)
+        winners = cell_winners(present, per_cell, keys, eligible, objective, spec.slices.min_items)
+        frame = per_cell.join(winners, on=keys, how="left").with_columns(
+            (pl.col("config_id") == pl.col("winner")).fill_null(False).alias("is_winner"),
+            pl.col("config_id").is_in(eligible).alias("eligible"),
+        )
+        frames.append(_long_form(frame, keys))
+    if not frames:
+        return pl.DataFrame(schema=SLICE_SCHEMA)
+    return pl.concat(frames, how="vertical_relaxed").sort(
+        "dimension", "cell", "objective", descending=[False, False, objective.higher_is_better]
+    )
+
+
+SLICE_SCHEMA = {
+    "dimension": pl.String,
+    "cell": pl.String,
+    "config_id": pl.String,
+    "n": pl.UInt32,
+    "objective": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "latency_p95_ms": pl.Float64,
+    "cell_items": pl.Int64,
+    "winner": pl.String,
+    "tied": pl.List(pl.String),
+    "note": pl.String,
+    "is_winner": pl.Boolean,
+    "is_tied": pl.Boolean,
+    "eligible": pl.Boolean,
+}
+
+
+def _long_form(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """One naming for every dimension: `dimension` "a" or "a x b", `cell` "bin" or "bin | bin"."""
+    names = [k.removeprefix("bin_") for k in keys]
+    cell = pl.concat_str([pl.col(k) for k in keys], separator=" | ")
+    return frame.with_columns(
+        pl.lit(" x ".join(names)).alias("dimension"),
+        cell.alias("cell"),
+        (pl.col("tied").list.contains(pl.col("config_id")) | pl.col("is_winner")).alias("is_tied"),
+    ).select(list(SLICE_SCHEMA))
+
+
+def cell_summary(slices: pl.DataFrame) -> pl.DataFrame:
+    """One row per cell: its items, winner (objective and interval), how many are tied, or its note."""
+    winners = slices.filter(pl.col("is_winner")).select(
+        "dimension",
+        "cell",
+        pl.col("objective").alias("winner_objective"),
+        "ci_low",
+        "ci_high",
+        "latency_p95_ms",
+    )
+    cells = slices.group_by("dimension", "cell", maintain_order=True).agg(
+        pl.col("cell_items").first(),
+        pl.col("winner").first(),
+        pl.col("tied").first().list.len().alias("n_tied"),
+        pl.col("note").first(),
+    )
+    return cells.join(winners, on=["dimension", "cell"], how="left").sort("dimension", "cell")

@@ -1,0 +1,1 @@
+"""The ID-card task (see `task.IdCardTask`)."""
