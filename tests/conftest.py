@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,16 +35,37 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """Four generated cards: two clean, one rotated, one dark; written once per session."""
+    """Four generated ID cards: two clean, one rotated, one dark; written once per session."""
     import pyarrow as pa
 
-    from raypipe import data
+    from raypipe.datasets import write_table
+    from raypipe.registry import resolve_task
 
-    parts = [data.generate_dataset("clean", 2, seed=1), data.generate_dataset("rotated", 1, seed=2)]
-    parts.append(data.generate_dataset("dark", 1, seed=3))
+    task = resolve_task("idcard")
+    parts = [task.generate("clean", 2, seed=1), task.generate("rotated", 1, seed=2)]
+    parts.append(task.generate("dark", 1, seed=3))
     table = pa.concat_tables(parts)
     ids = [f"card-{i}" for i in range(table.num_rows)]
     table = table.set_column(table.column_names.index("item_id"), "item_id", pa.array(ids))
     path = tmp_path_factory.mktemp("data") / "tiny.parquet"
-    data.write_dataset(table, path)
+    write_table(table, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def digits_dataset(tmp_path_factory) -> Path:
+    """120 generated digits of the mixed profile: the engine's fast test data."""
+    from raypipe.datasets import write_table
+    from raypipe.registry import resolve_task
+
+    path = tmp_path_factory.mktemp("digits") / "digits-120.parquet"
+    write_table(resolve_task("digits").generate("mixed", 120, seed=7), str(path))
+    return path
+
+
+def request_for(raw: dict[str, Any], out: Path | str, **options: Any):
+    """A run request for a spec given as a dict (validated as a YAML spec would be)."""
+    from raypipe.run import Request
+    from raypipe.validation import parse_spec
+
+    return Request(spec=parse_spec(raw), out=str(out), **options)

@@ -2,65 +2,91 @@
 
 from __future__ import annotations
 
+import time
+from typing import ClassVar
+
 import numpy as np
 
 from raypipe.stages.base import OcrResult, Stage, Word
 
 
-class Invert(Stage):
+class Counting(Stage):
+    """Counts its calls per class in this process (the pure execution tests read the counts)."""
+
+    calls: ClassVar[dict[str, int]] = {}
+
+    def __call__(self, image: np.ndarray):
+        Counting.calls[type(self).__name__] = Counting.calls.get(type(self).__name__, 0) + 1
+        return self.apply(image)
+
+    def apply(self, image: np.ndarray):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Invert(Counting):
     """An image stage with a typed parameter."""
 
     def __init__(self, strength: float = 1.0):
         self.strength = strength
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def apply(self, image: np.ndarray) -> np.ndarray:
         return (255 - image).astype(np.uint8)
 
 
-class EchoOCR(Stage):
+class EchoOCR(Counting):
     """An 'OCR engine' that reads the mean pixel value: enough to check plumbing without an engine."""
 
-    def __call__(self, image: np.ndarray) -> OcrResult:
+    def apply(self, image: np.ndarray) -> OcrResult:
         return OcrResult([Word(f"mean {int(image.mean())}")])
 
 
-class Identity(Stage):
+class Identity(Counting):
     """Returns its input unchanged (the same bytes), like an orientation fix on an upright card."""
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def apply(self, image: np.ndarray) -> np.ndarray:
         return image
 
 
-class CopyOf(Stage):
+class CopyOf(Counting):
     """Returns a fresh copy: different object, identical bytes."""
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def apply(self, image: np.ndarray) -> np.ndarray:
         return image.copy()
 
 
-class Brighten(Stage):
+class Brighten(Counting):
     def __init__(self, by: int = 10):
         self.by = by
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def apply(self, image: np.ndarray) -> np.ndarray:
         return np.clip(image.astype(np.int16) + self.by, 0, 255).astype(np.uint8)
 
 
-class Explode(Stage):
+class Explode(Counting):
     """Fails on every image: the run must record the error and go on."""
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def apply(self, image: np.ndarray) -> np.ndarray:
         raise RuntimeError("kaboom")
 
 
-class Sleepy(Stage):
+class Sleepy(Counting):
     """Takes a fixed time per image, so that a run lasts long enough to be killed midway."""
 
     def __init__(self, seconds: float = 0.5):
         self.seconds = seconds
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        import time
-
+    def apply(self, image: np.ndarray) -> np.ndarray:
         time.sleep(self.seconds)
+        return image
+
+
+class HangOn(Counting):
+    """Sleeps (practically) forever on inputs whose first value is `value`: a hung engine call."""
+
+    def __init__(self, value: int = 0, hang_s: float = 3600.0):
+        self.value, self.hang_s = value, hang_s
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        if int(np.asarray(image).ravel()[0]) == self.value:
+            time.sleep(self.hang_s)
         return image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,13 +15,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from raypipe import data
-from raypipe.cache import CacheConfig
 from raypipe.cli import app
-from raypipe.evaluation import evaluate, resume
-from raypipe.runner import RunOptions
-from raypipe.spec import parse_spec
-from tests.conftest import REPO
+from raypipe.datasets import write_table
+from raypipe.evaluation import evaluate
+from raypipe.registry import resolve_task
+from raypipe.run import Request
+from tests.conftest import REPO, request_for
 
 pytestmark = pytest.mark.ray
 
@@ -28,32 +28,34 @@ pytestmark = pytest.mark.ray
 def spec_dict(source: str, channels: list[str], extra_first: list | None = None) -> dict:
     return {
         "name": "cache",
+        "task": "idcard",
         "stages": [
             {"name": "orient", "choices": ["none", *(extra_first or [])]},
             {"name": "enhance", "choices": ["none"]},
             {"name": "channel", "choices": channels},
             {"name": "ocr", "choices": ["tesseract"]},
+            {"name": "extract", "choices": ["label_value"]},
         ],
         "dataset": {"source": source},
-        "sla": {"p95_latency_ms": 5000, "min_assertion_accuracy": 0.2},
+        "sla": {"p95_latency_ms": 5000, "min": {"assertion_score": 0.2}},
     }
 
 
 def test_second_identical_run_does_no_engine_work(ray_cluster, tiny_dataset, tmp_path):
-    options = RunOptions(cache=CacheConfig(str(tmp_path / "cache")))
-    spec = parse_spec(spec_dict(str(tiny_dataset), ["gray"]))
-    first = evaluate(spec, out=str(tmp_path / "first"), options=options)
-    second = evaluate(spec, out=str(tmp_path / "second"), options=options)
+    cache = str(tmp_path / "cache")
+    raw = spec_dict(str(tiny_dataset), ["gray"])
+    first = evaluate(request_for(raw, tmp_path / "first", cache_dir=cache, calibrate=False))
+    second = evaluate(request_for(raw, tmp_path / "second", cache_dir=cache, calibrate=False))
     assert first.manifest["work"]["ocr"]["calls"] == 4
     assert all(w["calls"] == 0 and w["engine_seconds"] == 0 for w in second.manifest["work"].values())
     assert second.manifest["work"]["ocr"]["cache_hits"] == 4
-    cols = ["item_id", "prediction", "latency_total_ms", "latency_ocr_ms"]
-    a = pl.read_parquet(first.run_dir / "items.parquet").select(cols).sort("item_id")
-    b = pl.read_parquet(second.run_dir / "items.parquet").select(cols).sort("item_id")
+    cols = ["item_id", "prediction", "latency_total_ms", "latency_ocr_ms", "cpu_ocr_ms"]
+    a = first.run_dir.read_parquet("items.parquet").select(cols).sort("item_id")
+    b = second.run_dir.read_parquet("items.parquet").select(cols).sort("item_id")
     assert a.equals(b)  # measured latency travels with the cached output
 
-    grown = parse_spec(spec_dict(str(tiny_dataset), ["gray", "green"]))
-    third = evaluate(grown, out=str(tmp_path / "third"), options=options)
+    grown = spec_dict(str(tiny_dataset), ["gray", "green"])
+    third = evaluate(request_for(grown, tmp_path / "third", cache_dir=cache, calibrate=False))
     work = third.manifest["work"]
     assert work["channel"]["calls"] == 4 and work["channel"]["cache_hits"] == 4  # only green is new
     assert work["ocr"]["calls"] == 4 and work["ocr"]["cache_hits"] == 4
@@ -61,17 +63,17 @@ def test_second_identical_run_does_no_engine_work(ray_cluster, tiny_dataset, tmp
 
 
 def test_cache_command_reports_and_clears(tmp_path, ray_cluster, tiny_dataset):
-    options = RunOptions(cache=CacheConfig(str(tmp_path / "c")))
-    evaluate(parse_spec(spec_dict(str(tiny_dataset), ["gray"])), out=str(tmp_path / "r"), options=options)
+    raw = spec_dict(str(tiny_dataset), ["gray"])
+    evaluate(request_for(raw, tmp_path / "r", cache_dir=str(tmp_path / "c"), calibrate=False))
     info = CliRunner().invoke(app, ["cache", "info", "--cache-dir", str(tmp_path / "c")])
-    assert info.exit_code == 0 and "16 entries" in info.output
+    assert info.exit_code == 0 and "20 entries" in info.output  # 4 items x 5 stages
     cleared = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path / "c")])
-    assert "removed 16" in cleared.output
+    assert "removed 20" in cleared.output
 
 
 def test_killed_run_resumes_without_losing_or_duplicating_rows(ray_cluster, tmp_path):
     source = tmp_path / "twelve.parquet"
-    data.write_dataset(data.generate_dataset("clean", 12, seed=5), source)
+    write_table(resolve_task("idcard").generate("clean", 12, seed=5), str(source))
     raw = spec_dict(str(source), ["gray", "original"])
     raw["stages"][0]["choices"] = [
         {"name": "tests.plugin_stages:Sleepy", "label": "sleepy", "params": {"seconds": 1}}
@@ -80,6 +82,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(ray_cluster, tmp_
     config.write_text(yaml.safe_dump(raw))
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "raypipe.cli", "run", str(config), "--out", str(run_dir), "--no-cache"]
+    cmd += ["--no-calibrate"]
     # its own embedded Ray: not the session cluster that ray.init advertises in RAY_ADDRESS
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log_path = tmp_path / "driver.log"
@@ -94,12 +97,14 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(ray_cluster, tmp_
         proc.wait()
     written = len(list((run_dir / "parts").glob("part-*.parquet")))
     assert not (run_dir / "items.parquet").exists()
-    result = resume(run_dir)
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
     items = pl.read_parquet(run_dir / "items.parquet")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     assert items.height == 12 * 2
     assert items.select("item_id", "config_id").n_unique() == 24
     # items written before the kill were not run again: one orientation call per item in all
-    assert result.manifest["work"]["orient"]["calls"] == 12
+    assert manifest["work"]["orient"]["calls"] == 12
     assert written >= 2
 
 
@@ -118,4 +123,6 @@ def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
     from raypipe.errors import RaypipeError
 
     with pytest.raises(RaypipeError, match=r"is not a run directory \(run\.json missing\)"):
-        resume(tmp_path)
+        Request.load(tmp_path)
+    out = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
+    assert out.exit_code == 2 and "is not a run directory" in out.output

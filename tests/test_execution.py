@@ -1,28 +1,36 @@
-"""The per-item execution logic without Ray: prefix sharing, identical-input reuse, errors, result rows."""
+"""The per-item execution logic without Ray: prefix sharing, identical-input reuse, errors, timing, result rows."""
 
 from __future__ import annotations
+
+import time
 
 import cv2
 import numpy as np
 import pytest
 
-from raypipe.execution import ChoiceRef, StageWorker, decode_image, finish_item, start_item
+from raypipe.cache import CacheConfig, StageCache
+from raypipe.execution import StageWorker, finish_item, start_item, timed_call
+from raypipe.plan import choice_ref
+from raypipe.registry import resolve_task
 from raypipe.space import expand_configurations
-from raypipe.spec import parse_spec
+from raypipe.stages.imaging import decode_image
+from raypipe.validation import parse_spec
+from tests.plugin_stages import Counting
 
 T = "tests.plugin_stages:"
 
 
-def toy_spec(first: list[str], second: list[str]) -> dict:
+def toy_spec(first: list[str], second: list[str], **extra) -> dict:
     return {
         "name": "toy",
+        "task": "idcard",
         "stages": [
-            {"name": "a", "choices": [{"name": T + n, "label": n} for n in first]},
-            {"name": "b", "choices": [{"name": T + n, "label": n} for n in second]},
+            {"name": "a", "kind": "enhance", "choices": [{"name": T + n, "label": n} for n in first]},
+            {"name": "b", "kind": "enhance", "choices": [{"name": T + n, "label": n} for n in second]},
             {"name": "ocr", "choices": [{"name": T + "EchoOCR", "label": "echo"}]},
         ],
         "dataset": {"source": "unused.parquet"},
-        "sla": {"p95_latency_ms": 1000, "min_assertion_accuracy": 0.5},
+        **extra,
     }
 
 
@@ -30,29 +38,25 @@ def png(shape=(20, 30, 3), value=100) -> bytes:
     return cv2.imencode(".png", np.full(shape, value, np.uint8))[1].tobytes()
 
 
-class CountingCall:
-    """Stands in for timed_call and counts calls per choice label."""
-
-    def __init__(self):
-        self.calls: dict[str, int] = {}
-
-    def __call__(self, label, impl, image):
-        self.calls[label] = self.calls.get(label, 0) + 1
-        return impl(image), 1.0
+def score_text(output, truth) -> dict:
+    return {"prediction": "" if output is None else output.text}
 
 
-def run_item(raw: dict, share: bool = True, reuse: bool = True, image: bytes | None = None):
+def run_item(raw: dict, share: bool = True, reuse: bool = True, image: bytes | None = None, cache=None, live=None):
     spec = parse_spec(raw)
+    task = resolve_task(spec.task)
     configs = expand_configurations(spec)
     labels = [c.labels for c in configs]
-    counter = CountingCall()
-    state = start_item("i1", png() if image is None else image, {}, len(configs), 3, share)
+    Counting.calls.clear()
+    state = start_item("i1", png() if image is None else image, {}, len(configs), 3, share, decode_image)
     for k, stage in enumerate(spec.stages):
-        refs = {c.key: ChoiceRef(stage.registry_kind, c.name, c.params) for c in stage.choices}
-        worker = StageWorker(k, labels, refs, finalize=True, reuse_identical=reuse, call=counter)
+        refs = {c.key: choice_ref(stage, c, task)[0] for c in stage.choices}
+        worker = StageWorker(k, stage.name, labels, refs, finalize=True, reuse_identical=reuse, cache=cache)
+        if live is not None:
+            worker.live = live
         state = worker.process(state)
-    rows = finish_item(state, [s.name for s in spec.stages], lambda text, truth: {"text_len": len(text)})
-    return state, rows, counter.calls, configs
+    rows = finish_item(state, [s.name for s in spec.stages], score_text)
+    return state, rows, dict(Counting.calls), configs
 
 
 def test_each_stage_runs_once_per_unique_prefix():
@@ -60,40 +64,43 @@ def test_each_stage_runs_once_per_unique_prefix():
         toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), reuse=False
     )
     assert len(configs) == 4 and len(rows) == 4
-    assert state.calls == [2, 4, 4]
-    assert calls == {"Identity": 1, "Brighten": 3, "Invert": 2, "echo": 4}
+    assert state.work["calls"] == [2, 4, 4]
+    assert calls == {"Identity": 1, "Brighten": 3, "Invert": 2, "EchoOCR": 4}
 
 
 def test_without_sharing_every_configuration_pays_every_stage():
     state, rows, _, _ = run_item(
         toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), share=False, reuse=False
     )
-    assert state.calls == [4, 4, 4]
-    assert sorted(r["prediction"] for r in rows) == sorted(
-        r["prediction"] for r in run_item(toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]))[1]
-    )
+    assert state.work["calls"] == [4, 4, 4]
+    shared_rows = run_item(toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]))[1]
+    assert sorted(r["prediction"] for r in rows) == sorted(r["prediction"] for r in shared_rows)
 
 
 def test_identical_inputs_are_computed_once_and_attributed_to_every_config():
     # Identity and CopyOf give byte-identical images: stage b and the OCR see one input, not two.
     state, rows, calls, configs = run_item(toy_spec(["Identity", "CopyOf"], ["Brighten", "Invert"]))
-    assert state.calls == [2, 2, 2]
-    assert state.reused == [0, 2, 2]  # prefix sharing alone would call b and ocr 4 times each
+    assert state.work["calls"] == [2, 2, 2]
+    assert state.work["reused"] == [0, 2, 2]  # prefix sharing alone would call b and ocr 4 times each
     assert calls["Brighten"] == 1 and calls["Invert"] == 1
-    by_b = {}
+    by_b: dict[str, set] = {}
     for row in rows:
         by_b.setdefault(configs[row["config_index"]].labels[1], set()).add(row["prediction"])
     assert all(len(preds) == 1 for preds in by_b.values())
-    assert all(row["latency_b_ms"] == 1.0 and row["latency_total_ms"] == 3.0 for row in rows)
+    brighten = [r for r in rows if configs[r["config_index"]].labels[1] == "Brighten"]
+    assert len({r["busy_b_ms"] for r in brighten}) == 1  # one call's time, attributed to both configs
     _, _, calls_off, _ = run_item(toy_spec(["Identity", "CopyOf"], ["Brighten", "Invert"]), reuse=False)
-    assert calls_off["Brighten"] == 2 and calls_off["echo"] == 4
+    assert calls_off["Brighten"] == 2 and calls_off["EchoOCR"] == 4
 
 
-def test_a_failing_choice_records_its_error_and_the_others_go_on():
+def test_a_failing_choice_records_its_error_its_time_and_the_others_go_on():
     _, rows, _, configs = run_item(toy_spec(["Identity", "Explode"], ["Brighten"]))
     by_a = {configs[r["config_index"]].labels[0]: r for r in rows}
     assert by_a["Explode"]["error"].startswith("Explode: RuntimeError: kaboom")
-    assert by_a["Explode"]["latency_total_ms"] is None and by_a["Explode"]["prediction"] == ""
+    assert by_a["Explode"]["prediction"] == ""
+    # a failed call counts what it spent; the stages after it never ran
+    assert by_a["Explode"]["busy_a_ms"] is not None and by_a["Explode"]["busy_b_ms"] is None
+    assert by_a["Explode"]["cpu_total_ms"] == by_a["Explode"]["cpu_a_ms"]
     assert by_a["Identity"]["error"] is None and by_a["Identity"]["prediction"].startswith("mean ")
 
 
@@ -101,29 +108,60 @@ def test_a_failing_choice_records_its_error_and_the_others_go_on():
 def test_bad_images_give_error_rows_for_every_configuration(blob):
     _, rows, calls, configs = run_item(toy_spec(["Identity"], ["Brighten", "Invert"]), image=blob)
     assert len(rows) == len(configs) == 2
-    assert all(r["error"].startswith("load: ") for r in rows)
+    assert all(r["error"].startswith("load: ValueError") for r in rows)
     assert calls == {}
 
 
 def test_stages_cannot_modify_their_shared_input():
     with pytest.raises(ValueError, match="corrupt or truncated"):
         decode_image(b"xyz")
-    state = start_item("i", png(), {}, 2, 1, True)
+    state = start_item("i", png(), {}, 2, 1, True, decode_image)
     with pytest.raises(ValueError, match="read-only"):
         state.frontier[0].output[0, 0, 0] = 1
 
 
-def test_ocr_text_groups_boxed_words_into_lines():
-    from raypipe.stages.base import OcrResult, Word
+def test_dropped_configurations_get_no_row_and_cost_nothing():
+    spec = toy_spec(["Identity", "Brighten"], ["Invert"])
+    configs = expand_configurations(parse_spec(spec))
+    dropped = next(i for i, c in enumerate(configs) if c.labels[0] == "Brighten")
+    state, rows, calls, _ = run_item(spec, live=lambda c: c != dropped)
+    assert [r["config_index"] for r in rows] == [i for i in range(len(configs)) if i != dropped]
+    assert "Brighten" not in calls and state.work["calls"] == [1, 1, 1]
 
-    def box(x, y):
-        return ((x, y), (x + 20, y), (x + 20, y + 20), (x, y + 20))
 
-    words = [
-        Word("三", box(60, 12)),
-        Word("张", box(30, 10)),
-        Word("姓名", box(0, 11)),
-        Word("男", box(0, 50)),
-    ]
-    assert OcrResult(words).text == "姓名 张 三\n男"
-    assert OcrResult([Word("a"), Word("b")]).text == "a\nb"
+def test_a_timed_out_call_becomes_an_error_row_costing_its_timeout():
+    spec = toy_spec(["Identity"], ["Brighten"])
+    spec["stages"][1]["timeout_s"] = 2.5
+    parsed = parse_spec(spec)
+    task = resolve_task("idcard")
+    configs = expand_configurations(parsed)
+    labels = [c.labels for c in configs]
+    state = start_item("i1", png(), {}, 1, 3, True, decode_image)
+    for k, stage in enumerate(parsed.stages):
+        refs = {c.key: choice_ref(stage, c, task)[0] for c in stage.choices}
+        worker = StageWorker(k, stage.name, labels, refs, finalize=True, reuse_identical=True)
+        if k == 1:  # what a replaced actor learns from RunControl: this call hung before
+            worker.timed_out = {("i1", 1, "Brighten", state.frontier[0].digest)}
+        state = worker.process(state)
+    (row,) = finish_item(state, ["a", "b", "ocr"], score_text)
+    assert row["error"] == "timeout in stage b after 2.5 s"
+    assert row["busy_b_ms"] == 2500.0 and row["cpu_b_ms"] == 2500.0
+
+
+def test_timed_call_measures_cpu_apart_from_waiting():
+    _, cpu_ms, wall_ms = timed_call(lambda x: time.sleep(0.2) or x, 1)
+    assert wall_ms >= 195 and cpu_ms < 50  # sleeping costs wall time, not CPU
+    _, cpu_ms, wall_ms = timed_call(lambda x: sum(range(3_000_000)), 1)
+    assert cpu_ms > 5  # busy work costs CPU (how much depends on the machine, and its load on the wall time)
+
+
+def test_cached_calls_are_served_without_calling_and_keep_their_timing(tmp_path):
+    cache = StageCache(CacheConfig(str(tmp_path / "cache")))
+    spec = toy_spec(["Identity", "Brighten"], ["Invert"])
+    first_state, first_rows, first_calls, _ = run_item(spec, cache=cache)
+    second_state, second_rows, second_calls, _ = run_item(spec, cache=cache)
+    assert first_calls["Invert"] == 2 and second_calls == {}
+    assert second_state.work["cached"] == [2, 2, 2] and second_state.work["calls"] == [0, 0, 0]
+    assert [r["prediction"] for r in second_rows] == [r["prediction"] for r in first_rows]
+    assert [r["cpu_b_ms"] for r in second_rows] == [r["cpu_b_ms"] for r in first_rows]
+    assert all(r["cached_b"] for r in second_rows) and not any(r["cached_b"] for r in first_rows)

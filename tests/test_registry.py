@@ -6,7 +6,7 @@ import pytest
 
 from raypipe import registry
 from raypipe.errors import UnknownComponentError
-from raypipe.spec import parse_spec
+from raypipe.validation import parse_spec
 from tests.plugin_stages import EchoOCR, Invert
 
 
@@ -27,10 +27,43 @@ def test_unknown_name_suggests_and_lists():
 
 
 def test_register_decorator(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTERED", {})
+    monkeypatch.setattr(registry, "_STAGES", {})
     registry.register("enhance", "invert")(Invert)
     assert registry.resolve("enhance", "invert") is Invert
     assert Invert.registered_as == ("enhance", "invert")
+
+
+def test_a_name_a_builtin_holds_is_refused(monkeypatch):
+    monkeypatch.setattr(registry, "_STAGES", {})
+    with pytest.raises(registry.RegistryError, match=r"enhance stage 'clahe' is a built-in"):
+        registry.register("enhance", "clahe")(Invert)
+    with pytest.raises(registry.RegistryError, match=r"task 'idcard' is a built-in"):
+        registry.register_task("idcard")(object)
+    with pytest.raises(registry.RegistryError, match=r"is not a subclass of raypipe\.task\.Task"):
+        registry.register_task("mine")(Invert)
+
+
+def test_a_plugin_that_takes_a_builtin_name_is_refused(tmp_path, monkeypatch):
+    dist = tmp_path / "bad_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[raypipe.stages]\nenhance.clahe = tests.plugin_stages:Invert\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugins.cache_clear()
+    try:
+        with pytest.raises(registry.RegistryError, match=r"enhance plugin 'enhance\.clahe' .* is a built-in"):
+            registry.resolve("enhance", "clahe")
+    finally:
+        monkeypatch.undo()
+        registry._plugins.cache_clear()
+    assert registry.resolve("enhance", "clahe").__name__ == "Clahe"
+
+
+def test_task_stage_kinds_resolve_only_with_their_task():
+    idcard = registry.resolve_task("idcard")
+    assert registry.resolve("extract", "layout", idcard).__name__ == "Layout"
+    with pytest.raises(UnknownComponentError, match=r"Unknown stage kind 'extract'"):
+        registry.resolve("extract", "layout")
 
 
 def test_import_path_errors_name_the_target():
@@ -67,6 +100,7 @@ def test_params_model_comes_from_the_signature():
 def test_user_stage_in_a_spec_is_validated_by_its_signature():
     raw = {
         "name": "toy",
+        "task": "idcard",
         "stages": [
             {
                 "name": "enhance",
@@ -75,7 +109,7 @@ def test_user_stage_in_a_spec_is_validated_by_its_signature():
             {"name": "ocr", "choices": ["tests.plugin_stages:EchoOCR"]},
         ],
         "dataset": {"source": "x.parquet"},
-        "sla": {"p95_latency_ms": 10, "min_assertion_accuracy": 0},
+        "sla": {"p95_latency_ms": 10},
     }
     with pytest.raises(Exception, match=r"stages\[0\]\.choices\[0\]\.params\.strength"):
         parse_spec(raw)

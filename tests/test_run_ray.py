@@ -1,9 +1,8 @@
-"""End to end on the shared local Ray: a tiny dataset through real stages, Parquet results, the report."""
+"""End to end on the shared local Ray: tiny ID-card data through real engines, Parquet results, the report."""
 
 from __future__ import annotations
 
-import json
-
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,7 +13,9 @@ from raypipe.cli import app
 from raypipe.errors import DatasetError
 from raypipe.evaluation import evaluate
 from raypipe.space import expand_configurations, invocations_per_item
-from raypipe.spec import parse_spec
+from raypipe.stats import wilson_interval
+from raypipe.validation import parse_spec
+from tests.conftest import request_for
 
 pytestmark = pytest.mark.ray
 
@@ -23,63 +24,68 @@ CHOICES = {
     "enhance": ["none", "clahe"],
     "channel": ["original", "gray"],
     "ocr": [{"name": "tesseract", "params": {"lang": "chi_sim+eng", "psm": 11}}],
+    "extract": ["label_value"],
 }
+STAGES = list(CHOICES)
 
 
-def spec_for(source: str, choices=CHOICES, **extra):
-    raw = {
+def spec_raw(source: str, choices=CHOICES, **extra) -> dict:
+    return {
         "name": "tiny",
+        "task": "idcard",
         "stages": [{"name": k, "choices": v} for k, v in choices.items()],
         "dataset": {"source": source},
-        "sla": {"p95_latency_ms": 5000, "min_assertion_accuracy": 0.2},
+        "sla": {"p95_latency_ms": 5000, "min": {"assertion_score": 0.2}},
         **extra,
     }
-    return parse_spec(raw)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(ray_cluster, tiny_dataset, tmp_path_factory):
-    spec = spec_for(str(tiny_dataset))
-    return spec, evaluate(spec, out=str(tmp_path_factory.mktemp("run") / "run"))
+    raw = spec_raw(str(tiny_dataset))
+    result = evaluate(request_for(raw, tmp_path_factory.mktemp("run") / "run"))
+    return parse_spec(raw), result
+
+
+def read(result, name: str) -> pl.DataFrame:
+    return result.run_dir.read_parquet(name)
 
 
 def test_results_have_one_row_per_item_and_configuration(tiny_run):
     spec, result = tiny_run
-    items = pl.read_parquet(result.run_dir / "items.parquet")
+    items = read(result, "items.parquet")
     configs = expand_configurations(spec)
     assert items.height == 4 * len(configs)
     assert items.select("item_id", "config_id").n_unique() == items.height
     for column in (
-        "orient",
-        "enhance",
-        "channel",
-        "ocr",
-        "assert_id",
+        *STAGES,
+        "key_fields_exact",
         "assertion_score",
         "exact_id_number",
         "cer",
+        "prediction",
+        "ocr_confidence",
         "latency_orient_ms",
-        "latency_ocr_ms",
+        "busy_ocr_ms",
+        "cpu_ocr_ms",
         "latency_total_ms",
         "error",
         "profile",
+        "bin_profile",
         "rotation",
     ):
         assert column in items.columns, column
-    ok = items.filter(pl.col("error").is_null())
-    stage_sum = sum(ok[f"latency_{s}_ms"] for s in ("orient", "enhance", "channel", "ocr"))
-    assert (ok["latency_total_ms"] - stage_sum).abs().max() < 1e-6
-    assert items["error"].null_count() == items.height, items.filter(pl.col("error").is_not_null())["error"][
-        0
-    ]
+    stage_sum = sum(items[f"latency_{s}_ms"] for s in STAGES)
+    assert (items["latency_total_ms"] - stage_sum).abs().max() < 1e-6
+    busy_sum = sum(items[f"busy_{s}_ms"] for s in STAGES)
+    assert (items["busy_total_ms"] - busy_sum).abs().max() < 1e-6
+    assert items["error"].null_count() == items.height, items["error"].drop_nulls().to_list()[:1]
 
 
 def test_tesseract_reads_clean_cards(tiny_run):
     _, result = tiny_run
-    items = pl.read_parquet(result.run_dir / "items.parquet")
-    clean = items.filter(
-        (pl.col("profile") == "clean") & (pl.col("orient") == "none") & (pl.col("enhance") == "none")
-    )
+    items = read(result, "items.parquet")
+    clean = items.filter((pl.col("profile") == "clean") & (pl.col("orient") == "none"))
     assert clean["assert_id"].mean() == 1.0
     assert clean["exact_id_number"].mean() >= 0.5
 
@@ -88,7 +94,7 @@ def test_each_stage_runs_once_per_unique_prefix_or_less(tiny_run):
     spec, result = tiny_run
     work = result.manifest["work"]
     shared = invocations_per_item(expand_configurations(spec))
-    for k, stage in enumerate(["orient", "enhance", "channel", "ocr"]):
+    for k, stage in enumerate(STAGES):
         assert work[stage]["calls_with_prefix_sharing_only"] == 4 * shared[k]
         assert work[stage]["calls"] + work[stage]["saved_by_reuse"] == 4 * shared[k]
     assert work["orient"]["calls"] == 4 * 2
@@ -97,32 +103,66 @@ def test_each_stage_runs_once_per_unique_prefix_or_less(tiny_run):
     assert work["ocr"]["calls"] < 4 * 8
 
 
-def test_configs_table_and_manifest(tiny_run):
+def test_configs_aggregate_exactly_what_the_items_say(tiny_run):
     _, result = tiny_run
-    configs = pl.read_parquet(result.run_dir / "configs.parquet")
-    assert configs.height == 8
-    assert configs["n_items"].to_list() == [4] * 8
-    assert (
-        (configs["assertion_ci_low"] <= configs["assertion_accuracy"])
-        & (configs["assertion_accuracy"] <= configs["assertion_ci_high"])
-    ).all()
-    assert (configs["latency_p50_ms"] <= configs["latency_p95_ms"]).all()
-    assert configs["pareto"].any()
-    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    items, configs = read(result, "items.parquet"), read(result, "configs.parquet")
+    assert configs.height == 8 and configs["n_items"].to_list() == [4] * 8
+    for row in configs.iter_rows(named=True):
+        mine = items.filter(pl.col("config_id") == row["config_id"])
+        hits = float(mine["key_fields_exact"].cast(pl.Float64).sum())
+        assert row["objective"] == pytest.approx(hits / 4)
+        low, high = wilson_interval(hits, 4)
+        assert (row["objective_ci_low"], row["objective_ci_high"]) == pytest.approx((low, high))
+        latencies = mine["latency_total_ms"].to_numpy()
+        assert row["latency_p95_ms"] == pytest.approx(float(np.quantile(latencies, 0.95)))
+        assert row["latency_p50_ms"] == pytest.approx(float(np.quantile(latencies, 0.5)))
+        assert row["sla_pass"] == (row["latency_p95_ms"] <= 5000 and row["assertion_score"] >= 0.2)
+    assert configs["rank"].to_list() == list(range(1, 9))
+
+
+def test_pareto_flags_match_a_brute_force_dominance_check(tiny_run):
+    _, result = tiny_run
+    configs = read(result, "configs.parquet").to_dicts()
+    for c in configs:
+        dominated = any(
+            o["objective"] >= c["objective"]
+            and o["latency_p95_ms"] <= c["latency_p95_ms"]
+            and (o["objective"] > c["objective"] or o["latency_p95_ms"] < c["latency_p95_ms"])
+            for o in configs
+        )
+        assert c["pareto"] == (not dominated), c["config_id"]
+
+
+def test_manifest_and_slices(tiny_run):
+    _, result = tiny_run
+    manifest = result.manifest
     assert manifest["n_items"] == 4 and manifest["n_configs"] == 8 and manifest["versions"]["ray"]
-    slices = pl.read_parquet(result.run_dir / "slices.parquet")
-    assert set(slices.filter(pl.col("attribute") == "profile")["value"]) == {"clean", "rotated", "dark"}
-    assert not (result.run_dir / "parts").exists() or not any((result.run_dir / "parts").iterdir())
+    assert manifest["objective"] == {
+        "metric": "key_fields_exact",
+        "higher_is_better": True,
+        "description": manifest["objective"]["description"],
+        "chosen_by": "task default",
+    }
+    calibrated = {(f["stage"], f["choice"]) for f in manifest["latency"]["factors"]}
+    assert calibrated == {(s, c if isinstance(c, str) else c["name"]) for s, cs in CHOICES.items() for c in cs}
+    slices = read(result, "slices.parquet")
+    profile = slices.filter(pl.col("dimension") == "profile")
+    assert set(profile["cell"]) == {"clean", "rotated", "dark"}
+    # 4 items are far below min_slice_items (20): no cell names a winner
+    assert profile["winner"].null_count() == profile.height
+    assert set(profile["note"]) == {"too few items (2 < 20)", "too few items (1 < 20)"}
+    assert not result.run_dir.exists("parts")
 
 
 def test_report_command_prints_and_plots(tiny_run):
     _, result = tiny_run
     out = CliRunner().invoke(app, ["report", str(result.run_dir)], env={"COLUMNS": "250"})
     assert out.exit_code == 0, out.output
-    assert "config_id" in out.output and (result.run_dir / "pareto.png").stat().st_size > 5000
+    assert "config_id" in out.output and "key_fields_exact" in out.output and "too few items" in out.output
+    assert result.run_dir.fs.get_file_info(result.run_dir.path("pareto.png")).size > 5000
 
 
-def test_corrupt_images_give_error_rows_and_the_run_completes(ray_cluster, tiny_dataset, tmp_path):
+def test_corrupt_images_give_error_rows_that_count_in_latency(ray_cluster, tiny_dataset, tmp_path):
     table = pq.read_table(tiny_dataset)
     images = table.column("image").to_pylist()
     images[0] = {"bytes": images[0]["bytes"][:200], "path": "truncated.png"}
@@ -132,15 +172,16 @@ def test_corrupt_images_give_error_rows_and_the_run_completes(ray_cluster, tiny_
     )
     bad = tmp_path / "bad.parquet"
     pq.write_table(table, bad)
-    choices = {"orient": ["none"], "enhance": ["none"], "channel": ["gray"], "ocr": ["tesseract"]}
-    result = evaluate(spec_for(str(bad), choices), out=str(tmp_path / "run"))
-    items = pl.read_parquet(result.run_dir / "items.parquet")
+    choices = {"orient": ["none"], "ocr": ["tesseract"], "extract": ["label_value"]}
+    result = evaluate(request_for(spec_raw(str(bad), choices), tmp_path / "run", calibrate=False))
+    items = read(result, "items.parquet")
     assert items.height == 4
-    assert items.filter(pl.col("error").is_not_null()).height == 2
+    errors = items.filter(pl.col("error").is_not_null())
+    assert sorted(errors["error"].str.slice(0, 16).to_list()) == ["load: ValueError"] * 2
+    assert errors["latency_total_ms"].null_count() == 0 and (errors["key_fields_exact"] == False).all()  # noqa: E712
     assert result.configs["n_errors"].to_list() == [2]
 
 
 def test_a_missing_dataset_fails_with_its_path(tmp_path):
-    spec = spec_for(str(tmp_path / "nowhere.parquet"))
     with pytest.raises(DatasetError, match=r"nowhere\.parquet"):
-        evaluate(spec, out=str(tmp_path / "run"))
+        evaluate(request_for(spec_raw(str(tmp_path / "nowhere.parquet")), tmp_path / "run"))

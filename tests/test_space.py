@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from raypipe.cli import app
 from raypipe.space import expand_configurations, invocations_per_item, prefix_tree, unique_prefixes
-from raypipe.spec import load_spec, parse_spec
+from raypipe.validation import load_spec, parse_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -28,7 +28,7 @@ def test_exclusions_remove_matching_combinations():
     raw = spec.model_dump()
     raw["exclude"] = [{"orient": "osd", "channel": ["gray"]}]
     configs = expand_configurations(parse_spec(raw))
-    assert len(configs) == 24 - 2 * 3  # osd x {none, clahe} x gray x 3 engines
+    assert len(configs) == 48 - 2 * 3 * 2  # osd x {none, clahe} x gray x 3 engines x 2 extractors
     assert not any(c.choices()["orient"] == "osd" and c.choices()["channel"] == "gray" for c in configs)
 
 
@@ -55,8 +55,8 @@ def test_prefix_tree_and_invocation_counts():
         "cnn-student-tflite-int8",
     }
     assert unique_prefixes(configs, 1) == {(label,) for label in orient}
-    assert invocations_per_item(configs) == [7, 35, 175, len(configs)]
-    assert invocations_per_item(configs, shared=False) == [len(configs)] * 4
+    assert invocations_per_item(configs) == [7, 35, 175, 525, len(configs)]
+    assert invocations_per_item(configs, shared=False) == [len(configs)] * 5
     tree = prefix_tree(configs)
     assert set(tree) == orient and len(tree["hough"]["clahe"]) == 5
 
@@ -64,5 +64,5 @@ def test_prefix_tree_and_invocation_counts():
 def test_configs_command_lists_ids_and_choices():
     result = CliRunner().invoke(app, ["configs", str(CONFIGS / "icp-quick.yaml")])
     lines = result.output.strip().splitlines()
-    assert len(lines) == 24
-    assert "orient=osd > enhance=clahe > channel=gray > ocr=rapidocr" in result.output
+    assert len(lines) == 48
+    assert "orient=osd > enhance=clahe > channel=gray > ocr=rapidocr > extract=layout" in result.output

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from raypipe.cli import app
 from raypipe.errors import ConfigError, RaypipeError
-from raypipe.spec import load_spec, parse_spec
+from raypipe.validation import load_spec, parse_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -21,9 +21,36 @@ def quick_raw() -> dict:
 
 
 def test_shipped_specs_validate():
-    for path in CONFIGS.glob("*.yaml"):
-        spec = load_spec(path)
-        assert spec.stages[-1].name == "ocr"
+    tasks = {load_spec(path).task for path in CONFIGS.glob("*.yaml")}
+    assert "idcard" in tasks
+
+
+def test_objective_sla_and_slices_name_metrics_and_attributes_of_the_task():
+    raw = quick_raw()
+    raw["objective"] = {"metric": "key_fields_exakt"}
+    raw["sla"]["min"] = {"cerr": 0.1}
+    raw["slices"] = {"bins": {"skew": [1.0]}, "cross": [["profile"]]}
+    with pytest.raises(ConfigError) as info:
+        parse_spec(raw)
+    problems = "\n".join(info.value.problems)
+    assert "objective.metric: task 'idcard' has no metric 'key_fields_exakt'" in problems
+    assert "sla.min.cerr: task 'idcard' has no metric 'cerr'" in problems
+    assert "slices.bins.skew: task 'idcard' has no attribute 'skew'" in problems
+    assert "slices.cross[0]: give two attributes, got 1" in problems
+
+
+def test_the_old_sla_key_says_what_replaced_it():
+    raw = quick_raw()
+    raw["sla"] = {"p95_latency_ms": 100, "min_assertion_accuracy": 0.6}
+    with pytest.raises(ConfigError, match=r"sla: .*write `min: \{assertion_score: 0\.6\}`"):
+        parse_spec(raw)
+
+
+def test_unknown_task_suggests_the_known_ones():
+    raw = quick_raw()
+    raw["task"] = "id_card"
+    with pytest.raises(ConfigError, match=r"task: Unknown task 'id_card'\. Did you mean 'idcard'\?"):
+        parse_spec(raw)
 
 
 def test_every_problem_is_listed_with_its_full_yaml_path():
@@ -68,7 +95,7 @@ def test_duplicate_labels_and_bad_exclusions():
         parse_spec(raw)
     assert info.value.problems == [
         "exclude[0].orient: stage 'orient' has no choice 'osdd' (choices: none, osd)",
-        "exclude[1].colour: no stage named 'colour' (stages: orient, enhance, channel, ocr)",
+        "exclude[1].colour: no stage named 'colour' (stages: orient, enhance, channel, ocr, extract)",
     ]
 
 
@@ -88,4 +115,4 @@ def test_validate_command_exits_nonzero_and_prints_every_problem(tmp_path):
     assert "2 problem(s)" in result.output
     assert "stages[0].choices[2].name: Unknown orient 'hugh'. Did you mean 'hough'?" in result.output
     good = CliRunner().invoke(app, ["validate", str(CONFIGS / "icp-quick.yaml")])
-    assert good.exit_code == 0 and "24 configurations" in good.output
+    assert good.exit_code == 0 and "48 configurations" in good.output

@@ -1,4 +1,4 @@
-"""Unit tests of the built-in image stages (orient, enhance, channel) called directly on numpy images."""
+"""Unit tests of the generic image stages (orient, enhance, channel) and their word and image helpers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-from raypipe.data import generate_dataset
 
 from raypipe import registry
-from raypipe.stages import channel, enhance, orient
-from raypipe.stages.base import Word
+from raypipe.stages import channel, enhance, imaging, orient
 from raypipe.stages.imaging import rotate_quarter_turns
-from raypipe.stages.words import group_lines, rect_box, sort_reading_order
+from raypipe.stages.words import OcrResult, Word, group_lines, quad_box, rect_box, sort_reading_order
+from raypipe.tasks.idcard.generator import generate_dataset
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 SEED = 0
@@ -220,6 +219,53 @@ def test_reading_order_is_top_to_bottom_then_left_to_right():
     ]
     assert [w.text for w in sort_reading_order(words)] == ["姓名", "三", "ID", "nobox"]
     assert [[w.text for w in line] for line in group_lines(words)] == [["姓名", "三"], ["ID"]]
+
+
+def test_ocr_text_joins_a_lines_boxed_words_with_spaces_and_lines_with_newlines():
+    boxed = [
+        Word("1990", rect_box(10, 80, 50, 20)),
+        Word("三", rect_box(90, 12, 20, 20)),
+        Word("张", rect_box(60, 10, 20, 20)),
+    ]
+    assert OcrResult(boxed).text == "张 三\n1990"
+    # Without boxes there is no geometry: each word is a line, in the engine's order.
+    assert OcrResult([Word("张三"), Word("男")]).text == "张三\n男"
+    assert OcrResult().text == ""
+
+
+def test_boxes_are_four_float_corners_clockwise_from_top_left():
+    assert rect_box(1, 2, 3, 4) == ((1.0, 2.0), (4.0, 2.0), (4.0, 6.0), (1.0, 6.0))
+    corners = quad_box(np.array([[1, 2], [4, 2], [4, 6], [1, 6]]))
+    assert corners == rect_box(1, 2, 3, 4) and all(type(x) is float for point in corners for x in point)
+
+
+def test_gray_and_rgb_conversions_use_itu_601_weights_and_pass_their_own_kind_through():
+    rgb = read_only(np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8))
+    gray = imaging.as_gray(rgb)
+    np.testing.assert_array_equal(gray, [[76, 150, 29]])
+    assert imaging.as_gray(gray) is gray and imaging.as_rgb(rgb) is rgb
+    np.testing.assert_array_equal(imaging.as_rgb(gray), np.repeat(gray[:, :, None], 3, axis=2))
+
+
+def test_rotate_expanded_turns_counter_clockwise_and_grows_the_canvas():
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[0:5, 35:40] = 255  # a block in the top-right corner
+    turned = imaging.rotate_expanded(read_only(image), 90)
+    assert turned.shape == (40, 20, 3)
+    assert turned[0:5, 0:5].min() == 255  # counter-clockwise: top-right goes to top-left
+    # 30 degrees: width 20 sin 30 + 40 cos 30 = 44.6, height 20 cos 30 + 40 sin 30 = 37.3
+    assert imaging.rotate_expanded(read_only(image), 30).shape == (37, 45, 3)
+
+
+def test_decode_image_gives_rgb_and_names_empty_and_corrupt_data():
+    pixels = np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    np.testing.assert_array_equal(imaging.decode_image(buffer.getvalue()), pixels)
+    with pytest.raises(ValueError, match="empty image"):
+        imaging.decode_image(b"")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        imaging.decode_image(buffer.getvalue()[:20])
 
 
 BUILT_IN_IMAGE_STAGES = {

@@ -44,7 +44,7 @@ GENERATE_HINT = "write one with `raypipe data generate --task digits --profile m
 
 @dataclass(frozen=True)
 class Split:
-    """One part of load_digits: images (n, 8, 8) uint8 on 0-255, labels (n,), and their load_digits indices."""
+    """One part of load_digits: images (n, 8, 8) uint8 on 0-255, labels (n,), their load_digits indices."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -162,8 +162,15 @@ def _read_parquet(path: str) -> pa.Table:
             + GENERATE_HINT.format(path=path)
         ) from exc
     except (OSError, pa.ArrowException) as exc:
-        raise DatasetError(f"digits dataset {path} is not a readable Parquet file ({exc}); " + GENERATE_HINT.format(path=path)) from exc
-    wrong = [f"{f.name} ({f.type})" for f in SCHEMA if f.name not in schema.names or not schema.field(f.name).type.equals(f.type)]
+        raise DatasetError(
+            f"digits dataset {path} is not a readable Parquet file ({exc}); "
+            + GENERATE_HINT.format(path=path)
+        ) from exc
+    wrong = [
+        f"{f.name} ({f.type})"
+        for f in SCHEMA
+        if f.name not in schema.names or not schema.field(f.name).type.equals(f.type)
+    ]
     if wrong:
         raise DatasetError(
             f"digits dataset {path} lacks or mistypes the columns {', '.join(wrong)} (a file of another "

@@ -1,4 +1,4 @@
-"""The generator's distribution profiles: how one 8x8 digit is degraded (rotated, shifted, blurred, noised)."""
+"""The generator's distribution profiles: how one 8x8 digit is rotated, shifted, blurred or noised."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from raypipe.errors import DatasetError
+from raypipe.tasks.digits.imaging import CENTRE, SIZE, shift, to_uint8
 
 PROFILE_DESCRIPTIONS: dict[str, str] = {
     "clean": "the held-out digits as scanned",
@@ -25,8 +26,6 @@ MIXED_WEIGHTS: dict[str, float] = {
     "blurred": 0.175,
     "shifted": 0.175,
 }
-SIZE = 8
-CENTRE = (SIZE - 1) / 2
 
 
 @dataclass(frozen=True)
@@ -77,21 +76,9 @@ def apply_degradation(image: np.ndarray, degradation: Degradation, rng: np.rando
         matrix = cv2.getRotationMatrix2D((CENTRE, CENTRE), degradation.rotation, 1.0)
         out = cv2.warpAffine(out, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderValue=0.0)
     if degradation.shift != (0, 0):
-        out = shift_image(out, *degradation.shift)
+        out = shift(out, *degradation.shift)
     if degradation.blur:
         out = cv2.GaussianBlur(out, (0, 0), degradation.blur, borderType=cv2.BORDER_CONSTANT)
     if degradation.noise:
         out = out + rng.normal(0.0, degradation.noise, out.shape)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def shift_image(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """`image` moved by whole pixels, zeros filling in (np.roll would wrap ink round to the other side)."""
-    out = np.zeros_like(image)
-    height, width = image.shape
-    src_rows = slice(max(0, -rows), min(height, height - rows))
-    dst_rows = slice(max(0, rows), min(height, height + rows))
-    src_cols = slice(max(0, -cols), min(width, width - cols))
-    dst_cols = slice(max(0, cols), min(width, width + cols))
-    out[dst_rows, dst_cols] = image[src_rows, src_cols]
-    return out
+    return to_uint8(out)

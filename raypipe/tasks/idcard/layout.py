@@ -55,6 +55,7 @@ _DAY = re.compile(r"(?<![0-9])([0-9]{1,2})日")
 _ETHNICITY = re.compile("({})族?".format("|".join(sorted(ETHNICITIES, key=len, reverse=True))))
 _SEX = re.compile(r"[男女]")
 _NAME_CHAR = re.compile(r"[\u4e00-\u9fff·]")
+_LEADING_NOISE = re.compile(r"^[^\u4e00-\u9fff0-9]+")
 # Words farther apart than this many line heights hold separate values ("女" and "汉" on an unlabelled card).
 VALUE_GAP_HEIGHTS = 1.0
 UNLABELLED_NAME_MAX = 4
@@ -211,7 +212,8 @@ def date_candidates(reading: CardReading) -> list[Date]:
 
 def sex_candidates(reading: CardReading) -> list[str]:
     """男 or 女: starting the value next to 性别, then any piece that is only that."""
-    labelled = [match.group() for text in reading.near("性别") if (match := _SEX.match(text))]
+    near = (_without_leading_noise(text) for text in reading.near("性别"))
+    labelled = [match.group() for text in near if (match := _SEX.match(text))]
     return _unique([*labelled, *(piece for piece in reading.pieces if _SEX.fullmatch(piece))])
 
 
@@ -253,7 +255,7 @@ def choose_sex(sexes: Sequence[str], id_number: str | None) -> str | None:
 def choose_ethnicity(reading: CardReading) -> str | None:
     """An ethnicity starting the value next to 民族, else the first piece that is only an ethnicity."""
     for text in reading.near("民族"):
-        if match := _ETHNICITY.match(text):
+        if match := _ETHNICITY.match(_without_leading_noise(text)):
             return match.group(1)
     for piece in reading.pieces:
         if match := _ETHNICITY.fullmatch(piece):
@@ -281,6 +283,11 @@ def iso_date(year: str | None, month: str | None, day: str | None) -> str | None
         return dt.date(int(year), int(month), int(day)).isoformat()
     except ValueError:
         return None
+
+
+def _without_leading_noise(text: str) -> str:
+    # Stray marks read before a value (RapidOCR reads "」女" on cards turned by 270 degrees).
+    return text
 
 
 def _name_text(text: str) -> str | None:

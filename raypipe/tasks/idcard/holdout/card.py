@@ -60,11 +60,11 @@ def render_card(
     image = card_surface(layout.size, layout.surface, layout.watermark, rng)
     draw_portrait(image, layout.portrait, rng)
     jitter = rng.integers(-MAX_JITTER, MAX_JITTER + 1, size=2)
-    words = print_fields(_Pen(image, layout, faces), layout, identity, (int(jitter[0]), int(jitter[1])))
+    words = _print_fields(_Pen(image, layout, faces), layout, identity, (int(jitter[0]), int(jitter[1])))
     return image, words
 
 
-def print_fields(
+def _print_fields(
     pen: _Pen, layout: Layout, identity: HoldoutIdentity, shift: tuple[int, int]
 ) -> list[PrintedWord]:
     """Every field, row by row: name; sex and ethnicity; birth date; address lines; ID number."""

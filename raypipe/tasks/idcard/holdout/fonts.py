@@ -1,4 +1,4 @@
-"""The CJK fonts holdout cards are printed in: installed faces other than the main generator's Noto Sans CJK."""
+"""The CJK fonts of holdout cards: installed faces other than the main generator's Noto Sans CJK."""
 
 from __future__ import annotations
 
@@ -36,12 +36,18 @@ class FontFace:
 FONT_CANDIDATES: tuple[FontCandidate, ...] = (
     FontCandidate(
         "Noto Serif CJK SC",
-        ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc", "/usr/share/fonts/noto-cjk/NotoSerifCJK-Regular.ttc"),
+        (
+            "/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc",
+            "/usr/share/fonts/noto-cjk/NotoSerifCJK-Regular.ttc",
+        ),
         "fonts-noto-cjk",
     ),
     FontCandidate(
         "Noto Serif CJK SC",
-        ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc", "/usr/share/fonts/noto-cjk/NotoSerifCJK-Bold.ttc"),
+        (
+            "/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc",
+            "/usr/share/fonts/noto-cjk/NotoSerifCJK-Bold.ttc",
+        ),
         "fonts-noto-cjk",
     ),
     FontCandidate("AR PL UKai CN", ("/usr/share/fonts/truetype/arphic/ukai.ttc",), "fonts-arphic-ukai"),

@@ -12,7 +12,7 @@ Point = tuple[float, float]
 
 
 def rotation(degrees: float, size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    """The counter-clockwise rotation about the centre that grows the canvas to fit, and that canvas's size."""
+    """The counter-clockwise turn about the centre on a canvas grown to fit, and that canvas's size."""
     width, height = size
     radians = math.radians(degrees)
     cos, sin = round(math.cos(radians), 12), round(math.sin(radians), 12)
@@ -58,7 +58,11 @@ def warp(
 def rotate(image: Image.Image, degrees: float, fill: tuple[int, int, int]) -> tuple[Image.Image, np.ndarray]:
     """`image` rotated counter-clockwise (canvas grown) and the matrix that moves its points the same way."""
     matrix, size = rotation(degrees, image.size)
-    quarter_turns = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+    quarter_turns = {
+        90: Image.Transpose.ROTATE_90,
+        180: Image.Transpose.ROTATE_180,
+        270: Image.Transpose.ROTATE_270,
+    }
     if degrees % 90 == 0 and int(degrees) % 360 in quarter_turns:
         return image.transpose(quarter_turns[int(degrees) % 360]), matrix  # exact, no resampling
     if degrees % 360 == 0:
@@ -67,7 +71,7 @@ def rotate(image: Image.Image, degrees: float, fill: tuple[int, int, int]) -> tu
 
 
 def in_plane_angle(matrix: np.ndarray, size: tuple[int, int]) -> float:
-    """The counter-clockwise angle, in degrees, of the card's top edge after `matrix` (image y points down)."""
+    """The counter-clockwise angle in degrees of the card's top edge after `matrix` (image y points down)."""
     (x0, y0), (x1, y1) = map_points(matrix, [(0.0, 0.0), (float(size[0]), 0.0)])
     return math.degrees(math.atan2(-(y1 - y0), x1 - x0))
 

@@ -1,4 +1,4 @@
-"""Identities for the holdout cards, drawn independently of the main generator's (own names, regions, dates)."""
+"""Identities for holdout cards, drawn independently of the main generator's: own names, regions, dates."""
 
 from __future__ import annotations
 
@@ -9,15 +9,26 @@ import numpy as np
 
 from raypipe.tasks.idcard.fields import ETHNICITIES, id_check_digit
 
-# Characters of the labels (姓名 性别 民族 出生 住址 公民身份号码), 男/女 and 年月日 never appear in a name, so
-# that a name cannot be read as a label or a date. Most surnames and given-name characters here are ones
-# the main generator never draws; a few very common surnames stay, as on real cards.
+# Characters of the labels (姓名 性别 民族 出生 住址 公民身份号码), 男/女 and 年月日 never appear in a
+# name, so that a name cannot be read as a label or a date. Most surnames and given-name characters here
+# are ones the main generator never draws; a few very common surnames stay, as on real cards.
 SINGLE_SURNAMES: tuple[str, ...] = tuple(
     "岑晏聂嵇蔺滕詹仇芮裘栾喻佟桑岳甄卞覃阮麦茅鲍翟储闵戚牛祁符邬寇巫蓝廉殷柏倪骆辛苟季"
     "柴单庞虞柯管鄢荣车冉阎凌欧包费薄晋施葛乔温"
 )
 COMMON_SURNAMES: tuple[str, ...] = tuple("王李张刘陈")
-COMPOUND_SURNAMES: tuple[str, ...] = ("上官", "皇甫", "东方", "端木", "慕容", "令狐", "尉迟", "宇文", "澹台", "夏侯")
+COMPOUND_SURNAMES: tuple[str, ...] = (
+    "上官",
+    "皇甫",
+    "东方",
+    "端木",
+    "慕容",
+    "令狐",
+    "尉迟",
+    "宇文",
+    "澹台",
+    "夏侯",
+)
 GIVEN_CHARS: tuple[str, ...] = tuple(
     "蔚珂漪翊骁瑾湘璇茗砚澄岚钰骞沁舒棠奕黛珏霖晗墨筠璐昕韬毓菁琰炜煜烨灏珩琛曦蕾蓓芷苒荷薇蔓"
     "鸿麟骏驰逸翰朔澜渊潇泓溪淼森杉桐榆槿桦松竹岩崇峻巍锋铭钧锦璋琨瑶璟谦诚谨恺悠恬忆念慈惠宛宸"
@@ -50,7 +61,17 @@ REGIONS: tuple[tuple[str, str], ...] = (
 )
 TOWNS: tuple[str, ...] = ("城关镇", "青石镇", "桃源乡", "河口镇", "柳林乡", "白沙镇", "龙泉镇", "安宁乡")
 VILLAGES: tuple[str, ...] = ("新村", "上坝村", "杨柳村", "石桥村", "东岭村", "水磨村", "花溪村")
-ROADS: tuple[str, ...] = ("人和街", "丰收路", "迎宾大道", "北环路", "育才巷", "翠湖路", "金沙江路", "望江街", "桂花巷")
+ROADS: tuple[str, ...] = (
+    "人和街",
+    "丰收路",
+    "迎宾大道",
+    "北环路",
+    "育才巷",
+    "翠湖路",
+    "金沙江路",
+    "望江街",
+    "桂花巷",
+)
 ESTATES: tuple[str, ...] = ("锦绣花园", "阳光小区", "金桂苑", "碧水湾", "翠竹园", "丽景华庭")
 # Births span the course assertion's whole 1900-2025 range: mostly 1940-2010, with both tails represented.
 BIRTH_SPANS: tuple[tuple[dt.date, dt.date, float], ...] = (

@@ -1,4 +1,4 @@
-"""The holdout card layouts: card size, where each field goes, label placement, date style, colours, surface."""
+"""Holdout card layouts: card size, where each field goes, label placement, date style, colours, surface."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from dataclasses import dataclass
 RGB = tuple[int, int, int]
 
 LABEL_PLACEMENTS = ("before", "after", "none")  # "after": the value, then its label ("张三 姓名")
-DATE_STYLES = ("joined", "split", "padded")  # 1990年1月5日, "1990 年 1 月 5 日" in separate pieces, 1990年01月05日
+DATE_STYLES = (
+    "joined",
+    "split",
+    "padded",
+)  # 1990年1月5日, "1990 年 1 月 5 日" in separate pieces, 1990年01月05日
 ID_STYLES = ("inline", "above", "after", "bare")  # label then number, label over number, number then label
 SURFACES = ("guilloche", "mottled", "waves", "rosette", "gradient")
 

@@ -1,4 +1,4 @@
-"""The printed surface of a holdout card: gradients, guilloche and wave patterns, mottling, a faint emblem, a portrait."""
+"""A holdout card's printed surface: gradient, guilloche or wave pattern, mottling, faint emblem, portrait."""
 
 from __future__ import annotations
 
@@ -18,14 +18,24 @@ PAPER_TONES: tuple[RGB, ...] = (
     (228, 238, 248),
     (246, 232, 234),
 )
-INK_TONES: tuple[RGB, ...] = ((196, 120, 110), (110, 150, 190), (120, 170, 130), (170, 130, 190), (200, 160, 90))
+INK_TONES: tuple[RGB, ...] = (
+    (196, 120, 110),
+    (110, 150, 190),
+    (120, 170, 130),
+    (170, 130, 190),
+    (200, 160, 90),
+)
 
 
-def card_surface(size: tuple[int, int], surface: str, watermark: bool, rng: np.random.Generator) -> Image.Image:
-    """A blank card of `size` with the `surface` pattern (one of layouts.SURFACES) and, if asked, an emblem."""
+def card_surface(
+    size: tuple[int, int], surface: str, watermark: bool, rng: np.random.Generator
+) -> Image.Image:
+    """A blank card of `size` with the `surface` pattern (layouts.SURFACES) and, if asked, an emblem."""
     start, end = _pick(PAPER_TONES, rng), _pick(PAPER_TONES, rng)
     image = Image.fromarray(_gradient(size, start, end, float(rng.uniform(0, math.pi))))
-    ink = _pale(_pick(INK_TONES, rng), float(rng.uniform(0.45, 0.6)))
+    # Dense wave lines are printed fainter than the sparse guilloche bands, as on real security stock.
+    strength = rng.uniform(0.28, 0.4) if surface == "waves" else rng.uniform(0.45, 0.6)
+    ink = _pale(_pick(INK_TONES, rng), float(strength))
     draw = ImageDraw.Draw(image)
     if surface == "guilloche":
         _guilloche_bands(draw, size, ink, rng)
@@ -44,7 +54,12 @@ def draw_portrait(image: Image.Image, box: tuple[int, int, int, int], rng: np.ra
     """A stylised head-and-shoulders photo in `box`: a tinted backdrop, hair, face, collar; no text."""
     left, top, right, bottom = box
     width, height = right - left, bottom - top
-    backdrop = _gradient((width, height), (250, 250, 252), _pick(((190, 214, 240), (236, 236, 236), (214, 70, 70)), rng), math.pi / 2)
+    backdrop = _gradient(
+        (width, height),
+        (250, 250, 252),
+        _pick(((190, 214, 240), (236, 236, 236), (214, 70, 70)), rng),
+        math.pi / 2,
+    )
     photo = Image.fromarray(backdrop)
     draw = ImageDraw.Draw(photo)
     skin = _pick(((236, 204, 178), (222, 184, 150), (198, 156, 120), (242, 218, 196)), rng)
@@ -55,8 +70,12 @@ def draw_portrait(image: Image.Image, box: tuple[int, int, int, int], rng: np.ra
     head_top = height * float(rng.uniform(0.14, 0.2))
     chin = head_top + head_h
     draw.ellipse((cx - width * 0.52, chin + height * 0.06, cx + width * 0.52, height * 1.4), fill=cloth)
-    draw.rectangle((cx - head_w * 0.18, chin - head_h * 0.2, cx + head_w * 0.18, chin + height * 0.1), fill=skin)
-    draw.ellipse((cx - head_w / 2 - 5, head_top - 10, cx + head_w / 2 + 5, head_top + head_h * 0.7), fill=hair)
+    draw.rectangle(
+        (cx - head_w * 0.18, chin - head_h * 0.2, cx + head_w * 0.18, chin + height * 0.1), fill=skin
+    )
+    draw.ellipse(
+        (cx - head_w / 2 - 5, head_top - 10, cx + head_w / 2 + 5, head_top + head_h * 0.7), fill=hair
+    )
     draw.ellipse((cx - head_w / 2, head_top + head_h * 0.1, cx + head_w / 2, chin), fill=skin)
     image.paste(photo.filter(ImageFilter.GaussianBlur(0.8)), (left, top))
 
@@ -70,7 +89,9 @@ def _gradient(size: tuple[int, int], start: RGB, end: RGB, angle: float) -> np.n
     return (start_a + t[..., None] * (end_a - start_a)).round().astype(np.uint8)
 
 
-def _guilloche_bands(draw: ImageDraw.ImageDraw, size: tuple[int, int], ink: RGB, rng: np.random.Generator) -> None:
+def _guilloche_bands(
+    draw: ImageDraw.ImageDraw, size: tuple[int, int], ink: RGB, rng: np.random.Generator
+) -> None:
     # Interlaced sine envelopes, as on banknotes: many thin phase-shifted curves in two bands.
     width, height = size
     xs = np.linspace(0, width, 220)
@@ -100,7 +121,9 @@ def _rosette(
     angles = np.linspace(0, 2 * math.pi, 400)
     for k in range(16):
         r = radius * (0.55 + 0.35 * np.sin(petals * angles + k * math.pi / 8) ** 2) * (0.7 + 0.02 * k)
-        points = zip((centre[0] + r * np.cos(angles)).tolist(), (centre[1] + r * np.sin(angles)).tolist(), strict=True)
+        points = zip(
+            (centre[0] + r * np.cos(angles)).tolist(), (centre[1] + r * np.sin(angles)).tolist(), strict=True
+        )
         draw.line(list(points), fill=ink, width=1)
 
 
@@ -128,7 +151,16 @@ def _emblem(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     for ray in range(36):
         angle = ray * math.pi / 18
         inner, outer = radius * 0.65, radius * 0.9
-        draw.line((cx + inner * math.cos(angle), cy + inner * math.sin(angle), cx + outer * math.cos(angle), cy + outer * math.sin(angle)), fill=255, width=2)
+        draw.line(
+            (
+                cx + inner * math.cos(angle),
+                cy + inner * math.sin(angle),
+                cx + outer * math.cos(angle),
+                cy + outer * math.sin(angle),
+            ),
+            fill=255,
+            width=2,
+        )
     star = [
         (cx + radius * (0.55 if i % 2 == 0 else 0.22) * math.cos(-math.pi / 2 + i * math.pi / 5),
          cy + radius * (0.55 if i % 2 == 0 else 0.22) * math.sin(-math.pi / 2 + i * math.pi / 5))

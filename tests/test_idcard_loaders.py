@@ -1,4 +1,4 @@
-"""Unit tests of dataset loading: every source gives the canonical schema; real data gets derived truth."""
+"""Unit tests of ID-card dataset loading: every source gives the canonical schema, real data derived truth."""
 
 from __future__ import annotations
 
@@ -10,19 +10,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from raypipe.data import (
-    CANONICAL_SCHEMA,
-    SLICE_ATTRIBUTES,
-    TRUTH_FIELDS,
-    dataset_fingerprint,
-    derive_truth,
-    generate_dataset,
-    load_dataset,
-    write_dataset,
-)
-from raypipe.data.schema import normalise_box
 
 from raypipe.errors import DatasetError
+from raypipe.evaluation import dataset_fingerprint
+from raypipe.tasks.idcard.generator import generate_dataset, write_dataset
+from raypipe.tasks.idcard.loaders import load_dataset
+from raypipe.tasks.idcard.schema import CANONICAL_SCHEMA, SLICE_ATTRIBUTES, TRUTH_FIELDS, normalise_box
+from raypipe.tasks.idcard.task import IdCardTask
+from raypipe.tasks.idcard.truth import derive_truth
 
 TRUTH_COLUMNS = [f"truth_{field}" for field in TRUTH_FIELDS]
 
@@ -219,6 +214,31 @@ def test_a_folder_without_data_is_an_error(tmp_path: Path):
         load_dataset(str(tmp_path))
 
 
+def test_a_limit_below_one_and_a_file_that_is_not_parquet_are_errors(cards, tmp_path: Path):
+    path = write_dataset(cards.slice(0, 2), tmp_path / "cards.parquet")
+    with pytest.raises(DatasetError, match="dataset limit must be at least 1, got 0"):
+        load_dataset(str(path), limit=0)
+    (tmp_path / "cards.csv").write_text("image,ocr\n")
+    with pytest.raises(DatasetError, match=r"cards\.csv is not a Parquet file"):
+        load_dataset(str(tmp_path / "cards.csv"))
+
+
+def test_a_bare_binary_image_column_becomes_the_image_struct(cards, tmp_path: Path):
+    images = [image["bytes"] for image in cards.slice(0, 2).column("image").to_pylist()]
+    pq.write_table(
+        pa.table({"image": images, "ocr": cards.slice(0, 2).column("ocr")}), tmp_path / "b.parquet"
+    )
+    loaded = load_dataset(str(tmp_path / "b.parquet"))
+    assert loaded.column("image").to_pylist() == [{"bytes": data, "path": None} for data in images]
+    assert loaded.column("truth_id_number").equals(cards.slice(0, 2).column("truth_id_number"))
+
+
+def test_a_table_without_ocr_names_the_columns_it_has(cards, tmp_path: Path):
+    pq.write_table(pa.table({"image": cards.column("image").slice(0, 1)}), tmp_path / "no-ocr.parquet")
+    with pytest.raises(DatasetError, match=r"needs `image` and `ocr` columns; this one has \['image'\]"):
+        load_dataset(str(tmp_path / "no-ocr.parquet"))
+
+
 def test_duplicate_item_ids_are_an_error(cards, tmp_path: Path):
     doubled = pa.concat_tables([cards.slice(0, 2), cards.slice(0, 2)])
     write_dataset(doubled, tmp_path / "dup.parquet")
@@ -242,13 +262,22 @@ def test_hub_source_offline_says_so(monkeypatch):
 
 
 def test_fingerprint_is_stable_and_sensitive_to_ids_and_images(cards):
-    fingerprint = dataset_fingerprint(cards)
-    assert fingerprint == dataset_fingerprint(pa.Table.from_batches(cards.to_batches(max_chunksize=7)))
+    task = IdCardTask()
+    fingerprint = dataset_fingerprint(task, cards)
+    assert fingerprint == dataset_fingerprint(task, pa.Table.from_batches(cards.to_batches(max_chunksize=7)))
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     renamed = cards.set_column(0, "item_id", pa.array([f"x{i}" for i in range(cards.num_rows)]))
-    assert dataset_fingerprint(renamed) != fingerprint
-    assert dataset_fingerprint(cards.slice(0, 49)) != fingerprint
+    assert dataset_fingerprint(task, renamed) != fingerprint
+    assert dataset_fingerprint(task, cards.slice(0, 49)) != fingerprint
     images = cards.column("image").to_pylist()
     images[0], images[1] = images[1], images[0]
     swapped = cards.set_column(1, "image", pa.array(images, type=cards.schema.field("image").type))
-    assert dataset_fingerprint(swapped) != fingerprint
+    assert dataset_fingerprint(task, swapped) != fingerprint
+
+
+def test_fingerprint_hashes_each_id_the_input_length_and_its_bytes():
+    # Pinned: a run's manifest is compared with older runs' by this value, so its format must not drift.
+    # sha256("a" + (2).to_bytes(8, "little") + b"xy" + "b" + (0).to_bytes(8, "little"))[:16]
+    images = pa.array([{"bytes": b"xy", "path": "a.png"}, {"bytes": None, "path": None}])
+    table = pa.table({"item_id": ["a", "b"], "image": images})
+    assert dataset_fingerprint(IdCardTask(), table) == "5dba88c171efe1a5"

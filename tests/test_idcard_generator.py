@@ -1,7 +1,8 @@
-"""Unit tests of the synthetic ID-card generator: validity, profiles, determinism, atomic writes."""
+"""Unit tests of the ID-card task's synthetic generator: validity, profiles, determinism, atomic writes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from pathlib import Path
 
@@ -9,18 +10,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
-from raypipe.data import (
-    CANONICAL_SCHEMA,
-    PROFILES,
-    SLICE_ATTRIBUTES,
-    generate_dataset,
-    generator,
-    render,
-    write_dataset,
-)
-from raypipe.metrics import birth_consistent, id_checksum_valid
 
 from raypipe.errors import DatasetError
+from raypipe.tasks.idcard import generator, render
+from raypipe.tasks.idcard.fields import birth_consistent, id_checksum_valid
+from raypipe.tasks.idcard.generator import generate_dataset, write_dataset
+from raypipe.tasks.idcard.identity import Identity, make_id_number
+from raypipe.tasks.idcard.profiles import PROFILES
+from raypipe.tasks.idcard.schema import CANONICAL_SCHEMA, SLICE_ATTRIBUTES
 
 LABEL_WORDS = ["姓名", "性别", "民族", "出生", "住址", "公民身份号码"]
 
@@ -220,3 +217,21 @@ def test_write_dataset_leaves_the_old_file_when_writing_fails(tmp_path: Path, mo
 def test_written_dataset_reads_back_equal(tmp_path: Path):
     table = generate_dataset("jpeg", 3, seed=1)
     assert pq.read_table(write_dataset(table, tmp_path / "x.parquet")).equals(table)
+
+
+def test_make_id_number_builds_the_standard_example_and_fixes_the_sex_digit():
+    birth = dt.date(1949, 12, 31)
+    # GB 11643-1999's worked example: region 110105, born 1949-12-31, sequence 002 (even: female).
+    assert make_id_number("110105", birth, 2, "女") == "11010519491231002X"
+    male = make_id_number("110105", birth, 2, "男")  # an even sequence is moved to the next odd one
+    assert male[14:17] == "003" and id_checksum_valid(male)
+    assert make_id_number("110105", birth, 999, "女")[14:17] == "998"  # 999 has no odd successor
+    with pytest.raises(ValueError, match="an ID sequence has 3 digits, got 1000"):
+        make_id_number("110105", birth, 1000, "男")
+
+
+def test_identity_prints_the_birth_date_without_leading_zeros_and_wraps_the_address():
+    identity = Identity("张三", "男", "汉", dt.date(1990, 1, 5), "北京市朝阳区中山路1号2栋3单元401室", "x")
+    assert identity.birth_text == "1990年1月5日"
+    assert identity.truth()["birth_date"] == "1990-01-05"
+    assert render.wrap_address(identity.address) == ["北京市朝阳区中山路1号", "2栋3单元401室"]
