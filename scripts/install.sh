@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${RAYPIPE_VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-APT_PACKAGES=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim fonts-noto-cjk libglib2.0-0 libgl1)
+APT_PACKAGES=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei libglib2.0-0 libgl1)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -189,6 +189,19 @@ def test_a_homography_warps_pixels_where_it_maps_points():
     assert (xs.mean() + 0.5, ys.mean() + 0.5) == pytest.approx((x, y), abs=0.6)
 
 
+@pytest.mark.parametrize("profile", ["photo", "skewed"])
+def test_boxes_follow_the_warp_the_image_went_through(profile):
+    """Map the clean card onto the degraded one through four box corners; the pixels must then match."""
+    for index in range(3):
+        moved, clean = render_holdout_item(profile, 3, index), render_holdout_item("clean", 3, index)
+        corners = [(0, 0), (-1, 3), (-1, 2), (1, 1)]  # (word, corner): spread over the whole card
+        source = [tuple(clean.words[w].box[c]) for w, c in corners]
+        matrix = homography(source, [tuple(moved.words[w].box[c]) for w, c in corners])
+        back = warp(moved.image, np.linalg.inv(matrix), clean.image.size, (0, 0, 0))
+        gray = [np.asarray(image.convert("L"), np.float32).ravel() for image in (back, clean.image)]
+        assert np.corrcoef(*gray)[0, 1] > 0.6, moved.item_id
+
+
 def test_photos_are_cards_in_perspective_on_a_larger_jpeg(profile_rows):
     for row in profile_rows["photo"]:
         image = _image(row)

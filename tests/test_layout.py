@@ -1,4 +1,4 @@
-"""The layout extractor (raypipe.tasks.idcard.layout): generated word boxes, rearranged cards, RapidOCR, arbitration."""
+"""The layout extractor: generated word boxes, rearranged cards, real RapidOCR readings, arbitration."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from raypipe.tasks.idcard.extract import LabelValue, Layout
 from raypipe.tasks.idcard.fields import FIELD_NAMES, LABELS, id_check_digit, id_checksum_valid, parse_fields
 from raypipe.tasks.idcard.generator import generate_dataset
 from raypipe.tasks.idcard.layout import read_fields
-from raypipe.tasks.idcard.layout_geometry import skew_degrees
+from raypipe.tasks.idcard.layout_geometry import skew_degrees, upright_words
 
 FIXTURES = Path(__file__).parent / "fixtures" / "layout"
 CARD_WIDTH, CARD_HEIGHT = 640, 400
 # 11010519491231002X is the worked example of GB 11643-1999: born 1949-12-31, sex digit 2 (女).
 VALID_ID = "11010519491231002X"
 requires_rapidocr = pytest.mark.skipif(
-    importlib.util.find_spec("rapidocr_onnxruntime") is None or importlib.util.find_spec("onnxruntime") is None,
+    importlib.util.find_spec("rapidocr_onnxruntime") is None
+    or importlib.util.find_spec("onnxruntime") is None,
     reason="RapidOCR is not installed: pip install --no-deps rapidocr-onnxruntime==1.4.4",
 )
 
@@ -47,7 +48,7 @@ def words_of(row: dict) -> list[Word]:
 
 
 def turned(words: list[Word], degrees_ccw: float) -> list[Word]:
-    """The words of an upright card turned counter-clockwise about its centre, as the generator turns cards."""
+    """The words of an upright card turned counter-clockwise about its centre, as the generator turns it."""
     cos, sin = math.cos(math.radians(degrees_ccw)), math.sin(math.radians(degrees_ccw))
     half_w, half_h = CARD_WIDTH / 2, CARD_HEIGHT / 2
 
@@ -95,7 +96,11 @@ def test_layout_reads_the_truth_from_generated_word_boxes(profile):
         assert {row["rotation"] for row in rows} == {90, 180, 270}
     if profile == "skewed":
         assert min(abs(row["skew_angle"]) for row in rows) >= 3
-    wrong = [(row["item_id"], read_fields(words_of(row))) for row in rows if read_fields(words_of(row)) != truth_of(row)]
+    wrong = [
+        (row["item_id"], read_fields(words_of(row)))
+        for row in rows
+        if read_fields(words_of(row)) != truth_of(row)
+    ]
     assert wrong == []
 
 
@@ -129,7 +134,7 @@ def test_which_side_of_the_labels_holds_values_is_a_vote_over_the_card(clean_row
     row = clean_rows[0]
     words = labels_after_values(words_of(row))
     name_label = next(word for word in words if word.text == "姓名")
-    (left, top), (right, bottom) = name_label.box[0], name_label.box[2]
+    (_, top), (right, bottom) = name_label.box[0], name_label.box[2]
     # A stray mark read right of the moved 姓名: only the card's other labels say the name is on its left.
     stray = Word("一一", rect_box(right + 30, top, 40, bottom - top))
     assert read_fields([*words, stray])["name"] == row["truth_name"]
@@ -139,7 +144,11 @@ def test_layout_reads_labels_printed_above_their_values():
     # A long name: without its label's pairing it would be too long to take as an unlabelled name.
     words = card(("姓名",), ("买买提·艾力",), ("出生",), ("1949年12月31日",), ("公民身份号码",), (VALID_ID,))
     fields = read_fields(words)
-    assert (fields["name"], fields["birth_date"], fields["id_number"]) == ("买买提·艾力", "1949-12-31", VALID_ID)
+    assert (fields["name"], fields["birth_date"], fields["id_number"]) == (
+        "买买提·艾力",
+        "1949-12-31",
+        VALID_ID,
+    )
 
 
 def test_layout_reads_a_date_and_a_name_split_into_words(clean_rows):
@@ -164,13 +173,17 @@ def test_layout_reads_glued_split_and_full_width_labels(clean_rows):
         for index, word in enumerate(words):
             if word.text in ("姓名", "性别", "出生"):  # glued to the value, with a full-width colon
                 value = words[index + 1]
-                noisy.append(Word(f"{word.text}：{value.text}", (*word.box[:1], *value.box[1:3], word.box[3])))
+                noisy.append(
+                    Word(f"{word.text}：{value.text}", (*word.box[:1], *value.box[1:3], word.box[3]))
+                )
             elif word.text == "民族":
                 noisy.append(Word("民\u3000族", word.box))  # an ideographic space inside the label
             elif word.text == "公民身份号码":
                 noisy += split_word(word, ["公民身份", "号码"], gap=3.0)
             elif re.fullmatch(r"[0-9X]{18}", word.text):
-                noisy.append(Word(word.text.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789"}), word.box))
+                noisy.append(
+                    Word(word.text.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789"}), word.box)
+                )
             elif index == 0 or words[index - 1].text not in ("姓名", "性别", "出生"):
                 noisy.append(word)
         assert any("：" in w.text for w in noisy) and any("\uff10" <= w.text[0] <= "\uff19" for w in noisy)
@@ -183,6 +196,17 @@ def test_layout_reads_a_card_without_labels_from_value_shapes(clean_rows, degree
     for row in clean_rows[:10]:
         values = [word for word in words_of(row) if word.text not in LABELS]
         assert read_fields(turned(values, degrees)) == truth_of(row)
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_turned_card_is_set_upright_by_its_text_direction_and_rows(degrees):
+    # 姓名 lies left of and above the ID: rows alone cannot tell 90 from 180 degrees, words' shapes can.
+    upright = upright_words(turned(card(("姓名", "张三"), ("公民身份号码", VALID_ID)), degrees))
+    extents = {w.text: (w.box[2][0] - w.box[0][0], w.box[2][1] - w.box[0][1]) for w in upright}
+    assert all(width > height for width, height in extents.values())
+    top = {w.text: w.box[0][1] for w in upright}
+    left = {w.text: w.box[0][0] for w in upright}
+    assert top["姓名"] < top["公民身份号码"] and left["姓名"] < left["张三"]
 
 
 def test_skew_is_read_from_box_edges_whatever_the_corner_order():
@@ -217,14 +241,15 @@ def test_layout_reads_upside_down_cards_that_the_text_parser_misses(upside_down_
     assert missed_names >= 1
 
 
-def recorded_upside_down_card() -> tuple[dict, list[Word]]:
-    recording = json.loads((FIXTURES / "rapidocr_upside_down.json").read_text(encoding="utf-8"))
+def recorded(name: str) -> tuple[dict, list[Word]]:
+    """The truth and the words of a RapidOCR reading recorded in tests/fixtures/layout (see its "source")."""
+    recording = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
     words = [Word(w["text"], quad_box(w["box"]), w["confidence"]) for w in recording["words"]]
     return recording["truth"], words
 
 
 def test_layout_reads_a_recorded_rapidocr_reading_of_an_upside_down_card():
-    truth, words = recorded_upside_down_card()
+    truth, words = recorded("rapidocr_upside_down")
     assert read_fields(words) == {
         "name": truth["name"],
         "sex": truth["sex"],
@@ -238,7 +263,20 @@ def test_layout_reads_a_recorded_rapidocr_reading_of_an_upside_down_card():
     }
     assert Layout()(OcrResult(words)).values["name"] == "蔡然宇"
     text_fields = parse_fields(OcrResult(words).text)
-    assert (text_fields["name"], text_fields["sex"], text_fields["id_number"]) == (None, None, truth["id_number"])
+    assert (text_fields["name"], text_fields["sex"], text_fields["id_number"]) == (
+        None,
+        None,
+        truth["id_number"],
+    )
+
+
+def test_layout_reads_a_recorded_rapidocr_reading_of_a_card_turned_by_270_degrees():
+    truth, words = recorded("rapidocr_turned_270")
+    assert any(word.text == "」女" for word in words)  # a stray mark before the sex, as RapidOCR read it
+    year, month, day = truth["birth_date"].split("-")
+    assert read_fields(words) == {**truth, "year": year, "month": str(int(month)), "day": day}
+    text_fields = parse_fields(OcrResult(words).text)
+    assert (text_fields["name"], text_fields["sex"]) == (None, None)
 
 
 def card(*rows: tuple[str, ...]) -> list[Word]:
@@ -259,6 +297,14 @@ def test_the_checksum_chooses_between_two_id_numbers():
     by_label = card(("姓名", "张三"), ("公民身份号码", invalid), (VALID_ID,))
     assert read_fields(by_label)["id_number"] == VALID_ID
     assert read_fields(card(("公民身份号码", invalid)))["id_number"] == invalid  # nothing better was read
+
+
+def test_the_id_next_to_its_label_wins_between_equally_supported_valid_ids():
+    first17 = "11010519500101001"
+    other = first17 + id_check_digit(first17)
+    # "身份号码" is the ID label with its first two characters missed.
+    assert read_fields(card((other,), ("身份号码", VALID_ID)))["id_number"] == VALID_ID
+    assert read_fields(card((other,), ("号码", VALID_ID)))["id_number"] == other
 
 
 def test_the_birth_date_read_chooses_between_two_valid_id_numbers():
@@ -302,14 +348,18 @@ def test_the_id_chooses_between_two_sexes_read_but_never_replaces_one():
 def test_words_without_boxes_are_read_as_text_lines():
     text = "李四\n2000年1月1日\n000000000000000000"
     words = [Word(line) for line in text.splitlines()]
-    assert read_fields(words) == parse_fields(text) == {
-        "name": "李四",
-        "sex": None,
-        "ethnicity": None,
-        "birth_date": "2000-01-01",
-        "year": "2000",
-        "month": "1",
-        "day": "1",
-        "id_number": "000000000000000000",
-    }
+    assert (
+        read_fields(words)
+        == parse_fields(text)
+        == {
+            "name": "李四",
+            "sex": None,
+            "ethnicity": None,
+            "birth_date": "2000-01-01",
+            "year": "2000",
+            "month": "1",
+            "day": "1",
+            "id_number": "000000000000000000",
+        }
+    )
     assert read_fields([]) == dict.fromkeys(FIELD_NAMES)

@@ -14,8 +14,8 @@ of it up to the next label; else the text on the other side; else the next line 
 
 Candidates for each field, most trusted first: the values next to its label; then any value piece, then any
 line, of the field's shape (a lone 男/女, a lone ethnicity, a date 1990年1月5日, 17 digits and a digit or X).
-A name without a label comes only from the top line, when that line has no label and holds 2-4 Chinese
-characters that are no other field's value.
+A name not read next to 姓名 comes only from the top line, when that line has no label and holds 2-4
+Chinese characters that are no other field's value.
 
 Arbitration, always between candidates that were read, never filling in a field that was not:
 - ID number: the candidates that pass the ISO 7064 MOD 11-2 checksum, preferring one whose birth date
@@ -29,7 +29,7 @@ Arbitration, always between candidates that were read, never filling in a field 
 - Sex: the candidate that agrees with a checksum-valid ID's sex digit, else the most trusted one; a single
   sex read is kept even when it disagrees (it is one character, not a misread digit).
 - Name and ethnicity: the most trusted candidate; nothing else on the card checks them.
-Words without boxes have no geometry: their text goes to `parse_fields`, one word a line.
+When any word has no box there is no geometry to go by: the text goes to `parse_fields`, a word a line.
 """
 
 from __future__ import annotations
@@ -179,7 +179,8 @@ def values_follow_labels(lines: Iterable[list[Token]]) -> bool:
 
 
 def label_value(tokens: Sequence[Token], position: int, labels_first: bool, below: Sequence[Token]) -> str:
-    """The value of the label at `position`: its side of the line, else the other side, else the line below."""
+    """The value of the label at `position`: its side of the line, else the other side, else the line below
+    when that has no label."""
     after = "".join(_values_up_to_label(tokens[position + 1 :]))
     before = "".join(reversed(_values_up_to_label(list(reversed(tokens[:position])))))
     value = (after or before) if labels_first else (before or after)
@@ -287,7 +288,7 @@ def iso_date(year: str | None, month: str | None, day: str | None) -> str | None
 
 def _without_leading_noise(text: str) -> str:
     # Stray marks read before a value (RapidOCR reads "」女" on cards turned by 270 degrees).
-    return text
+    return _LEADING_NOISE.sub("", text)
 
 
 def _name_text(text: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The upright frame of an ID card found from its word boxes: skew, quarter turn, and the boxes turned into it.
+"""An ID card's upright frame (skew and quarter turn) inferred from its word boxes, and boxes turned into it.
 
 A card may come back skewed, turned by 90, 180 or 270 degrees, and with boxes whose corner order says
 nothing of the text's direction (RapidOCR orders corners in the image's frame). So the frame is inferred:
@@ -78,7 +78,7 @@ def direction_votes(words: Sequence[Word]) -> int:
 
 
 def order_votes(words: Sequence[Word]) -> int:
-    """+1 for each pair of words on known rows in the card's top-to-bottom order, -1 for each pair reversed."""
+    """+1 for each pair of words on known rows in the card's top-to-bottom order, -1 for each pair not."""
     rows = [(card_row(normalise_line(word.text)), _center_v(word)) for word in words]
     placed = [(row, v) for row, v in rows if row is not None]
     votes = 0

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from raypipe.errors import DatasetError
 from raypipe.task import Metric, Profile, SliceAttribute, Task
 from raypipe.tasks.idcard.fields import KEY_FIELDS
 from raypipe.tasks.idcard.schema import TRUTH_FIELDS
@@ -58,10 +59,20 @@ class IdCardTask(Task):
 
         return load_dataset(source, limit=limit)
 
-    def generate(self, profile: str, n: int, seed: int, **options: Any) -> pa.Table:
+    def generate(self, profile: str, n: int, seed: int, renderer: str = "standard", **options: Any) -> pa.Table:
+        """`renderer="holdout"` draws the second, differently rendered set (other fonts, layouts, labels
+        after values, photographed cards, births 1900-2025) that raypipe never tunes on."""
+        if options:
+            raise DatasetError(f"unknown idcard generator options: {', '.join(options)} (known: renderer)")
+        if renderer == "holdout":
+            from raypipe.tasks.idcard.holdout import generate_holdout
+
+            return generate_holdout(profile, n, seed)
+        if renderer != "standard":
+            raise DatasetError(f"unknown idcard renderer {renderer!r}: choose standard or holdout")
         from raypipe.tasks.idcard.generator import generate_dataset
 
-        return generate_dataset(profile, n, seed, **options)
+        return generate_dataset(profile, n, seed)
 
     def inputs(self, table: pa.Table) -> pa.ChunkedArray:
         return pc.struct_field(table.column("image"), "bytes")

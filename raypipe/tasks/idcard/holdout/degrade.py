@@ -82,7 +82,7 @@ def degrade(
     if attributes.profile == "photo":
         matrix = placement(image.size, rng)
         shot = Shot(attributes.brightness, attributes.blur, attributes.noise, attributes.jpeg_quality)
-        angle = round(in_plane_angle(matrix, image.size), 2)
+        angle = round(in_plane_angle(matrix, image.size), 2) + 0.0  # never -0.0
         return (
             photograph(image, matrix, shot, rng),
             _moved(words, matrix),

@@ -48,33 +48,22 @@ def placement(card_size: tuple[int, int], rng: np.random.Generator) -> np.ndarra
     angle = math.radians(float(rng.uniform(-10, 10)))
     corners = np.array([[-width, -height], [width, -height], [width, height], [-width, height]]) * scale / 2
     turned = corners @ np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    target = turned + rng.uniform(-0.0, 0.0, size=(4, 2)) * width * scale  # each corner alone: perspective
+    target = turned + rng.uniform(-0.05, 0.05, size=(4, 2)) * width * scale  # each corner alone: perspective
     span = target.max(axis=0) - target.min(axis=0)
     room = np.array(CANVAS) - 2 * MARGIN
     target = target * min(1.0, float(np.min(room / span)))
     span = target.max(axis=0) - target.min(axis=0)
     offset = MARGIN + rng.uniform(0, 1, size=2) * (room - span) - target.min(axis=0)
-    source: list[Point] = [
-        (0.0, 0.0),
-        (float(width), 0.0),
-        (float(width), float(height)),
-        (0.0, float(height)),
-    ]
+    source: list[Point] = [(0.0, 0.0), (width, 0.0), (width, height), (0.0, height)]
     return homography(source, [(float(x), float(y)) for x, y in target + offset])
 
 
 def photograph(card: Image.Image, matrix: np.ndarray, shot: Shot, rng: np.random.Generator) -> Image.Image:
     """The card placed by `matrix` on a desk, with a soft shadow, uneven light, blur and sensor noise."""
-    mask = Image.new("L", card.size, 0)
-    radius = round(min(card.size) * 0.05)  # rounded corners, as on a real card
-    ImageDraw.Draw(mask).rounded_rectangle(
-        (0, 0, card.size[0] - 1, card.size[1] - 1), radius=radius, fill=255
-    )
-    card_mask = np.asarray(warp(mask, matrix, CANVAS, 0), dtype=np.float32)[..., None] / 255.0
+    card_mask = np.asarray(warp(_rounded_mask(card.size), matrix, CANVAS, 0), np.float32)[..., None] / 255.0
     scene = _desk(rng) * _shadow(card_mask, rng)
-    scene = (
-        scene * (1 - card_mask) + np.asarray(warp(card, matrix, CANVAS, (0, 0, 0)), np.float32) * card_mask
-    )
+    placed = np.asarray(warp(card, matrix, CANVAS, _edge_colour(card)), np.float32)
+    scene = scene * (1 - card_mask) + placed * card_mask
     scene = scene * _lighting(shot.brightness, rng)
     image = Image.fromarray(np.clip(scene, 0, 255).round().astype(np.uint8))
     image = image.filter(ImageFilter.GaussianBlur(shot.blur))
@@ -82,6 +71,22 @@ def photograph(card: Image.Image, matrix: np.ndarray, shot: Shot, rng: np.random
         (CANVAS[1], CANVAS[0], 3), dtype=np.float32
     ) * np.float32(shot.noise)
     return Image.fromarray(np.clip(noisy, 0, 255).round().astype(np.uint8))
+
+
+def _rounded_mask(size: tuple[int, int]) -> Image.Image:
+    """The card's outline with rounded corners, drawn at twice the size and reduced for a smooth edge."""
+    width, height = size
+    radius = round(min(size) * 0.1)
+    large = Image.new("L", (2 * width, 2 * height), 0)
+    ImageDraw.Draw(large).rounded_rectangle((0, 0, 2 * width - 1, 2 * height - 1), radius=radius, fill=255)
+    return large.resize(size, Image.Resampling.BOX)
+
+
+def _edge_colour(card: Image.Image) -> tuple[int, ...]:
+    # Resampling blends the fill into the card's edge pixels: a fill like the edge leaves no dark fringe.
+    pixels = np.asarray(card, np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return tuple(int(v) for v in border.mean(axis=0).round())
 
 
 def _desk(rng: np.random.Generator) -> np.ndarray:
