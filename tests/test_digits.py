@@ -47,7 +47,8 @@ def classifiers() -> dict:
 @pytest.fixture(scope="module")
 def held_out(task) -> tuple[list[np.ndarray], list[str]]:
     table = task.load(data.SKLEARN_SOURCE)
-    return [task.decode(b) for b in task.inputs(table).to_pylist()], table.column("truth_label").to_pylist()
+    images = _read_only([task.decode(b) for b in task.inputs(table).to_pylist()])
+    return images, table.column("truth_label").to_pylist()
 
 
 def _read_only(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -212,7 +213,7 @@ def test_deskew_straightens_a_sheared_stroke():
 
 
 # Measured on the 599 held-out digits (scikit-learn 1.9.1, one BLAS thread): linear 0.9516, mlp 0.9666,
-# onnx 0.9666, onnx-int8 0.9683. The bounds leave a point for other BLAS builds.
+# onnx 0.9666, onnx-int8 0.9633. The bounds leave about a point for other BLAS builds.
 @pytest.mark.parametrize(
     ("name", "at_least"), [("linear", 0.94), ("mlp", 0.955), ("onnx", 0.955), ("onnx-int8", 0.955)]
 )
@@ -239,8 +240,8 @@ def test_onnx_models_agree_with_the_scikit_learn_mlp(classifiers, held_out):
     assert agreement >= 0.97, f"int8 agrees with float on {agreement:.1%} of items"
 
 
-# Measured (mlp, 300 items, seed 0): rotated 0.67 -> 0.83 with deskew, shifted 0.18 -> 0.65.
-@pytest.mark.parametrize(("profile", "lift"), [("rotated", 0.08), ("shifted", 0.3)])
+# Measured (mlp, 300 items, seed 0): rotated 0.697 -> 0.787 with deskew, shifted 0.170 -> 0.607.
+@pytest.mark.parametrize(("profile", "lift"), [("rotated", 0.05), ("shifted", 0.3)])
 def test_deskew_lifts_accuracy_on_rotated_and_shifted_digits(profile, lift, task, classifiers):
     images, labels = _decoded(task.generate(profile, 300, seed=0))
     plain_accuracy = _accuracy(classifiers["mlp"], images, labels)

@@ -61,11 +61,15 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
+@cache
 def _part(held_out: bool) -> Split:
     images, labels = _digits()
     indices = np.arange(len(labels))
     chosen = indices[(indices % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out]
-    return Split(images[chosen], labels[chosen], chosen)
+    split = Split(images[chosen], labels[chosen], chosen)
+    for array in (split.images, split.labels, split.indices):
+        array.flags.writeable = False  # cached and shared: a caller must copy before changing pixels
+    return split
 
 
 def training_part() -> Split:
