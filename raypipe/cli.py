@@ -134,6 +134,34 @@ def data_profiles(task: Annotated[str, typer.Option(help="The task.")] = "idcard
         console.print(f"{profile.name:12} {profile.description}")
 
 
+@app.command()
+def tasks(
+    name: Annotated[str | None, typer.Argument(help="A task to describe; omit to list them.")] = None,
+) -> None:
+    """List the tasks, or describe one: its metrics (the objective and SLA may name any), slice attributes,
+    stage kinds with their built-in choices, and generator profiles."""
+    from raypipe.registry import STAGE_BUILTINS, resolve_task, task_names
+
+    try:
+        if name is None:
+            for task_name in task_names():
+                console.print(f"{task_name:10} {resolve_task(task_name).description}")
+            return
+        task = resolve_task(name)
+    except RaypipeError as exc:
+        raise fail(exc) from exc
+    console.print(f"[bold]{task.name}[/] (version {task.version}): {task.description}")
+    console.print(f"default objective: {task.default_objective(True)} (with truth), {task.default_objective(False)} (without)")
+    console.print("metrics:")
+    for m in task.metrics:
+        flags = ("higher" if m.higher_is_better else "lower") + " is better" + ("" if m.needs_truth else ", label-free")
+        console.print(f"  {m.name:20} {m.description} ({flags}; {m.interval} interval)")
+    console.print("slice attributes: " + ", ".join(f"{a.name} ({a.kind})" for a in task.slice_attributes))
+    kinds = {**STAGE_BUILTINS, **task.stages}
+    console.print("stage kinds: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in kinds.items()))
+    console.print("profiles: " + ", ".join(task.profile_names()))
+
+
 def progress_printer(progress: Progress):
     task = progress.add_task("evaluating", total=None)
 
@@ -258,6 +286,33 @@ def report(
         if slices:
             view.print_slices(console)
         console.print(f"wrote {view.write_pareto_plot()}")
+    except RaypipeError as exc:
+        raise fail(exc) from exc
+
+
+@app.command()
+def recommend(
+    run_dir: RunDirArg,
+    mix: Annotated[
+        list[str] | None,
+        typer.Option(help="ATTRIBUTE=BIN:WEIGHT, repeatable, one attribute (e.g. profile=rotated:0.3). A number "
+        "names the bin of a continuous attribute that holds it. Bins left out share the rest as in the run."),
+    ] = None,
+    sla: Annotated[
+        list[str] | None,
+        typer.Option(help="SLA override: p95_latency_ms=MS, min.METRIC=BOUND or max.METRIC=BOUND (repeatable)."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="Rows of the reweighted ranking to print.")] = 10,
+) -> None:
+    """Recommend a configuration for your production mix: the run's per-slice results reweighted to it.
+
+    Without --mix it recommends for the run's own data. It prints the recommended configuration (the fastest
+    of those tied with the best), its expected objective and interval, its p95, the configurations tied with
+    it, and what changed against the run's own mix."""
+    from raypipe.advice import advise
+
+    try:
+        advise(run_dir, mix or [], parse_pairs(sla, "--sla"), top, console)
     except RaypipeError as exc:
         raise fail(exc) from exc
 

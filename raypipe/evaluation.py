@@ -184,6 +184,9 @@ def open_run(
             on_progress(f"operator {p.label}", 0, 0)
     ctx = RunContext(spec, task, objective, configs, table, run_dir, run_options(request), plans, cpus, gpus)
     ctx.on_progress = on_progress
+    ctx.monitor = runner.LiveMetrics(
+        spec.name, list(configs[0].stage_names), objective.name, [c.config_id for c in configs]
+    )
     ctx.next_part = run_dir.next_part_index()
     ctx.rows_total = table.num_rows * len(configs)
     return ctx

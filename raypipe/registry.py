@@ -250,7 +250,7 @@ def params_model(cls: type) -> type[BaseModel]:
     """A pydantic model (extra="forbid") built from the keyword parameters of `cls.__init__`."""
     fields: dict[str, Any] = {}
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
     except (NameError, TypeError):
         hints = {}
     for param in inspect.signature(cls.__init__).parameters.values():

@@ -12,7 +12,9 @@ from raypipe.task import Metric
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def _score(r: dict, name: str) -> str:

@@ -244,7 +244,59 @@ def build_plan(
     return ds
 
 
-__all__ = ["ChoiceRef", "Execution", "RunOptions", "connect", "execute"]
+LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+
+
+class LiveMetrics:
+    """A run's progress exported through ray.util.metrics (the Ray dashboard, Prometheus): items and rows done,
+    errored rows, per-stage call times, and each configuration's running objective.
+
+    The driver records them from each result batch as it arrives, so they need no extra traffic."""
+
+    def __init__(self, run: str, stage_names: list[str], objective: str, config_ids: list[str]):
+        from ray.util import metrics
+
+        self.tags = {"run": run}
+        self.stage_names, self.objective, self.config_ids = stage_names, objective, config_ids
+        self.rows = metrics.Counter("raypipe_rows_done", "Result rows (item x configuration) done.", ("run",))
+        self.items = metrics.Counter("raypipe_items_done", "Items whose every configuration is done.", ("run",))
+        self.errors = metrics.Counter("raypipe_rows_errored", "Result rows that ended in an error.", ("run",))
+        self.stage_ms = metrics.Histogram(
+            "raypipe_stage_call_ms",
+            "Wall milliseconds of stage calls, as the run sees them (under load).",
+            boundaries=LATENCY_BUCKETS_MS,
+            tag_keys=("run", "stage"),
+        )
+        self.running = metrics.Gauge(
+            "raypipe_config_objective", "Running mean of each configuration's objective.", ("run", "config")
+        )
+        self.sums: dict[int, list[float]] = {}
+
+    def observe(self, batch: pa.Table) -> None:
+        self.rows.inc(batch.num_rows, self.tags)
+        errors = batch.column("error").null_count
+        if errors < batch.num_rows:
+            self.errors.inc(batch.num_rows - errors, self.tags)
+        first_rows = batch.column(f"_calls_{self.stage_names[0]}").drop_null() if f"_calls_{self.stage_names[0]}" in batch.column_names else []
+        self.items.inc(len(first_rows), self.tags)
+        for stage in self.stage_names:
+            for ms in batch.column(f"busy_{stage}_ms").drop_null().to_pylist():
+                self.stage_ms.observe(ms, {**self.tags, "stage": stage})
+        self._running(batch)
+
+    def _running(self, batch: pa.Table) -> None:
+        if self.objective not in batch.column_names:
+            return
+        for config, value in zip(batch.column("config_index").to_pylist(), batch.column(self.objective).to_pylist(), strict=True):
+            if value is None:
+                continue
+            total = self.sums.setdefault(config, [0.0, 0])
+            total[0] += float(value)
+            total[1] += 1
+            self.running.set(total[0] / total[1], {**self.tags, "config": self.config_ids[config]})
+
+
+__all__ = ["ChoiceRef", "Execution", "LiveMetrics", "RunOptions", "connect", "execute"]
 
 
 class Calibrator:

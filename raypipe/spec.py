@@ -98,7 +98,7 @@ class ObjectiveSpec(BaseModel):
     """The metric that ranks configurations, drives the search and names slice winners."""
 
     model_config = _STRICT
-    metric: str = Field(description="A metric of the task's catalogue, e.g. key_fields_exact.")
+    metric: str = Field(description="A metric of the task's catalogue (`raypipe tasks TASK` lists them).")
 
 
 class SLASpec(BaseModel):
@@ -109,7 +109,7 @@ class SLASpec(BaseModel):
         None, gt=0, description="Upper bound on end-to-end p95 service time per item (ms)."
     )
     min: dict[str, float] = Field(
-        default_factory=dict, description="Lower bounds on metric means, e.g. {key_fields_exact: 0.9}."
+        default_factory=dict, description="Lower bounds on metric means, e.g. {accuracy: 0.9}."
     )
     max: dict[str, float] = Field(
         default_factory=dict, description="Upper bounds on metric means, e.g. {cer: 0.1}."
@@ -120,8 +120,8 @@ class SLASpec(BaseModel):
     def _renamed(cls, value: Any) -> Any:
         if isinstance(value, dict) and "min_assertion_accuracy" in value:
             raise ValueError(
-                "min_assertion_accuracy was replaced by bounds on any metric: write "
-                f"`min: {{assertion_score: {value['min_assertion_accuracy']}}}`"
+                "min_assertion_accuracy was replaced by bounds on any metric of the task: write "
+                f"`min: {{METRIC: {value['min_assertion_accuracy']}}}` (`raypipe tasks TASK` lists the metrics)"
             )
         return value
 

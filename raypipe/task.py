@@ -119,6 +119,10 @@ class Task:
         """The metric that ranks when the spec names none."""
         raise NotImplementedError
 
+    def check_stages(self, kinds: list[str]) -> list[str]:
+        """Problems with the pipeline's stage kinds, in order (e.g. the scorer needs a given last stage)."""
+        return []
+
     # Label-free per-item outputs of `score` that monitoring keeps (e.g. an OCR confidence).
     outputs: ClassVar[tuple[str, ...]] = ()
 

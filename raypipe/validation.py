@@ -61,6 +61,7 @@ def check_components(spec: PipelineSpec) -> list[str]:
         for j, choice in enumerate(stage.choices):
             path = f"stages[{i}].choices[{j}]"
             problems += _check_choice(stage.registry_kind, choice.name, choice.params, path, task)
+    problems += [f"stages: {p}" for p in task.check_stages([s.registry_kind for s in spec.stages])]
     problems += _check_exclusions(spec)
     problems += _check_metrics(spec, task)
     problems += _check_slices(spec, task)

@@ -87,5 +87,10 @@ class DigitsTask(Task):
     def default_objective(self, has_truth: bool) -> str:
         return "accuracy" if has_truth else "confidence"
 
+    def check_stages(self, kinds: list[str]) -> list[str]:
+        if kinds and kinds[-1] != "classify":
+            return [f"the digits scorer reads a predicted label: the last stage must be classify, not {kinds[-1]}"]
+        return []
+
     def item_features(self, decoded: Any) -> dict[str, float | str]:
         return dict(image_features(decoded))

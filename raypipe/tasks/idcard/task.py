@@ -96,3 +96,8 @@ class IdCardTask(Task):
 
     def default_objective(self, has_truth: bool) -> str:
         return "key_fields_exact" if has_truth else "assertion_score"
+
+    def check_stages(self, kinds: list[str]) -> list[str]:
+        if kinds and kinds[-1] not in ("extract", "ocr"):
+            return [f"the idcard scorer reads fields: the last stage must be extract or ocr, not {kinds[-1]}"]
+        return []
