@@ -36,6 +36,7 @@ WORKER_ENV = {
 TASK_CPUS = 0.1
 WATCHDOG_PERIOD_S = 0.25
 WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
+PLACE_COLUMNS = ("node", "pid")  # where each stage ran an item
 
 
 @dataclass(frozen=True)
@@ -112,16 +113,26 @@ class StageActor:
         self.control = control
         self.task = task
         self.emit_rows_for = emit_rows_for
+        self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
         threading.Thread(target=self._watchdog, daemon=True, name="raypipe-timeout").start()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
         dropped, timeouts = ray.get(self.control.snapshot.remote())
         self.worker.live = lambda config: config not in dropped
         self.worker.timed_out = timeouts
-        states = [self.worker.process(ItemState.loads(blob)) for blob in batch["state"]]
+        states = [self._processed(ItemState.loads(blob)) for blob in batch["state"]]
         if self.emit_rows_for is not None:  # the last operator scores its items itself: no extra hop
             return result_rows(states, self.emit_rows_for, self.task)
         return {"item_id": batch["item_id"], "state": np.array([s.dumps() for s in states], dtype=object)}
+
+    def _processed(self, state: ItemState) -> ItemState:
+        """Process the item and note where (node, process): it rides on the item's first row as the
+        `_node_<stage>` and `_pid_<stage>` work columns (multi-node tests and RELIABILITY.md read them)."""
+        state = self.worker.process(state)
+        n_stages = len(state.work["calls"])
+        for what, value in zip(PLACE_COLUMNS, self.where, strict=True):
+            state.work.setdefault(what, [None] * n_stages)[self.worker.stage_index] = value
+        return state
 
     def _watchdog(self) -> None:
         while True:

@@ -19,7 +19,7 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
+    return (max(0.0, min(centre - half_width, p)), min(1.0, max(centre + half_width, p)))
 
 
 def wilson_expr(successes: pl.Expr, n: pl.Expr, z: float = Z_95) -> tuple[pl.Expr, pl.Expr]:
@@ -27,7 +27,8 @@ def wilson_expr(successes: pl.Expr, n: pl.Expr, z: float = Z_95) -> tuple[pl.Exp
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * ((p * (1 - p) / n + z * z / (4 * n * n)).sqrt())
-    return (centre - half).clip(0, 1), (centre + half).clip(0, 1)
+    # the interval holds p exactly; rounding at p = 0 or 1 must not put it a hair outside
+    return pl.min_horizontal(centre - half, p).clip(0, 1), pl.max_horizontal(centre + half, p).clip(0, 1)
 
 
 def normal_expr(column: str, z: float = Z_95) -> tuple[pl.Expr, pl.Expr]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from raypipe.stages.base import Resources, Stage
-from raypipe.stages.words import OcrResult
+from raypipe.stages.words import OcrResult, Word
 from raypipe.tasks.idcard.fields import CardFields, parse_fields
 
 # Parsing is pure Python on a few dozen words: a small CPU share, so it never holds up the OCR pool.
@@ -27,8 +27,6 @@ def as_ocr_result(value: OcrResult | str) -> OcrResult:
     """An OCR result from an engine's output (an OcrResult, or plain text from a user's engine)."""
     if isinstance(value, OcrResult):
         return value
-    from raypipe.stages.words import Word
-
     return OcrResult([Word(line) for line in str(value).splitlines() if line.strip()])
 
 

@@ -19,13 +19,11 @@ The same arguments give byte-identical Parquet, a larger n only appends items, a
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from raypipe.errors import DatasetError
 from raypipe.tasks.idcard.identity import draw_identity
@@ -67,16 +65,7 @@ def generate_item(profile: str, seed: int, index: int) -> dict[str, object]:
 
 
 def write_dataset(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write `table` as Parquet atomically: a temporary file in the same folder, then os.replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        pq.write_table(table, temporary, compression=PARQUET_COMPRESSION, row_group_size=ROW_GROUP_SIZE)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a dataset is meant to be shared
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    """Write `table` as Parquet atomically (raypipe.datasets.write_table owns how)."""
+    from raypipe.datasets import write_table
+
+    return Path(write_table(table, os.fspath(path)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -89,16 +88,3 @@ def words_of(ocr: Sequence[dict[str, Any]] | None) -> list[str]:
 def truth_text(words: Sequence[str]) -> str:
     """The reference text CER is measured against: the card's words joined by newlines."""
     return "\n".join(words)
-
-
-def dataset_fingerprint(table: pa.Table) -> str:
-    """A short stable hash of a dataset's item ids and image bytes, for a run's manifest."""
-    digest = hashlib.sha256()
-    item_ids = iter(table.column("item_id").to_pylist())
-    for chunk in table.column("image").chunks:  # chunk by chunk: images may not fit twice in memory
-        image_bytes = chunk.field("bytes") if pa.types.is_struct(chunk.type) else chunk
-        for data in image_bytes.to_pylist():
-            digest.update(str(next(item_ids)).encode())
-            digest.update(len(data or b"").to_bytes(8, "little"))
-            digest.update(data or b"")
-    return digest.hexdigest()[:16]
