@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,11 @@ app.add_typer(data_app, name="data")
 # Logs and CI are not terminals: give tables room there instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+# A spec may name classes by import path ("package.module:Class"): resolve them from the working directory, as
+# `python -m` does (the Ray workers inherit the driver's path).
+if os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML), e.g. configs/icp-quick.yaml.")]
 RunDirArg = Annotated[str, typer.Argument(help="A run directory (path or URI) written by `raypipe run`.")]

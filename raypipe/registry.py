@@ -225,7 +225,14 @@ def search_names() -> list[str]:
 
 
 def resolve_task(name: str) -> Task:
-    """An instance of the task registered as `name`."""
+    """An instance of the task registered as `name`, or of the class a "package.module:Class" names."""
+    if ":" in name:
+        from raypipe.task import Task
+
+        cls = import_target(name)
+        if not (inspect.isclass(cls) and issubclass(cls, Task)):
+            raise UnknownComponentError(f"'{name}' is not a subclass of raypipe.task.Task")
+        return cls()
     entries = _named_entries(TASK_BUILTINS, TASK_GROUP, _TASKS, "task")
     if name not in entries:
         raise UnknownComponentError(unknown_message("task", name, list(entries)))

@@ -62,7 +62,9 @@ def test_slices_never_name_a_winner_below_min_items(digits_run):
     assert "profile x digit" in set(slices["dimension"])  # the crossed pair the spec asked for
     # every configuration appears in every cell with its interval and n
     assert slices.group_by("dimension", "cell").len()["len"].unique().to_list() == [9]
-    assert (slices["ci_low"] <= slices["objective"]).all() and (slices["objective"] <= slices["ci_high"]).all()
+    assert (slices["ci_low"] <= slices["objective"]).all() and (
+        slices["objective"] <= slices["ci_high"]
+    ).all()
 
 
 def test_continuous_attributes_are_binned_not_one_slice_per_value(digits_run):
@@ -74,11 +76,16 @@ def test_continuous_attributes_are_binned_not_one_slice_per_value(digits_run):
 
 def test_recommend_without_a_mix_agrees_with_the_ranking(digits_run):
     view = RunView(digits_run.run_dir)
-    own = recommend(view.items, view.configs, view.task, view.objective, view.spec.sla, None, {}, view.stage_names)
+    own = recommend(
+        view.items, view.configs, view.task, view.objective, view.spec.sla, None, {}, view.stage_names
+    )
     assert own.recommended == view.configs["config_id"][0]
     out = CliRunner().invoke(app, ["recommend", str(digits_run.run_dir)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
-    assert "mix: the run's own data" in out.output and f"recommended (expected accuracy): {own.recommended[:8]}" in out.output
+    assert (
+        "mix: the run's own data" in out.output
+        and f"recommended (expected accuracy): {own.recommended[:8]}" in out.output
+    )
 
 
 def test_recommend_for_a_mix_reweights_the_per_slice_results(digits_run):
@@ -86,7 +93,9 @@ def test_recommend_for_a_mix_reweights_the_per_slice_results(digits_run):
     attribute, given = parse_mix(["profile=rotated:1.0"])
     mix = mix_weights(view.items, attribute, given)
     assert mix == {"rotated": 1.0} | {b: 0.0 for b in mix if b != "rotated"}
-    rec = recommend(view.items, view.configs, view.task, view.objective, view.spec.sla, attribute, mix, view.stage_names)
+    rec = recommend(
+        view.items, view.configs, view.task, view.objective, view.spec.sla, attribute, mix, view.stage_names
+    )
     top = rec.ranking.row(0, named=True)
     rotated = view.items.filter((pl.col("profile") == "rotated") & (pl.col("config_id") == top["config_id"]))
     assert top["expected"] == pytest.approx(float(rotated["accuracy"].cast(pl.Float64).mean()))
@@ -100,13 +109,25 @@ def test_recommend_refuses_a_bad_mix(digits_run):
         parse_mix(["profile-rotated"])
     out = CliRunner().invoke(app, ["recommend", str(digits_run.run_dir), "--mix", "profile=sideways:0.5"])
     assert out.exit_code == 2 and "no bin 'sideways' in this run (bins: " in out.output
-    out = CliRunner().invoke(app, ["recommend", str(digits_run.run_dir), "--mix", "profile=rotated:0.9", "--mix", "profile=clean:0.5"])
+    out = CliRunner().invoke(
+        app,
+        ["recommend", str(digits_run.run_dir), "--mix", "profile=rotated:0.9", "--mix", "profile=clean:0.5"],
+    )
     assert out.exit_code == 2 and "add up to 1.4, more than 1" in out.output
 
 
 def test_a_weighted_p95_under_a_mix_uses_the_items_of_its_bins(digits_run):
     view = RunView(digits_run.run_dir)
-    rec = recommend(view.items, view.configs, view.task, view.objective, view.spec.sla, "profile", {"clean": 1.0}, view.stage_names)
+    rec = recommend(
+        view.items,
+        view.configs,
+        view.task,
+        view.objective,
+        view.spec.sla,
+        "profile",
+        {"clean": 1.0},
+        view.stage_names,
+    )
     row = rec.ranking.row(0, named=True)
     clean = view.items.filter((pl.col("profile") == "clean") & (pl.col("config_id") == row["config_id"]))
     values = np.sort(clean["latency_total_ms"].to_numpy())
@@ -120,7 +141,10 @@ def test_a_class_registered_at_run_time_works_inside_the_actors(ray_cluster, dig
             return (255 - image).astype(image.dtype)
 
     raw = digits_spec(str(digits_dataset))
-    raw["stages"] = [{"name": "preprocess", "choices": ["none", "negate_for_test"]}, {"name": "classify", "choices": ["onnx"]}]
+    raw["stages"] = [
+        {"name": "preprocess", "choices": ["none", "negate_for_test"]},
+        {"name": "classify", "choices": ["onnx"]},
+    ]
     result = evaluate(request_for(raw, tmp_path / "run", limit=20, calibrate=False))
     items = result.run_dir.read_parquet("items.parquet")
     assert items["error"].null_count() == items.height == 40
