@@ -157,10 +157,17 @@ def tasks(
     except RaypipeError as exc:
         raise fail(exc) from exc
     console.print(f"[bold]{task.name}[/] (version {task.version}): {task.description}")
-    console.print(f"default objective: {task.default_objective(True)} (with truth), {task.default_objective(False)} (without)")
+    console.print(
+        f"default objective: {task.default_objective(True)} (with truth), "
+        f"{task.default_objective(False)} (without)"
+    )
     console.print("metrics:")
     for m in task.metrics:
-        flags = ("higher" if m.higher_is_better else "lower") + " is better" + ("" if m.needs_truth else ", label-free")
+        flags = (
+            ("higher" if m.higher_is_better else "lower")
+            + " is better"
+            + ("" if m.needs_truth else ", label-free")
+        )
         console.print(f"  {m.name:20} {m.description} ({flags}; {m.interval} interval)")
     console.print("slice attributes: " + ", ".join(f"{a.name} ({a.kind})" for a in task.slice_attributes))
     kinds = {**STAGE_BUILTINS, **task.stages}
@@ -230,33 +237,38 @@ def run(
     from raypipe import evaluation
     from raypipe.cache import default_cache_dir
     from raypipe.logs import ray_logs_to
-    from raypipe.run import Request, SearchRequest, default_out
-    from raypipe.validation import load_spec
+    from raypipe.run import Request
 
     if (config is None) == (resume is None):
         raise fail(RaypipeError("give a spec to run, or --resume RUN_DIR (not both)"))
+    options = {
+        "out": out,
+        "dataset": dataset,
+        "limit": limit,
+        "address": address,
+        "share_prefixes": share,
+        "reuse_identical": reuse,
+        "cache_dir": str((cache_dir or default_cache_dir()).resolve()) if cache else None,
+        "calibrate": calibrate,
+    }
     try:
-        if resume is not None:
-            request = Request.load(resume)
-        else:
-            spec = load_spec(config)
-            request = Request(
-                spec=spec,
-                out=out or default_out(spec.name),
-                dataset=dataset,
-                limit=limit,
-                address=address,
-                share_prefixes=share,
-                reuse_identical=reuse,
-                cache_dir=str((cache_dir or default_cache_dir()).resolve()) if cache else None,
-                calibrate=calibrate,
-                search=SearchRequest(name=search, params=parse_pairs(search_param, "--search-param")),
-            )
+        request = Request.load(resume) if resume else build_request(config, search, search_param, options)
         with ray_logs_to(request.out, verbose), progress_bar() as progress:
             result = evaluation.evaluate(request, progress_printer(progress))
     except RaypipeError as exc:
         raise fail(exc) from exc
     print_result(result, top)
+
+
+def build_request(config: Path, search: str, search_param: list[str] | None, options: dict[str, Any]):
+    """The typed request `raypipe run` (and jobs/evaluate.py) sends to evaluate."""
+    from raypipe.run import Request, SearchRequest, default_out
+    from raypipe.validation import load_spec
+
+    spec = load_spec(config)
+    params = parse_pairs(search_param, "--search-param")
+    options = {**options, "out": options.get("out") or default_out(spec.name)}
+    return Request(spec=spec, search=SearchRequest(name=search, params=params), **options)
 
 
 def print_result(result, top: int | None) -> None:
@@ -301,12 +313,16 @@ def recommend(
     run_dir: RunDirArg,
     mix: Annotated[
         list[str] | None,
-        typer.Option(help="ATTRIBUTE=BIN:WEIGHT, repeatable, one attribute (e.g. profile=rotated:0.3). A number "
-        "names the bin of a continuous attribute that holds it. Bins left out share the rest as in the run."),
+        typer.Option(
+            help="ATTRIBUTE=BIN:WEIGHT, repeatable, one attribute (e.g. profile=rotated:0.3). A number "
+            "names the bin of a continuous attribute that holds it. Bins left out share the rest as in the run."
+        ),
     ] = None,
     sla: Annotated[
         list[str] | None,
-        typer.Option(help="SLA override: p95_latency_ms=MS, min.METRIC=BOUND or max.METRIC=BOUND (repeatable)."),
+        typer.Option(
+            help="SLA override: p95_latency_ms=MS, min.METRIC=BOUND or max.METRIC=BOUND (repeatable)."
+        ),
     ] = None,
     top: Annotated[int, typer.Option(help="Rows of the reweighted ranking to print.")] = 10,
 ) -> None:

@@ -135,13 +135,17 @@ def expected(items: pl.DataFrame, attribute: str, mix: dict[str, float], metric:
     return out
 
 
-def tied_under_mix(items: pl.DataFrame, attribute: str, mix: dict[str, float], best: str, other: str, metric: Metric) -> bool:
+def tied_under_mix(
+    items: pl.DataFrame, attribute: str, mix: dict[str, float], best: str, other: str, metric: Metric
+) -> bool:
     """A one-sided, mix-weighted paired z-test cannot tell `other` below `best` at 5 %."""
     sign = 1.0 if metric.higher_is_better else -1.0
     pair = items.filter(pl.col("config_id").is_in([best, other])).select(
         "item_id", "config_id", bin_column(attribute), pl.col(metric.name).cast(pl.Float64)
     )
-    wide = pair.pivot(on="config_id", index=["item_id", bin_column(attribute)], values=metric.name).drop_nulls()
+    wide = pair.pivot(
+        on="config_id", index=["item_id", bin_column(attribute)], values=metric.name
+    ).drop_nulls()
     diff, var = 0.0, 0.0
     for label, w in mix.items():
         cell = wide.filter(pl.col(bin_column(attribute)) == label)
@@ -153,6 +157,38 @@ def tied_under_mix(items: pl.DataFrame, attribute: str, mix: dict[str, float], b
     if var == 0:
         return diff <= 0
     return diff / math.sqrt(var) < z_for(TIE_ALPHA, two_sided=False)
+
+
+def reweighted_rows(
+    items: pl.DataFrame, task: Task, objective: Metric, sla: SLASpec, attribute: str, mix: dict[str, float]
+) -> pl.DataFrame:
+    """Per configuration: expected objective under the mix with its interval, p95, and the SLA on them."""
+    figures = expected(items, attribute, mix, objective)
+    bounds = {m: expected(items, attribute, mix, task.metric(m)) for m, _, _ in sla.bounds()}
+    rows = []
+    for config_id, (value, se, p95) in figures.items():
+        ok = sla.p95_latency_ms is None or p95 <= sla.p95_latency_ms
+        for metric, side, bound in sla.bounds():
+            got = bounds[metric].get(config_id, (None,))[0]
+            ok = ok and got is not None and (got >= bound if side == "min" else got <= bound)
+        low, high = value - Z_95 * se, value + Z_95 * se
+        if objective.interval == "wilson":
+            low, high = max(0.0, low), min(1.0, high)
+        rows.append(
+            {
+                "config_id": config_id,
+                "expected": value,
+                "ci_low": low,
+                "ci_high": high,
+                "p95_ms": p95,
+                "sla_pass": ok,
+            }
+        )
+    schema = {"config_id": pl.String, "expected": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+              "p95_ms": pl.Float64, "sla_pass": pl.Boolean}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema).sort(
+        ["sla_pass", "expected", "p95_ms"], descending=[True, objective.higher_is_better, False]
+    )
 
 
 def recommend(
@@ -169,39 +205,20 @@ def recommend(
     if attribute is None:  # the run's own data: one bin holding everything
         attribute, mix = "_all", {"all": 1.0}
         items = items.with_columns(pl.lit("all").alias(bin_column("_all")))
-    alive = configs
+    label = None if attribute == "_all" else attribute
     if "dropped_after_items" in configs.columns:
-        alive = configs.filter(pl.col("dropped_after_items").is_null())
-    items = items.filter(pl.col("config_id").is_in(alive["config_id"].implode()))
-    figures = expected(items, attribute, mix, objective)
-    bounds = {m: expected(items, attribute, mix, task.metric(m)) for m, _, _ in sla.bounds()}
-    rows = []
-    for config_id, (value, se, p95) in figures.items():
-        ok = sla.p95_latency_ms is None or p95 <= sla.p95_latency_ms
-        for metric, side, bound in sla.bounds():
-            got = bounds[metric].get(config_id, (None,))[0]
-            ok = ok and got is not None and (got >= bound if side == "min" else got <= bound)
-        low, high = value - Z_95 * se, value + Z_95 * se
-        if objective.interval == "wilson":
-            low, high = max(0.0, low), min(1.0, high)
-        rows.append({"config_id": config_id, "expected": value, "ci_low": low, "ci_high": high,
-                     "p95_ms": p95, "sla_pass": ok})  # fmt: skip
-    schema = {"config_id": pl.String, "expected": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-              "p95_ms": pl.Float64, "sla_pass": pl.Boolean}  # fmt: skip
-    ranking = pl.DataFrame(rows, schema=schema).sort(
-        ["sla_pass", "expected", "p95_ms"], descending=[True, objective.higher_is_better, False]
-    )
-    label = "" if attribute == "_all" else attribute
+        configs = configs.filter(pl.col("dropped_after_items").is_null())
+    items = items.filter(pl.col("config_id").is_in(configs["config_id"].implode()))
+    ranking = reweighted_rows(items, task, objective, sla, attribute, mix)
     passing = ranking.filter(pl.col("sla_pass"))
     if passing.is_empty():
-        return Recommendation(label or None, mix, ranking.with_columns(pl.lit(False).alias("tied")), None,
-                              note="no configuration meets the SLA under this mix")  # fmt: skip
+        ranking = ranking.with_columns(pl.lit(False).alias("tied"))
+        return Recommendation(label, mix, ranking, None, note="no configuration meets the SLA under this mix")
     best = passing["config_id"][0]
     tied = [c for c in passing["config_id"][1:] if tied_under_mix(items, attribute, mix, best, c, objective)]
-    group = [best, *tied]
-    ranking = ranking.with_columns(pl.col("config_id").is_in(group).alias("tied"))
+    ranking = ranking.with_columns(pl.col("config_id").is_in([best, *tied]).alias("tied"))
     head = ranking.filter(pl.col("tied")).sort("p95_ms")
     ranking = pl.concat([head, ranking.filter(~pl.col("tied"))])
     ranking = ranking.join(configs.select("config_id", *stage_names), on="config_id", how="left")
-    return Recommendation(label or None, mix, ranking, head["config_id"][0], sorted(set(group) - {head["config_id"][0]}))
-
+    chosen = head["config_id"][0]
+    return Recommendation(label, mix, ranking, chosen, sorted({best, *tied} - {chosen}))

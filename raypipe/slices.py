@@ -11,6 +11,7 @@ configurations a paired sign test on the cell's items cannot tell below it. A ce
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import polars as pl
@@ -36,12 +37,12 @@ def bin_labels(edges: list[float]) -> list[str]:
     bounds = [-math.inf, *edges, math.inf]
     return [
         f"({_edge(lo)}, {_edge(hi)}]" if hi != math.inf else f"({_edge(lo)}, inf)"
-        for lo, hi in zip(bounds, bounds[1:], strict=False)
+        for lo, hi in itertools.pairwise(bounds)
     ]
 
 
 def edges_for(attribute: SliceAttribute, values: pl.Series, spec: PipelineSpec) -> list[float]:
-    """Inner bin edges: the spec's, else the task's, else quantiles of the (non-zero, with a zero bin) data."""
+    """Inner bin edges: the spec's, else the task's, else quantiles of the data (non-zero with a zero bin)."""
     if attribute.name in spec.slices.bins:
         return sorted(spec.slices.bins[attribute.name])
     if attribute.bins is not None:
@@ -117,35 +118,11 @@ def cell_winners(
     min_items: int,
 ) -> pl.DataFrame:
     """Per cell: the number of items, the winner (or why none), and the tied set."""
-    sign = 1.0 if objective.higher_is_better else -1.0
     rows = []
     for cell_key, cell in per_cell.group_by(keys, maintain_order=True):
-        cell_items = items.filter(
-            pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, cell_key, strict=True)])
-        )
-        n_items = cell_items["item_id"].n_unique()
-        contenders = cell.filter(pl.col("config_id").is_in(eligible)).sort(
-            [pl.col("objective") * sign, "latency_p95_ms"], descending=[True, False], nulls_last=True
-        )
-        row = dict(zip(keys, cell_key, strict=True)) | {
-            "cell_items": n_items,
-            "winner": None,
-            "tied": [],
-            "note": None,
-        }
-        if n_items < min_items:
-            row["note"] = f"{TOO_FEW} ({n_items} < {min_items})"
-        elif contenders.is_empty():
-            row["note"] = "no configuration meets the SLA"
-        else:
-            best = contenders["config_id"][0]
-            scores = paired_scores(
-                cell_items.filter(pl.col("config_id").is_in(contenders["config_id"].implode())),
-                objective.name,
-            )
-            tied = tied_with(scores, best, contenders["config_id"][1:].to_list(), objective)
-            row |= {"winner": best, "tied": sorted(tied)}
-        rows.append(row)
+        match = pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, cell_key, strict=True)])
+        row = _cell_winner(items.filter(match), cell, eligible, objective, min_items)
+        rows.append(dict(zip(keys, cell_key, strict=True)) | row)
     schema = {k: pl.String for k in keys} | {
         "cell_items": pl.Int64,
         "winner": pl.String,
@@ -153,6 +130,25 @@ def cell_winners(
         "note": pl.String,
     }
     return pl.DataFrame(rows, schema=schema)
+
+
+def _cell_winner(
+    cell_items: pl.DataFrame, cell: pl.DataFrame, eligible: list[str], objective: Metric, min_items: int
+) -> dict:
+    """One cell's winner: the best eligible configuration and those a paired test cannot tell below it."""
+    sign = 1.0 if objective.higher_is_better else -1.0
+    n_items = cell_items["item_id"].n_unique()
+    row = {"cell_items": n_items, "winner": None, "tied": [], "note": None}
+    contenders = cell.filter(pl.col("config_id").is_in(eligible)).sort(
+        [pl.col("objective") * sign, "latency_p95_ms"], descending=[True, False], nulls_last=True
+    )
+    if n_items < min_items:
+        return row | {"note": f"{TOO_FEW} ({n_items} < {min_items})"}
+    if contenders.is_empty():
+        return row | {"note": "no configuration meets the SLA"}
+    best, others = contenders["config_id"][0], contenders["config_id"][1:].to_list()
+    scores = paired_scores(cell_items.filter(pl.col("config_id").is_in([best, *others])), objective.name)
+    return row | {"winner": best, "tied": sorted(tied_with(scores, best, others, objective))}
 
 
 def eligible_configs(configs: pl.DataFrame) -> list[str]:

@@ -34,14 +34,14 @@ KEY_FIELDS: tuple[str, ...] = ("name", "birth_date", "id_number")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK_CHARS = "10X98765432"
-_ID_PATTERN = re.compile(r"(?<![0-9])([0-9]{17}[0-9X])(?![0-9X])")
+ID_PATTERN = re.compile(r"(?<![0-9])([0-9]{17}[0-9X])(?![0-9X])")
 _ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 _NOISE_CHARS = re.compile(r"[\s:;|_'\"`]+")
 _CJK_NAME_CHAR = re.compile(r"[\u4e00-\u9fff·]")
-_FULL_DATE = re.compile(r"(?<![0-9])([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日?")
+FULL_DATE = re.compile(r"(?<![0-9])([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日?")
 _YEAR = re.compile(r"(?<![0-9])([0-9]{4})年|出生([0-9]{4})(?![0-9])")
-_MONTH = re.compile(r"(?<![0-9])([0-9]{1,2})月")
-_DAY = re.compile(r"(?<![0-9])([0-9]{1,2})日")
+MONTH = re.compile(r"(?<![0-9])([0-9]{1,2})月")
+DAY = re.compile(r"(?<![0-9])([0-9]{1,2})日")
 _ETHNICITY_ALTERNATION = "|".join(sorted(ETHNICITIES, key=len, reverse=True))
 _LABELLED_ETHNICITY = re.compile(rf"民族({_ETHNICITY_ALTERNATION})")
 _LONE_ETHNICITY = re.compile(rf"({_ETHNICITY_ALTERNATION})族?")
@@ -140,11 +140,11 @@ def _ethnicity(lines: list[str], compact: str) -> str | None:
 
 
 def _birth_parts(compact: str) -> tuple[str | None, str | None, str | None]:
-    if match := _FULL_DATE.search(compact):
+    if match := FULL_DATE.search(compact):
         return tuple(str(int(part)) for part in match.groups())  # type: ignore[return-value]
     year = _YEAR.search(compact)
-    month = _MONTH.search(compact)
-    day = _DAY.search(compact)
+    month = MONTH.search(compact)
+    day = DAY.search(compact)
     return (
         str(int(year.group(1) or year.group(2))) if year else None,
         str(int(month.group(1))) if month else None,
@@ -163,9 +163,9 @@ def _iso_date(year: str | None, month: str | None, day: str | None) -> str | Non
 
 def _id_number(tokens: list[str], lines: list[str], compact: str) -> str | None:
     # Whole words first, then lines, then everything: joining can glue a neighbour's digits to the ID's.
-    candidates = [match for token in tokens for match in _ID_PATTERN.findall(token)]
-    candidates = candidates or [match for line in lines for match in _ID_PATTERN.findall(line)]
-    candidates = candidates or _ID_PATTERN.findall(compact)
+    candidates = [match for token in tokens for match in ID_PATTERN.findall(token)]
+    candidates = candidates or [match for line in lines for match in ID_PATTERN.findall(line)]
+    candidates = candidates or ID_PATTERN.findall(compact)
     valid = [candidate for candidate in candidates if id_checksum_valid(candidate)]
     return (valid or candidates or [None])[0]
 

@@ -41,17 +41,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from raypipe.stages.words import Word, group_lines
-from raypipe.tasks.idcard.fields import ETHNICITIES, id_checksum_valid, normalise_line, parse_fields
+from raypipe.tasks.idcard.fields import (
+    DAY,
+    ETHNICITIES,
+    FULL_DATE,
+    ID_PATTERN,
+    MONTH,
+    id_checksum_valid,
+    normalise_line,
+    parse_fields,
+)
 from raypipe.tasks.idcard.layout_geometry import upright_words
 
 ID_LABEL = "公民身份号码"
 # The ID label's usual partial readings count as the label.
 _LABEL = re.compile(r"公民身份号码|公民身份号|身份号码|姓名|性别|民族|出生|住址")
-_ID_NUMBER = re.compile(r"(?<![0-9])([0-9]{17}[0-9X])(?![0-9X])")
-_FULL_DATE = re.compile(r"(?<![0-9])([0-9]{4})年([0-9]{1,2})月([0-9]{1,2})日?")
-_YEAR = re.compile(r"(?<![0-9])([0-9]{4})年")
-_MONTH = re.compile(r"(?<![0-9])([0-9]{1,2})月")
-_DAY = re.compile(r"(?<![0-9])([0-9]{1,2})日")
+_YEAR = re.compile(r"(?<![0-9])([0-9]{4})年")  # stricter than the text parser's: the label is read separately
 _ETHNICITY = re.compile("({})族?".format("|".join(sorted(ETHNICITIES, key=len, reverse=True))))
 _SEX = re.compile(r"[男女]")
 _NAME_CHAR = re.compile(r"[\u4e00-\u9fff·]")
@@ -201,13 +206,13 @@ def _values_up_to_label(tokens: Sequence[Token]) -> list[str]:
 def id_candidates(reading: CardReading) -> list[str]:
     """18-character ID numbers: next to the ID label, then in any piece, then in any line."""
     texts = [*reading.near(ID_LABEL), *reading.pieces, *reading.lines]
-    return _unique(match for text in texts for match in _ID_NUMBER.findall(text))
+    return _unique(match for text in texts for match in ID_PATTERN.findall(text))
 
 
 def date_candidates(reading: CardReading) -> list[Date]:
     """Full dates (year, month, day without leading zeros): next to 出生, then in any piece or line."""
     texts = [*reading.near("出生"), *reading.pieces, *reading.lines]
-    found = (match for text in texts for match in _FULL_DATE.findall(text))
+    found = (match for text in texts for match in FULL_DATE.findall(text))
     return _unique(tuple(str(int(part)) for part in match) for match in found)
 
 
@@ -243,7 +248,7 @@ def choose_date(dates: Sequence[Date], id_number: str | None) -> Date:
 def partial_date(reading: CardReading) -> tuple[str | None, str | None, str | None]:
     """Year, month and day each read on its own (near 出生 first, then any line), when no full date was."""
     texts = [*reading.near("出生"), *reading.lines]
-    return tuple(_first_number(pattern, texts) for pattern in (_YEAR, _MONTH, _DAY))  # type: ignore[return-value]
+    return tuple(_first_number(pattern, texts) for pattern in (_YEAR, MONTH, DAY))  # type: ignore[return-value]
 
 
 def choose_sex(sexes: Sequence[str], id_number: str | None) -> str | None:

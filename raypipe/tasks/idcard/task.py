@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from raypipe.errors import DatasetError
 from raypipe.task import Metric, Profile, SliceAttribute, Task
+from raypipe.tasks.idcard.features import FEATURES
 from raypipe.tasks.idcard.fields import KEY_FIELDS
 from raypipe.tasks.idcard.schema import TRUTH_FIELDS
 from raypipe.tasks.idcard.scoring import METRICS, OUTPUTS, score
@@ -46,6 +47,7 @@ class IdCardTask(Task):
     )
     metrics: ClassVar[tuple[Metric, ...]] = METRICS
     outputs: ClassVar[tuple[str, ...]] = OUTPUTS
+    features: ClassVar[dict[str, str]] = FEATURES
     stages: ClassVar[dict[str, dict[str, str]]] = {
         "extract": {
             "label_value": "raypipe.tasks.idcard.extract:LabelValue",
@@ -101,3 +103,8 @@ class IdCardTask(Task):
         if kinds and kinds[-1] not in ("extract", "ocr"):
             return [f"the idcard scorer reads fields: the last stage must be extract or ocr, not {kinds[-1]}"]
         return []
+
+    def item_features(self, decoded: Any) -> dict[str, float | str]:
+        from raypipe.tasks.idcard.features import card_features
+
+        return card_features(decoded)

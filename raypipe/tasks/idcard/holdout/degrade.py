@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +11,7 @@ from raypipe.errors import DatasetError
 from raypipe.tasks.idcard.holdout.card import PrintedWord
 from raypipe.tasks.idcard.holdout.geometry import in_plane_angle, map_points, rotate
 from raypipe.tasks.idcard.holdout.photo import Shot, draw_shot, photograph, placement
-from raypipe.tasks.idcard.profiles import SliceAttributes
+from raypipe.tasks.idcard.profiles import SliceAttributes, encode_image
 
 HOLDOUT_PROFILES: tuple[str, ...] = (
     "clean",
@@ -102,13 +101,8 @@ def degrade(
 
 
 def encode(image: Image.Image, attributes: SliceAttributes) -> tuple[bytes, str]:
-    """The stored file: JPEG at the recorded quality for photos, lossless PNG otherwise."""
-    buffer = io.BytesIO()
-    if attributes.jpeg_quality:
-        image.save(buffer, format="JPEG", quality=attributes.jpeg_quality)
-        return buffer.getvalue(), "jpg"
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buffer.getvalue(), "png"
+    """The stored file: JPEG at the recorded quality for photos, lossless PNG otherwise (as the main generator)."""
+    return encode_image(image, attributes)
 
 
 def _moved(words: list[PrintedWord], matrix: np.ndarray) -> list[PrintedWord]:

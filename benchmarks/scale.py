@@ -1,0 +1,185 @@
+"""raypipe's own cost at the public dataset's size: zero-cost stages, 525 configurations, up to 20,000 items.
+
+    python benchmarks/scale.py [--items 1000 5000 20000] [--out benchmarks/results/scale]
+
+Three stages of the built-in zero-cost `noop` kind (7 x 5 x 15 choices = 525 configurations, each choice
+a distinct tiny output, so every unique prefix is a real stage call) over items of a task defined here
+(`NullTask`, the "write your own task" pattern: 8 bytes an item, a trivial score). For each size it reports
+the wall time, the CPU time of the whole process tree per stage call (the engine's overhead: the stages
+themselves cost nothing), the driver's peak memory, the machine's peak memory, and whether Ray's object
+store spilled. Writes scale.md and scale.parquet under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import psutil
+import pyarrow as pa
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from raypipe.task import Metric, Task
+
+STAGE_SIZES = (7, 5, 15)
+
+
+class NullTask(Task):
+    """Items of 8 random bytes; the score is whether the last output's first value is even."""
+
+    name: ClassVar[str] = "null"
+    truth_fields: ClassVar[tuple[str, ...]] = ()
+    metrics: ClassVar[tuple[Metric, ...]] = (Metric("even", "the last stage's first value is even", needs_truth=False),)
+
+    def generate(self, profile: str, n: int, seed: int, **options: Any) -> pa.Table:
+        data = np.random.default_rng(seed).integers(0, 256, size=(n, 8), dtype=np.uint8)
+        return pa.table({"item_id": [f"null-{i:06d}" for i in range(n)], "input": [row.tobytes() for row in data]})
+
+    def load(self, source: str, limit: int | None = None) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(source)
+        return table if limit is None else table.slice(0, limit)
+
+    def inputs(self, table: pa.Table) -> pa.ChunkedArray:
+        return table.column("input")
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(data, dtype=np.uint8)
+
+    def score(self, output: Any, truth: Mapping[str, Any]) -> dict[str, Any]:
+        return {"even": None if output is None else bool(int(output[0]) % 2 == 0)}
+
+    def default_objective(self, has_truth: bool) -> str:
+        return "even"
+
+
+def spec(source: str, sizes: tuple[int, ...] = STAGE_SIZES) -> dict:
+    stages = [
+        {
+            "name": f"s{k}",
+            "kind": "noop",
+            "choices": [{"name": "tag", "label": f"t{v}", "params": {"value": v}} for v in range(size)],
+        }
+        for k, size in enumerate(sizes)
+    ]
+    return {"name": "scale", "task": "benchmarks.scale:NullTask", "stages": stages, "dataset": {"source": source}}
+
+
+class Sampler:
+    """Peak RSS of this process (the driver) and peak used memory of the machine, sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        self.driver_peak = self.machine_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            self.driver_peak = max(self.driver_peak, me.memory_info().rss)
+            vm = psutil.virtual_memory()
+            self.machine_peak = max(self.machine_peak, vm.total - vm.available)
+
+
+def tree_cpu_seconds() -> float:
+    """CPU seconds of the driver, everything it started (the embedded Ray), and what they reaped."""
+    root = psutil.Process()
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def spilled_bytes() -> int:
+    """Bytes Ray's object store spilled to disk so far in this session (0 when it never spilled)."""
+    from ray._private.internal_api import memory_summary
+
+    summary = memory_summary(stats_only=True)
+    for line in summary.splitlines():
+        if line.strip().startswith("Spilled"):
+            return int(float(line.split()[1]) * 2**20)
+    return 0
+
+
+def measure(n_items: int, out: Path) -> dict:
+    from raypipe.datasets import write_table
+    from raypipe.evaluation import evaluate
+    from raypipe.run import Request
+    from raypipe.validation import parse_spec
+
+    source = out / f"null-{n_items}.parquet"
+    write_table(NullTask().generate("random", n_items, 0), str(source))
+    run_dir = out / f"run-{n_items}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    request = Request(spec=parse_spec(spec(str(source))), out=str(run_dir), calibrate=False)
+    cpu_before, started = tree_cpu_seconds(), time.perf_counter()
+    with Sampler() as sampler:
+        result = evaluate(request)
+    wall, cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu_before
+    calls = sum(w["calls"] for w in result.manifest["work"].values())
+    return {
+        "items": n_items,
+        "configurations": result.manifest["n_configs"],
+        "rows": n_items * result.manifest["n_configs"],
+        "stage_calls": calls,
+        "wall_s": round(wall, 1),
+        "core_ms_per_call": round(1000 * cpu / calls, 4),
+        "driver_peak_mib": round(sampler.driver_peak / 2**20),
+        "machine_peak_mib": round(sampler.machine_peak / 2**20),
+        "spilled_mib": round(spilled_bytes() / 2**20, 1),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(f"{r[h]:,}" if isinstance(r[h], int) else str(r[h]) for h in header) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[1000, 5000, 20000])
+    parser.add_argument("--out", default="benchmarks/results/scale")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from raypipe import runner
+
+    runner.connect(None)
+    rows = []
+    for n in args.items:
+        print(f"measuring {n} items x 525 configurations", flush=True)
+        rows.append(measure(n, out))
+        print(rows[-1], flush=True)
+    import polars as pl
+
+    pl.DataFrame(rows).write_parquet(out / "scale.parquet")
+    (out / "scale.md").write_text(table(rows))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
