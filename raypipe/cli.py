@@ -315,7 +315,8 @@ def recommend(
         list[str] | None,
         typer.Option(
             help="ATTRIBUTE=BIN:WEIGHT, repeatable, one attribute (e.g. profile=rotated:0.3). A number "
-            "names the bin of a continuous attribute that holds it. Bins left out share the rest as in the run."
+            "names the bin of a continuous attribute that holds it. Bins left out share the rest as in "
+            "the run."
         ),
     ] = None,
     sla: Annotated[
