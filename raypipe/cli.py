@@ -340,6 +340,10 @@ def recommend(
         raise fail(exc) from exc
 
 
+from raypipe.search.cli import search_app  # noqa: E402 - a sub-app, registered beside the others
+
+app.add_typer(search_app, name="search")
+
 cache_app = typer.Typer(help="Inspect or clear the persistent stage-output cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 CacheDir = Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")]

@@ -64,6 +64,7 @@ TASK_BUILTINS: dict[str, str] = {
 }
 SEARCH_BUILTINS: dict[str, str] = {
     "exhaustive": "raypipe.search.exhaustive:Exhaustive",
+    "racing": "raypipe.search.racing:Racing",
 }
 
 _STAGES: dict[str, dict[str, type]] = {}

@@ -1,4 +1,4 @@
-"""Search strategies: one interface (`Search.run(ctx) -> SearchOutcome`), looked up by name in the registry."""
+"""Search strategies: one interface (`Search.run(ctx) -> SearchOutcome`), looked up by name."""
 
 from raypipe.search.base import Search, SearchOutcome
 

@@ -1,0 +1,180 @@
+"""Racing: one streaming execution over the items in a seeded random order, dropping configurations as soon
+as they are out with confidence, so the engine stops spending on them while the items still flow.
+
+After every `look_every` new complete items the driver updates the race (`raypipe.search.race`) and tells
+the actors, through `execution.drop`, which configurations to skip. The rules (`raypipe.search.stopping`)
+decide on confidence bounds, never on point estimates:
+
+- SLA: the p95 latency's lower bound above the SLA's bound, or a metric's mean confidently below its `min`
+  (above its `max`). During the race the latency is each row's `cpu_total_ms`, the per-call CPU time: the
+  calibrated service time (`latency_total_ms`) only exists after the run, and CPU time barely moves with
+  how many configurations share the cores.
+- Objective (`keep="best"`): confidently below some live SLA-meeting rival on the same items.
+- Tie: confidently not better than a faster SLA-meeting configuration by `tolerance`; the faster one keeps
+  the tie, so near-ties (and exact ties) stop instead of running to the end.
+- `keep="pareto"`: only configurations dominated with confidence on both the objective and p95 stop.
+
+`alpha` bounds the chance that the rules drop the best SLA-meeting configuration (beyond the tolerance), or
+with `keep="pareto"` any member of the front; it is split evenly over the rules that apply. One decision
+uses point estimates, and only to choose who may eliminate others: a rival must *look* SLA-meeting to
+drop a configuration as worse or keep a tie (certifying a p95 from above takes ~60-200 items whatever the
+margin, which would forbid every early drop). Configurations that survive run on every item; the final
+ranking sees every row. Drops reach the actors from their next batch, so items already in flight still
+finish: with stages of microseconds (the digits task) the stream can run far ahead of the driver.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from raypipe.context import RunContext
+from raypipe.errors import ConfigError
+from raypipe.search.base import Search, SearchOutcome
+from raypipe.search.costs import CostTracker
+from raypipe.search.race import Race, RaceSettings
+from raypipe.spec import SLASpec
+from raypipe.task import Metric, Task
+
+RACE_LATENCY = "cpu_total_ms"
+
+
+class Racing(Search):
+    """Race the configurations over a seeded shuffle of the items; see the module docstring."""
+
+    name: ClassVar[str] = "racing"
+
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        tolerance: float = 0.01,
+        keep: str = "best",
+        look_every: int = 10,
+        seed: int = 0,
+    ):
+        problems = []
+        if not 0 < alpha < 1:
+            problems.append(f"alpha: {alpha} is not between 0 and 1 (the chance of a wrong drop, e.g. 0.05)")
+        if tolerance < 0:
+            problems.append(f"tolerance: {tolerance} is negative (on the objective's scale, e.g. 0.01)")
+        if keep not in ("best", "pareto"):
+            problems.append(f"keep: '{keep}' is neither 'best' nor 'pareto'")
+        if look_every < 1:
+            problems.append(f"look_every: {look_every} is not a positive number of items")
+        if problems:
+            raise ConfigError(problems, source="--search racing --search-param")
+        self.settings = RaceSettings(alpha, tolerance, keep, look_every)  # type: ignore[arg-type]
+        self.seed = seed
+
+    def new_race(
+        self, config_ids: list[str], objective: Metric, sla: SLASpec, metrics: dict[str, Metric], n_items: int
+    ) -> Race:
+        """A race with these settings (`metrics`: the catalogue entries of the SLA's metrics); live racing
+        and replay both start here."""
+        return Race(config_ids, objective, sla, metrics, n_items, self.settings)
+
+    def order(self, n_items: int, seed: int | None = None) -> np.ndarray:
+        """The seeded random order the items race in."""
+        return np.random.default_rng(self.seed if seed is None else seed).permutation(n_items)
+
+    def run(self, ctx: RunContext) -> SearchOutcome:
+        table = ctx.table.take(pa.array(self.order(ctx.table.num_rows)))
+        race = self.new_race(
+            [c.config_id for c in ctx.configs],
+            ctx.objective,
+            ctx.spec.sla,
+            sla_metrics(ctx.task, ctx.spec.sla),
+            table.num_rows,
+        )
+        feed = LiveFeed(race, list(ctx.configs[0].stage_names), [c.labels for c in ctx.configs])
+        ctx.stream(table, list(range(len(ctx.configs))), feed.on_batch)
+        feed.flush()
+        return SearchOutcome(self.name, race.drops, race.looks, self.summary(race, feed, table.num_rows))
+
+    def summary(self, race: Race, feed: LiveFeed, n_items: int) -> dict[str, Any]:
+        pick = race.pick()
+        exhaustive = feed.costs.exhaustive_per_item() * n_items
+        return {
+            "alpha": self.settings.alpha,
+            "tolerance": self.settings.tolerance,
+            "keep": self.settings.keep,
+            "look_every": self.settings.look_every,
+            "seed": self.seed,
+            "alpha_per_rule": race.alpha,
+            "looks": len(race.looks),
+            "survivors": [race.config_ids[c] for c in np.flatnonzero(race.live)],
+            "pick": None if pick is None else race.config_ids[pick],
+            "race_latency": f"{RACE_LATENCY} (per-call CPU time during the race)",
+            "cpu_seconds_spent": round(feed.costs.spent / 1000.0, 3),
+            "exhaustive_cpu_seconds_estimate": round(exhaustive / 1000.0, 3),
+            # CPU-seconds of the (stage, prefix) calls, so cache hits and contention do not skew the ratio.
+            "engine_fraction": round(feed.costs.spent / exhaustive, 4) if exhaustive > 0 else None,
+        }
+
+
+def sla_metrics(task: Task, sla: SLASpec) -> dict[str, Metric]:
+    """The task's catalogue entries of the metrics the SLA bounds."""
+    return {name: task.metric(name) for name, _, _ in sla.bounds()}
+
+
+class LiveFeed:
+    """Turns streamed result batches into the race's per-item arrays, and looks every `look_every` items."""
+
+    def __init__(self, race: Race, stage_names: list[str], labels: list[tuple[str, ...]]):
+        self.race, self.stage_names = race, stage_names
+        self.costs = CostTracker(labels)
+        self.metric_names = list(race.metrics)
+        wanted = [
+            race.objective.name,
+            RACE_LATENCY,
+            *self.metric_names,
+            *[f"cpu_{s}_ms" for s in stage_names],
+        ]
+        self.columns = list(dict.fromkeys(wanted))
+        self.pending: list[pl.DataFrame] = []
+        self.seen: set[str] = set()
+
+    def on_batch(self, batch: pa.Table, execution: Any) -> None:
+        rows = pl.from_arrow(batch.select(["item_id", "config_index", *self.columns]))
+        rows = rows.filter(~pl.col("item_id").is_in(list(self.seen)))  # a retried batch's repeats
+        self.pending.append(rows)
+        new = pl.concat(self.pending)["item_id"].n_unique()
+        if self.race.items_seen + new >= self.race.n_items:
+            self.flush()  # the last items: nothing left to save, so no look (as in replay)
+        elif new >= self.race.settings.look_every:
+            dropped = self.look()
+            if dropped:
+                execution.drop(dropped)
+
+    def look(self) -> list[int]:
+        self.flush()
+        return self.race.look()
+
+    def flush(self) -> None:
+        """Hand the pending items to the race (and the cost account) without deciding."""
+        if not self.pending:
+            return
+        rows = pl.concat(self.pending)
+        self.pending = []
+        self.seen.update(rows["item_id"].unique().to_list())
+        arrays = item_arrays(rows, len(self.race.config_ids), self.columns)
+        metrics = {m: arrays[m] for m in self.metric_names}
+        self.race.add(arrays[self.race.objective.name], arrays[RACE_LATENCY], metrics)
+        self.costs.add([arrays[f"cpu_{s}_ms"] for s in self.stage_names])
+
+
+def item_arrays(rows: pl.DataFrame, n_configs: int, columns: list[str]) -> dict[str, np.ndarray]:
+    """Per column, an (items, K) float array in the items' first-arrival order; NaN where there is no row."""
+    items = rows["item_id"].unique(maintain_order=True)
+    position = rows["item_id"].replace_strict(items, pl.int_range(len(items), eager=True)).to_numpy()
+    config = rows["config_index"].to_numpy()
+    arrays = {}
+    for name in columns:
+        out = np.full((len(items), n_configs), np.nan)
+        out[position, config] = rows[name].cast(pl.Float64).fill_null(math.nan).to_numpy()
+        arrays[name] = out
+    return arrays

@@ -1,0 +1,278 @@
+"""The statistics of racing as pure functions on NumPy arrays: anytime-valid one-sided tests and drop rules.
+
+Racing looks at its data again and again (after every few items) and compares every configuration with
+every other, so each test must stay valid however often it is looked at and whichever configuration
+happens to lead. The tests here are *anytime-valid*: the chance that one ever rejects a true null hypothesis,
+at any look, is at most its level (Ville's inequality). That is how alpha is spent over the looks: no
+number of looks has to be planned, and a look costs no power.
+
+- Bounded per-item values (metrics with a Wilson interval lie in [0, 1]) are tested by *betting*
+  (Waudby-Smith and Ramdas, "Estimating means of bounded random variables by betting", JRSS-B 2024): to test
+  H0: E[x] <= 0, a gambler starting with wealth 1 stakes a fraction lambda_i of it on each new x_i, with
+  lambda_i >= 0 chosen from the earlier items only (aGRAPA: the running mean over the running second
+  moment, capped). Under H0 the wealth prod(1 + lambda_i x_i) is a nonnegative supermartingale, so
+  p = 1 / max wealth is an anytime-valid p-value. Unlike a normal interval, it is exact at small n, and
+  unlike Hoeffding it tightens when the values barely vary: two configurations that never disagree stop as
+  tied after about ln(1/level) / tolerance items, the least any valid test needs (a discordance rate of
+  `tolerance` hides in n agreeing items with probability (1 - tolerance)^n).
+- Unbounded values (metrics with a normal interval) use the asymptotic confidence sequence of Waudby-Smith,
+  Arnold, Wu, Howard and Ramdas ("Time-uniform central limit theory", 2021): the time-uniform analogue of a
+  z-test, valid as n grows, used only after `CLT_MIN_ITEMS` items.
+- p95 latency is bounded from order statistics (`raypipe.stats.quantile_bounds`) with alpha split evenly
+  over the planned looks (Bonferroni), since an order-statistic bound is not anytime-valid.
+
+Configurations are compared pairwise on the items both have seen (paired, like McNemar: every configuration
+reads the same items). A configuration is dropped when its test against *some* rival rejects at a
+Bonferroni share alpha/(K-1), K the number of configurations raced: the test is valid whichever rival
+leads, so no leader is selected on the items it is tested on. Correction across configurations: with
+`keep="best"` the only drop that can cost the pick is a drop of the best configuration itself (dropping
+any other one as "not the best" is a true statement), and its K-1 comparisons are exactly what the
+Bonferroni share covers (the argument of Hsu's multiple comparisons with the best), so no further factor
+is paid. With `keep="pareto"` every member of the front must survive, so Holm's step-down runs across the
+configurations on top (`holm`), keeping the chance of dropping any front member under alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from statistics import NormalDist
+
+import numpy as np
+
+from raypipe import stats
+
+# The largest fraction of its wealth a test stakes on one item. Higher grows faster on clear differences and
+# on exact ties, and loses more on a surprise; 0.75 is within the range the betting papers recommend.
+LAMBDA_CAP = 0.75
+# Before any data the bet is zero; this prior second moment (in units of x's range) keeps the first bets
+# small until a few items have been seen.
+PRIOR_SECOND_MOMENT = 1 / 16
+# The asymptotic (CLT) confidence sequence is trusted only from this many items on.
+CLT_MIN_ITEMS = 30
+# Its mixing parameter, tuned for tightness around 100 items at level 0.05 (the formula of the paper).
+CLT_RHO2 = (-2 * math.log(0.05) + math.log(-2 * math.log(0.05) + 1)) / 100
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Sequential one-sided tests of H0: E[x] <= 0, one per cell of an array (e.g. K x K pairs).
+
+    `low` and `high` bound x for betting; None means unbounded (the CLT sequence). `min_p` is the
+    anytime-valid p-value so far: the smallest p at any item."""
+
+    low: float | None
+    high: float | None
+    n: np.ndarray
+    total: np.ndarray
+    total_sq: np.ndarray
+    log_wealth: np.ndarray
+    min_p: np.ndarray
+
+    @classmethod
+    def start(cls, shape: tuple[int, ...], low: float | None = None, high: float | None = None) -> Evidence:
+        zeros = np.zeros(shape)
+        return cls(low, high, zeros, zeros, zeros, zeros, np.ones(shape))
+
+    @property
+    def bounded(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+def advance(evidence: Evidence, x: np.ndarray) -> Evidence:
+    """The evidence after the rows of `x` (shape (k, *cells)), in order; NaN means no observation."""
+    for row in np.asarray(x, dtype=float):
+        evidence = _bet(evidence, row) if evidence.bounded else _clt(evidence, row)
+    return evidence
+
+
+def _bet(e: Evidence, x: np.ndarray) -> Evidence:
+    seen = ~np.isnan(x)
+    x = np.clip(np.where(seen, x, 0.0), e.low, e.high)
+    scale = (e.high - e.low) ** 2 * PRIOR_SECOND_MOMENT
+    mean, second = e.total / (e.n + 1), (scale + e.total_sq) / (e.n + 1)
+    cap = LAMBDA_CAP / max(-e.low, 1e-9)
+    stake = np.clip(mean / second, 0.0, cap)
+    log_wealth = e.log_wealth + np.where(seen, np.log1p(stake * x), 0.0)
+    min_p = np.minimum(e.min_p, np.exp(-np.maximum(log_wealth, 0.0)))
+    return replace(
+        e, n=e.n + seen, total=e.total + x, total_sq=e.total_sq + x * x, log_wealth=log_wealth, min_p=min_p
+    )
+
+
+def _clt(e: Evidence, x: np.ndarray) -> Evidence:
+    seen = ~np.isnan(x)
+    x = np.where(seen, x, 0.0)
+    n, total, total_sq = e.n + seen, e.total + x, e.total_sq + x * x
+    p = clt_p_value(n, total, total_sq)
+    return replace(e, n=n, total=total, total_sq=total_sq, min_p=np.minimum(e.min_p, p))
+
+
+def clt_p_value(n: np.ndarray, total: np.ndarray, total_sq: np.ndarray) -> np.ndarray:
+    """The smallest level at which the asymptotic confidence sequence of E[x] excludes 0 from above."""
+    safe_n = np.maximum(n, 1)
+    mean = total / safe_n
+    var = np.maximum(total_sq / safe_n - mean**2, 0.0)
+    growth = safe_n * CLT_RHO2 + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.where(var > 0, mean**2 * safe_n**2 * CLT_RHO2 / (2 * var * growth), np.inf)
+        p = np.minimum(1.0, np.sqrt(growth) * np.exp(-exponent))
+    return np.where((n >= CLT_MIN_ITEMS) & (mean > 0), p, 1.0)
+
+
+def p_values(evidence: Evidence) -> np.ndarray:
+    """Anytime-valid p-values of H0: E[x] <= 0, one per cell."""
+    return evidence.min_p
+
+
+def holm(p: np.ndarray, alpha: float) -> np.ndarray:
+    """Holm's step-down: which hypotheses to reject so that the chance of any false rejection is <= alpha."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p, kind="stable")
+    passes = p[order] <= alpha / (len(p) - np.arange(len(p)))
+    stop = len(p) if passes.all() else int(np.argmin(passes))
+    reject = np.zeros(len(p), dtype=bool)
+    reject[order[:stop]] = True
+    return reject
+
+
+def sorted_columns(latency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column sorted with its NaNs (unseen items) last, and how many values each column holds."""
+    return np.sort(latency, axis=0), (~np.isnan(latency)).sum(axis=0)
+
+
+def p95_points(sorted_latency: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per column, the p95 by linear interpolation (as Polars' and NumPy's quantile); inf with no values."""
+    position = np.maximum(counts - 1, 0) * 0.95
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, np.maximum(counts - 1, 0))
+    columns = np.arange(sorted_latency.shape[1])
+    if not sorted_latency.shape[0]:
+        return np.full(len(counts), np.inf)
+    low, high = sorted_latency[below, columns], sorted_latency[above, columns]
+    return np.where(counts > 0, low + (high - low) * (position - below), np.inf)
+
+
+def p95_bounds(sorted_latency: np.ndarray, counts: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: one-sided order-statistic bounds of the p95 (`stats.quantile_bounds`), each holding with
+    probability 1 - alpha."""
+    z = -NormalDist().inv_cdf(alpha)  # stats.z_for's 1 - alpha rounds to 1 below alpha ~ 1e-16
+    bounds = [stats.quantile_bounds(sorted_latency[:n, c], 0.95, z) for c, n in enumerate(counts)]
+    return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+
+
+def rival_p(pair_p: np.ndarray, eligible: np.ndarray, n_configs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per configuration X (row): the Bonferroni p-value over its rivals, min over eligible Y of
+    (K - 1) p[X, Y], valid whichever Y leads; and that Y (-1 where none is eligible)."""
+    masked = np.where(eligible, pair_p, np.inf)
+    best = np.argmin(masked, axis=1)
+    p = np.minimum(1.0, (n_configs - 1) * masked[np.arange(len(masked)), best])
+    has = np.isfinite(masked).any(axis=1)
+    return np.where(has, p, 1.0), np.where(has, best, -1)
+
+
+# -- drop rules ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the drop rules read at one look; arrays indexed by configuration (K) or pair (K x K).
+
+    `objective` is oriented (higher is better); `p95` is the racing latency's point estimate (it only
+    orders a tie: the faster one stays); `feasible` says the point estimates meet the SLA, which lets a
+    configuration lead or keep a tie but never drops anything."""
+
+    live: np.ndarray
+    objective: np.ndarray
+    p95: np.ndarray
+    feasible: np.ndarray
+    worse_p: np.ndarray  # p[X, Y]: H0 "X is at least as good as Y"
+    tie_p: np.ndarray | None = None  # p[X, Y]: H0 "X is better than Y by the tolerance or more"
+
+    @property
+    def size(self) -> int:
+        return len(self.live)
+
+
+def sla_drops(live: np.ndarray, p95_low: np.ndarray, p95_limit: float | None) -> np.ndarray:
+    """Live configurations whose p95 lower bound exceeds the SLA's bound (bounds at the spent level)."""
+    if p95_limit is None:
+        return np.zeros(len(live), dtype=bool)
+    return live & (p95_low > p95_limit)
+
+
+def bound_drops(live: np.ndarray, bound_p: np.ndarray, alpha: float, across: bool) -> np.ndarray:
+    """Live configurations that miss a metric bound with confidence: `bound_p` (K x B) holds anytime
+    p-values of "meets bound b"; Bonferroni over the B bounds, and Holm across configurations if `across`."""
+    drops = np.zeros(len(live), dtype=bool)
+    if bound_p.shape[1] == 0 or not live.any():
+        return drops
+    p = np.minimum(1.0, bound_p.shape[1] * bound_p.min(axis=1))
+    idx = np.flatnonzero(live)
+    drops[idx[holm(p[idx], alpha) if across else p[idx] <= alpha]] = True
+    return drops
+
+
+def worse_drops(snap: Snapshot, alpha: float) -> dict[int, int]:
+    """Live configurations that cannot be the best: below some live SLA-meeting rival with confidence.
+
+    Returns {dropped: the rival it is most clearly below}. Only the best configuration's own K-1
+    comparisons can wrongly drop it (a drop of any other is a true statement), so their Bonferroni share
+    is all the correction the pick needs (Hsu's multiple comparisons with the best)."""
+    others = ~np.eye(snap.size, dtype=bool)
+    eligible = (snap.live & snap.feasible)[None, :] & others
+    return _reject_over_live(snap.live, snap.worse_p, eligible, alpha, across=False)
+
+
+def tie_drops(snap: Snapshot, alpha: float, absorbed: dict[int, set[int]]) -> dict[int, int]:
+    """Live configurations that are, with confidence, not better than a faster live SLA-meeting one by the
+    tolerance: they stop, and the faster one keeps the tie. {dropped: keeper}.
+
+    A configuration that already keeps a tie may pass it on only to a keeper that none of the configurations
+    it absorbed beats by the tolerance either, so tolerances never add up along a chain. A keeper never
+    stops at the same look (the second round, with fewer keepers, can only reject fewer)."""
+    if snap.tie_p is None:
+        return {}
+    order = np.arange(snap.size)
+    faster = (snap.p95[None, :] < snap.p95[:, None]) | (
+        (snap.p95[None, :] == snap.p95[:, None]) & (order[None, :] < order[:, None])
+    )
+    group_p = group_tie_p(snap.tie_p, absorbed)
+    keepers = snap.live & snap.feasible
+    first = _reject_over_live(snap.live, group_p, keepers[None, :] & faster, alpha, across=False)
+    keepers = keepers & ~np.isin(order, list(first))
+    return _reject_over_live(snap.live, group_p, keepers[None, :] & faster, alpha, across=False)
+
+
+def group_tie_p(tie_p: np.ndarray, absorbed: dict[int, set[int]]) -> np.ndarray:
+    """p[X, Y] of "X or a configuration X absorbed in a tie is better than Y by the tolerance"."""
+    group_p = tie_p.copy()
+    for keeper, members in absorbed.items():
+        for member in members:
+            group_p[keeper] = np.maximum(group_p[keeper], tie_p[member])
+    return group_p
+
+
+def pareto_drops(snap: Snapshot, p95_low: np.ndarray, p95_high: np.ndarray, alpha: float) -> dict[int, int]:
+    """Live configurations dominated with confidence by a live SLA-meeting one: better objective (the paired
+    test) and lower p95 (its upper bound below the other's lower bound). {dropped: dominating}.
+
+    Every member of the front is a hypothesis that must survive, so Holm's step-down runs across the
+    configurations on top of the Bonferroni share over rivals."""
+    others = ~np.eye(snap.size, dtype=bool)
+    faster = p95_high[None, :] < p95_low[:, None]
+    eligible = (snap.live & snap.feasible)[None, :] & faster & others
+    return _reject_over_live(snap.live, snap.worse_p, eligible, alpha, across=True)
+
+
+def _reject_over_live(
+    live: np.ndarray, pair_p: np.ndarray, eligible: np.ndarray, alpha: float, across: bool
+) -> dict[int, int]:
+    """Live configurations whose Bonferroni-over-rivals p-value rejects at `alpha`, with Holm's step-down
+    across them when `across`; {rejected: its rival}."""
+    idx = np.flatnonzero(live)
+    if len(idx) < 2:
+        return {}
+    p, rival = rival_p(pair_p, eligible, len(live))
+    reject = holm(p[idx], alpha) if across else p[idx] <= alpha
+    return {int(x): int(rival[x]) for x in idx[reject] if rival[x] >= 0}
