@@ -77,7 +77,7 @@ def ranked_table(
 def slice_summary_table(summary: pl.DataFrame, configs: pl.DataFrame, stage_names: list[str]) -> Table:
     """Per slice cell: items, the winner with its objective and interval, how many are tied, or why none."""
     label = {r["config_id"]: "/".join(str(r[s]) for s in stage_names) for r in configs.iter_rows(named=True)}
-    table = Table(title="raypipe: best SLA-meeting configuration per slice")
+    table = Table(title="raypipe: per slice, the best configuration that meets the SLA on the slice's items")
     for header in ("slice", "cell", "items", "winner", "objective [95% CI]", "p95 ms", "tied"):
         table.add_column(header)
     for r in summary.iter_rows(named=True):

@@ -5,8 +5,9 @@ data; a task may give exact zeros a bin of their own), categorical ones keep the
 a `bin_<attribute>` column, so slices, `raypipe recommend` and monitoring all bin the same way. Each
 (attribute, bin) cell, and each cell of the crossed pairs the spec asks for, reports every configuration's
 objective with its interval and n; the best SLA-meeting configuration that no search dropped; and the
-configurations a paired sign test on the cell's items cannot tell below it. A cell with fewer than
-`min_items` items names no winner.
+configurations a paired sign test on the cell's items cannot tell below it. "SLA-meeting" is judged on the
+cell's own items, as a deployment to that slice would face it (and as `raypipe recommend` judges a mix). A
+cell with fewer than `min_items` items names no winner.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import polars as pl
 
 from raypipe import stats
 from raypipe.results import paired_scores, tied_with
-from raypipe.spec import PipelineSpec
+from raypipe.spec import PipelineSpec, SLASpec
 from raypipe.task import Metric, SliceAttribute, Task
 
 TOO_FEW = "too few items"
@@ -97,31 +98,40 @@ def assign_bins(
     return (items.with_columns(exprs) if exprs else items), used
 
 
-def cell_stats(items: pl.DataFrame, keys: list[str], objective: Metric) -> pl.DataFrame:
-    """Per cell and configuration: n, objective mean and interval, p95 service time."""
+def cell_stats(
+    items: pl.DataFrame, keys: list[str], objective: Metric, sla: SLASpec, alive: list[str]
+) -> pl.DataFrame:
+    """Per cell and configuration: n, objective mean and interval, p95 service time, and whether it meets the
+    SLA on the cell's own items (the SLA a deployment to that slice would face) and no search dropped it."""
     low, high = stats.interval_exprs(objective.name, objective.interval)
-    return items.group_by([*keys, "config_id"]).agg(
+    bounds = sla.bounds()
+    frame = items.group_by([*keys, "config_id"]).agg(
         pl.col(objective.name).count().alias("n"),
         pl.col(objective.name).cast(pl.Float64).mean().alias("objective"),
         low.alias("ci_low"),
         high.alias("ci_high"),
         pl.col("latency_total_ms").quantile(0.95, "linear").alias("latency_p95_ms"),
+        *[pl.col(m).cast(pl.Float64).mean().alias(f"_sla_{m}") for m in {m for m, _, _ in bounds}],
+    )
+    ok = pl.col("config_id").is_in(alive)
+    if sla.p95_latency_ms is not None:
+        ok = ok & (pl.col("latency_p95_ms") <= sla.p95_latency_ms)
+    for metric, side, bound in bounds:
+        value = pl.col(f"_sla_{metric}")
+        ok = ok & (value >= bound if side == "min" else value <= bound)
+    return frame.with_columns(ok.fill_null(False).alias("eligible")).drop(
+        [c for c in frame.columns if c.startswith("_sla_")]
     )
 
 
 def cell_winners(
-    items: pl.DataFrame,
-    per_cell: pl.DataFrame,
-    keys: list[str],
-    eligible: list[str],
-    objective: Metric,
-    min_items: int,
+    items: pl.DataFrame, per_cell: pl.DataFrame, keys: list[str], objective: Metric, min_items: int
 ) -> pl.DataFrame:
     """Per cell: the number of items, the winner (or why none), and the tied set."""
     rows = []
     for cell_key, cell in per_cell.group_by(keys, maintain_order=True):
         match = pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, cell_key, strict=True)])
-        row = _cell_winner(items.filter(match), cell, eligible, objective, min_items)
+        row = _cell_winner(items.filter(match), cell, objective, min_items)
         rows.append(dict(zip(keys, cell_key, strict=True)) | row)
     schema = {k: pl.String for k in keys} | {
         "cell_items": pl.Int64,
@@ -132,38 +142,35 @@ def cell_winners(
     return pl.DataFrame(rows, schema=schema)
 
 
-def _cell_winner(
-    cell_items: pl.DataFrame, cell: pl.DataFrame, eligible: list[str], objective: Metric, min_items: int
-) -> dict:
+def _cell_winner(cell_items: pl.DataFrame, cell: pl.DataFrame, objective: Metric, min_items: int) -> dict:
     """One cell's winner: the best eligible configuration and those a paired test cannot tell below it."""
     sign = 1.0 if objective.higher_is_better else -1.0
     n_items = cell_items["item_id"].n_unique()
     row = {"cell_items": n_items, "winner": None, "tied": [], "note": None}
-    contenders = cell.filter(pl.col("config_id").is_in(eligible)).sort(
+    contenders = cell.filter(pl.col("eligible")).sort(
         [pl.col("objective") * sign, "latency_p95_ms"], descending=[True, False], nulls_last=True
     )
     if n_items < min_items:
         return row | {"note": f"{TOO_FEW} ({n_items} < {min_items})"}
     if contenders.is_empty():
-        return row | {"note": "no configuration meets the SLA"}
+        return row | {"note": "no configuration meets the SLA on this slice"}
     best, others = contenders["config_id"][0], contenders["config_id"][1:].to_list()
     scores = paired_scores(cell_items.filter(pl.col("config_id").is_in([best, *others])), objective.name)
     return row | {"winner": best, "tied": sorted(tied_with(scores, best, others, objective))}
 
 
-def eligible_configs(configs: pl.DataFrame) -> list[str]:
-    """SLA-meeting configurations that no search dropped."""
-    keep = pl.col("sla_pass")
-    if "dropped_after_items" in configs.columns:
-        keep = keep & pl.col("dropped_after_items").is_null()
-    return configs.filter(keep)["config_id"].to_list()
+def alive_configs(configs: pl.DataFrame) -> list[str]:
+    """Configurations that no search dropped (a dropped one saw fewer items: it names no slice winner)."""
+    if "dropped_after_items" not in configs.columns:
+        return configs["config_id"].to_list()
+    return configs.filter(pl.col("dropped_after_items").is_null())["config_id"].to_list()
 
 
 def slice_table(
     items: pl.DataFrame, configs: pl.DataFrame, task: Task, objective: Metric, spec: PipelineSpec
 ) -> pl.DataFrame:
     """slices.parquet: one row per (dimension, cell, configuration), with the cell's winner and ties."""
-    eligible = eligible_configs(configs)
+    alive = alive_configs(configs)
     dims = [[bin_column(a.name)] for a in slice_attributes(task, spec, items)]
     dims += [
         [bin_column(a), bin_column(b)]
@@ -175,11 +182,10 @@ def slice_table(
         present = items.drop_nulls(keys)
         if present.is_empty():
             continue
-        per_cell = cell_stats(present, keys, objective)
-        winners = cell_winners(present, per_cell, keys, eligible, objective, spec.slices.min_items)
+        per_cell = cell_stats(present, keys, objective, spec.sla, alive)
+        winners = cell_winners(present, per_cell, keys, objective, spec.slices.min_items)
         frame = per_cell.join(winners, on=keys, how="left").with_columns(
             (pl.col("config_id") == pl.col("winner")).fill_null(False).alias("is_winner"),
-            pl.col("config_id").is_in(eligible).alias("eligible"),
         )
         frames.append(_long_form(frame, keys))
     if not frames:
