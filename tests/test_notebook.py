@@ -1,43 +1,42 @@
-"""notebooks/results.ipynb runs headless on a small halving run (and on the same run stripped to exhaustive
-files), and shows the ranked table, the plots and the halving rounds."""
+"""notebooks/results.ipynb runs headless on a racing run and on an exhaustive run, and shows the ranked
+table, the plots, the reweighted ranking and the racing looks."""
 
 from __future__ import annotations
-
-import json
-import shutil
 
 import polars as pl
 import pytest
 
 from raypipe.evaluation import evaluate
-from raypipe.spec import parse_spec
-from tests.conftest import REPO
+from raypipe.run import SearchRequest
+from tests.conftest import REPO, request_for
 
 pytestmark = pytest.mark.ray
 
 NOTEBOOK = REPO / "notebooks" / "results.ipynb"
-PLOT_CELLS = 4  # Pareto, heatmap, latency per engine, halving rounds
+
+
+def spec(source: str) -> dict:
+    small = {"resources": {"batch_size": 2}}  # small batches: drops reach the actors while items flow
+    return {
+        "name": "notebook",
+        "task": "digits",
+        "stages": [
+            {"name": "preprocess", "choices": [{"name": n, **small} for n in ("none", "deskew", "threshold")]},
+            {"name": "classify", "choices": [{"name": n, **small} for n in ("linear", "onnx")]},
+        ],
+        "dataset": {"source": source},
+        "sla": {"p95_latency_ms": 50},
+        "slices": {"min_items": 10},
+    }
 
 
 @pytest.fixture(scope="module")
-def halving_run(ray_cluster, tiny_dataset, tmp_path_factory):
-    raw = {
-        "name": "notebook",
-        "stages": [
-            {"name": "orient", "choices": ["none"]},
-            {"name": "enhance", "choices": ["none"]},
-            {"name": "channel", "choices": ["original", "gray"]},
-            {
-                "name": "ocr",
-                "choices": ["tesseract", {"name": "tests.plugin_stages:EchoOCR", "label": "echo"}],
-            },
-        ],
-        "dataset": {"source": str(tiny_dataset)},
-        # echo reads no field, so at this SLA it is out after the first round of two items
-        "sla": {"p95_latency_ms": 5000, "min_assertion_accuracy": 0.7},
-    }
-    out = tmp_path_factory.mktemp("nb") / "run"
-    return evaluate(parse_spec(raw), out=str(out), search="halving", first_round_items=2)
+def runs(ray_cluster, digits_dataset, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nb")
+    racing = SearchRequest(name="racing", params={"look_every": 10, "tolerance": 0.05})
+    raced = evaluate(request_for(spec(str(digits_dataset)), folder / "raced", search=racing, calibrate=False))
+    full = evaluate(request_for(spec(str(digits_dataset)), folder / "full", calibrate=False))
+    return raced, full
 
 
 def execute(run_dir, monkeypatch):
@@ -48,10 +47,7 @@ def execute(run_dir, monkeypatch):
     monkeypatch.setenv("RAYPIPE_RUN_DIR", str(run_dir))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
-        notebook,
-        timeout=120,
-        kernel_name=NATIVE_KERNEL_NAME,
-        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        notebook, timeout=120, kernel_name=NATIVE_KERNEL_NAME, resources={"metadata": {"path": str(REPO)}}
     )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails
     return [cell for cell in notebook.cells if cell.cell_type == "code"]
@@ -69,32 +65,26 @@ def images(cells) -> int:
     return sum("image/png" in output.get("data", {}) for cell in cells for output in cell.outputs)
 
 
-def test_notebook_shows_a_halving_run(halving_run, monkeypatch):
-    configs = pl.read_parquet(halving_run.run_dir / "configs.parquet")
-    assert configs["dropped_round"].to_list().count(0) == 2  # both echo configurations
-    cells = execute(halving_run.run_dir, monkeypatch)
-    assert not any(output.output_type == "error" for cell in cells for output in cell.outputs)
-    assert "search: halving" in text_of(cells[0])
+def test_notebook_shows_a_racing_run(runs, monkeypatch):
+    raced, _ = runs
+    configs = raced.configs
+    stopped = configs.filter(pl.col("dropped_after_items").is_not_null())
+    assert stopped.height >= 1  # threshold reads too little ink to race to the end
+    cells = execute(raced.run_dir, monkeypatch)
+    assert "search: racing" in text_of(cells[0])
     ranked = text_of(cells[1])
     positions = [ranked.index(config_id) for config_id in configs["config_id"]]
-    assert positions == sorted(positions)  # in the file's ranked order: survivors first, as the CLI prints
-    assert images(cells) == PLOT_CELLS
-    assert "tesseract" in text_of(cells[4]) and "echo" in text_of(cells[4])  # latency rows per engine
-    rounds = text_of(cells[5])
-    assert "SLA: accuracy upper bound" in rounds and "engine-seconds" in rounds
+    assert positions == sorted(positions)  # in the file's ranked order, as the CLI prints it
+    assert "drop_reason" in ranked
+    assert images(cells) == 4  # objective vs p95, heatmap, latency, racing looks
+    assert "recommended for this mix" in text_of(cells[4])
+    assert "configurations still racing" not in text_of(cells[6])  # a plot, not text
+    assert stopped["config_id"][0] in text_of(cells[6])
 
 
-def test_notebook_shows_an_exhaustive_run(halving_run, monkeypatch, tmp_path):
-    # The same files as an exhaustive run writes them: no search.parquet, no drop columns.
-    run_dir = tmp_path / "exhaustive"
-    shutil.copytree(halving_run.run_dir, run_dir)
-    (run_dir / "search.parquet").unlink()
-    configs = pl.read_parquet(run_dir / "configs.parquet").drop("dropped_round", "drop_reason")
-    configs.write_parquet(run_dir / "configs.parquet")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    del manifest["search"]
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    cells = execute(run_dir, monkeypatch)
+def test_notebook_shows_an_exhaustive_run(runs, monkeypatch):
+    _, full = runs
+    cells = execute(full.run_dir, monkeypatch)
     assert "search: exhaustive" in text_of(cells[0])
-    assert images(cells) == PLOT_CELLS - 1
-    assert "no halving rounds" in text_of(cells[5])
+    assert images(cells) == 3
+    assert "there are no looks" in text_of(cells[6])
