@@ -88,7 +88,8 @@ def choose_objective(spec: PipelineSpec, task: Task, table: pa.Table) -> Metric:
     if metric.needs_truth and not has_truth:
         raise ConfigError(
             [
-                f"objective.metric: '{name}' needs truth, and this dataset has none: choose a label-free metric "
+                f"objective.metric: '{name}' needs truth, and this dataset has none: choose a label-free "
+                "metric "
                 f"({', '.join(m.name for m in task.metrics if not m.needs_truth)})"
             ]
         )
@@ -192,17 +193,20 @@ def open_run(
     return ctx
 
 
-def calibrate(ctx: RunContext, items: pl.DataFrame, full_table: pa.Table) -> pl.DataFrame:
+def calibrate(ctx: RunContext, ran: list[int], attributes: pl.DataFrame) -> pl.DataFrame:
     """Time a covering sample of (item, configuration) pairs alone: the basis of service-time latency."""
-    ran = items.select("config_index").unique()["config_index"].to_list()
     chosen = latency.covering_configs(ctx.configs, sorted(ran))
-    attributes = item_attributes(ctx.task, full_table)
     first = ctx.task.slice_attributes[0].name if ctx.task.slice_attributes else None
-    sample = latency.sample_items(attributes, CALIBRATION_ITEMS, first)
-    inputs_col = ctx.task.inputs(full_table).to_pylist()
-    ids = full_table.column("item_id").to_pylist()
-    data = {i: d for i, d in zip(ids, inputs_col, strict=True) if i in set(sample)}
-    pairs = [(item, c, ctx.configs[c].labels) for c in chosen for item in sample]
+    sample = set(latency.sample_items(attributes, CALIBRATION_ITEMS, first))
+    ids = ctx.dataset.column("item_id").to_pylist()
+    keep = pa.array([i in sample for i in ids])
+    chosen_items = ctx.dataset.filter(keep)
+    data = dict(
+        zip(
+            chosen_items.column("item_id").to_pylist(), ctx.task.inputs(chosen_items).to_pylist(), strict=True
+        )
+    )
+    pairs = [(item, c, ctx.configs[c].labels) for c in chosen for item in sorted(sample)]
     if ctx.on_progress:
         ctx.on_progress(f"calibrating latency: {len(pairs)} item runs alone", 0, 0)
     table = runner.calibrate(ctx.task, ctx.plans, list(ctx.configs[0].stage_names), list(data.items()), pairs)
@@ -211,37 +215,58 @@ def calibrate(ctx: RunContext, items: pl.DataFrame, full_table: pa.Table) -> pl.
     return pl.from_arrow(table).cast(latency.CALIBRATION_SCHEMA)
 
 
+def latency_factors(ctx: RunContext, request: Request, items: pl.LazyFrame, attributes: pl.DataFrame):
+    """(calibration rows, per-(stage, choice) factors): from calls timed alone; empty without calibration."""
+    if not request.calibrate:
+        return pl.DataFrame(schema=latency.CALIBRATION_SCHEMA), pl.DataFrame(schema=latency.FACTORS_SCHEMA)
+    ran = items.select("config_index").unique().collect()["config_index"].to_list()
+    calibration = calibrate(ctx, ran, attributes)
+    stage_names = list(ctx.configs[0].stage_names)
+    sampled = items.filter(pl.col("item_id").is_in(calibration["item_id"].unique().implode())).collect()
+    return calibration, latency.factors(calibration, sampled, stage_names)
+
+
 def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOutcome) -> RunResult:
-    """Write items, configs, slices, calibration and the manifest from the streamed parts."""
-    rows = ctx.run_dir.read_parts()
-    if rows is None:
+    """Write items, configs, slices, calibration and the manifest from the streamed parts. Items are streamed
+    from the parts into items.parquet; aggregates read back only the columns they need."""
+    parts = ctx.run_dir.scan_parts()
+    if parts is None:
         raise DatasetError("the run produced no rows")
     stage_names = list(ctx.configs[0].stage_names)
-    full_table = ctx.dataset
-    work = results.work_counts(rows, tuple(stage_names))
-    items = results.assemble_items(rows, ctx.configs, item_attributes(ctx.task, full_table))
-    calibration = (
-        calibrate(ctx, items, full_table)
-        if request.calibrate
-        else pl.DataFrame(schema=latency.CALIBRATION_SCHEMA)
-    )
-    factor_table = latency.factors(calibration, items, stage_names)
+    attributes = item_attributes(ctx.task, ctx.dataset)
+    work = results.work_counts(parts, tuple(stage_names))
+    items = results.assemble_items(parts, ctx.configs, attributes)
+    calibration, factor_table = latency_factors(ctx, request, items, attributes)
     items = latency.service_latency(items, stage_names, factor_table)
-    items, edges = slices.assign_bins(items, ctx.task, ctx.spec)
+    bins, edges = slices.bin_exprs(attributes, ctx.task, ctx.spec)
+    items = pl.scan_parquet(ctx.run_dir.sink_parquet(ITEMS, items.with_columns(bins)))
     config_table = results.aggregate_configs(items, stage_names, ctx.task, ctx.objective, ctx.spec.sla)
-    drops = outcome.drops_frame()
-    config_table = config_table.join(drops, on="config_id", how="left")
-    slice_table = slices.slice_table(items, config_table, ctx.task, ctx.objective, ctx.spec)
-    ctx.run_dir.write_parquet(ITEMS, items)
+    config_table = config_table.join(outcome.drops_frame(), on="config_id", how="left")
+    slice_table = slices.slice_table(slice_view(items, ctx), config_table, ctx.task, ctx.objective, ctx.spec)
     ctx.run_dir.write_parquet(CONFIGS, config_table)
     ctx.run_dir.write_parquet(SLICES, slice_table)
     ctx.run_dir.write_parquet(CALIBRATION, calibration)
     if outcome.looks:
         ctx.run_dir.write_parquet(SEARCH, pl.DataFrame(outcome.looks))
-    manifest = build_manifest(
-        ctx, work, wall_s, outcome, factor_table, dataset_fingerprint(ctx.task, full_table)
-    )
+    fingerprint = dataset_fingerprint(ctx.task, ctx.dataset)
+    manifest = build_manifest(ctx, work, wall_s, outcome, factor_table, fingerprint)
     manifest["slices"] = {"bin_edges": edges, "min_items": ctx.spec.slices.min_items}
     ctx.run_dir.write_json(MANIFEST, manifest)
     ctx.run_dir.remove_parts()
     return RunResult(ctx.run_dir, config_table, manifest)
+
+
+def slice_view(items: pl.LazyFrame, ctx: RunContext) -> pl.DataFrame:
+    """The columns slicing reads: ids, the objective, latency, the SLA's metrics and the bins."""
+    names = items.collect_schema().names()
+    metrics = {ctx.objective.name, *(m for m, _, _ in ctx.spec.sla.bounds())}
+    wanted = [
+        "item_id",
+        "config_id",
+        "latency_total_ms",
+        *sorted(metrics),
+        *[c for c in names if c.startswith("bin_")],
+    ]
+    if not any(c.startswith("bin_") for c in names):
+        return pl.DataFrame(schema={c: pl.String for c in ("item_id", "config_id")})
+    return items.select([c for c in wanted if c in names]).collect()

@@ -91,14 +91,17 @@ def factors(calibration: pl.DataFrame, items: pl.DataFrame, stage_names: list[st
     )
 
 
-def service_latency(items: pl.DataFrame, stage_names: list[str], factor_table: pl.DataFrame) -> pl.DataFrame:
+def service_latency(
+    items: pl.LazyFrame | pl.DataFrame, stage_names: list[str], factor_table: pl.DataFrame
+) -> pl.LazyFrame | pl.DataFrame:
     """items with latency_<stage>_ms = cpu_<stage>_ms x the (stage, choice) factor (1 when uncalibrated),
-    and latency_total_ms their sum (a stage that never ran adds nothing)."""
+    and latency_total_ms their sum (a stage that never ran adds nothing). Lazy in, lazy out."""
     out = items
     for stage in stage_names:
         table = factor_table.filter(pl.col("stage") == stage).select(
             pl.col("choice").alias(stage), pl.col("factor").alias("_factor")
         )
+        table = table.lazy() if isinstance(out, pl.LazyFrame) else table
         out = out.join(table, on=stage, how="left").with_columns(
             (pl.col(f"cpu_{stage}_ms") * pl.col("_factor").fill_null(1.0)).alias(f"latency_{stage}_ms")
         )

@@ -20,12 +20,21 @@ def work_columns(stage_names: list[str] | tuple[str, ...]) -> list[str]:
     return [f"_{what}_{name}" for what in WORK_KINDS for name in stage_names]
 
 
-def work_counts(rows: pl.DataFrame, stage_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+def work_counts(
+    rows: pl.LazyFrame | pl.DataFrame, stage_names: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
     """Per stage, summed over items: calls made, calls saved by identical-input reuse, cache hits, and
     engine-seconds spent in wall time (under contention) and in CPU time (cache hits cost none)."""
+    present = set(rows.collect_schema().names())
+    wanted = [c for c in work_columns(stage_names) if c in present]
+    sums = (
+        rows.lazy().select(pl.col(c).fill_null(0).sum() for c in wanted).collect().row(0, named=True)
+        if wanted
+        else {}
+    )
 
     def total(column: str) -> float:
-        return float(rows.get_column(column).fill_null(0).sum()) if column in rows.columns else 0.0
+        return float(sums.get(column) or 0.0)
 
     return {
         name: {
@@ -57,17 +66,18 @@ def configs_frame(configs: list[Configuration]) -> pl.DataFrame:
 
 
 def assemble_items(
-    rows: pl.DataFrame, configs: list[Configuration], attributes: pl.DataFrame
-) -> pl.DataFrame:
-    """Result rows, one per (item, configuration) (a resumed or retried batch's duplicates dropped), joined
-    with their configuration's choices and the item's attributes."""
-    rows = rows.drop([c for c in rows.columns if c.startswith("_")])
-    rows = rows.unique(subset=["item_id", "config_index"], keep="last", maintain_order=True)
-    frame = rows.join(configs_frame(configs), on="config_index", how="left")
-    frame = frame.join(attributes, on="item_id", how="left")
+    rows: pl.LazyFrame | pl.DataFrame, configs: list[Configuration], attributes: pl.DataFrame
+) -> pl.LazyFrame:
+    """Result rows, one per (item, configuration) (a resumed run's repeated rows dropped), joined with their
+    configuration's choices and the item's attributes; lazy, so a large run is never held in memory."""
+    names = rows.collect_schema().names()
+    frame = rows.lazy().drop([c for c in names if c.startswith("_")])
+    frame = frame.unique(subset=["item_id", "config_index"], keep="last")
+    frame = frame.join(configs_frame(configs).lazy(), on="config_index", how="left")
+    frame = frame.join(attributes.lazy(), on="item_id", how="left")
     first = ["config_id", *configs[0].stage_names, "item_id"]
-    rest = [c for c in frame.columns if c not in first]
-    return frame.select([*first, *rest]).sort(["config_id", "item_id"])
+    rest = [c for c in frame.collect_schema().names() if c not in first]
+    return frame.select([*first, *rest])
 
 
 def metric_aggregates(metrics: tuple[Metric, ...] | list[Metric]) -> list[pl.Expr]:
@@ -100,16 +110,22 @@ def latency_aggregates(stage_names: list[str]) -> list[pl.Expr]:
 
 
 def aggregate_configs(
-    items: pl.DataFrame, stage_names: list[str], task: Task, objective: Metric, sla: SLASpec
+    items: pl.LazyFrame | pl.DataFrame, stage_names: list[str], task: Task, objective: Metric, sla: SLASpec
 ) -> pl.DataFrame:
     """configs.parquet: every metric with its interval, the objective, latency percentiles, SLA, Pareto,
     ranked with the tied group of the best first and ordered by p95."""
-    present = [m for m in task.metrics if m.name in items.columns]
-    frame = items.group_by(["config_id", *stage_names]).agg(
-        pl.len().alias("n_items"),
-        pl.col("error").is_not_null().sum().alias("n_errors"),
-        *metric_aggregates(present),
-        *latency_aggregates(stage_names),
+    columns = set(items.collect_schema().names())
+    present = [m for m in task.metrics if m.name in columns]
+    frame = (
+        items.lazy()
+        .group_by(["config_id", *stage_names])
+        .agg(
+            pl.len().alias("n_items"),
+            pl.col("error").is_not_null().sum().alias("n_errors"),
+            *metric_aggregates(present),
+            *latency_aggregates(stage_names),
+        )
+        .collect(engine="streaming")
     )
     frame = frame.with_columns(
         pl.col(objective.name).alias("objective"),
@@ -129,9 +145,8 @@ def sla_failures(row: dict[str, Any], sla: SLASpec) -> list[str]:
     for metric, side, bound in sla.bounds():
         value = row.get(metric)
         if value is None or (value < bound if side == "min" else value > bound):
-            reasons.append(
-                f"{metric} {value if value is None else round(value, 3)} {'<' if side == 'min' else '>'} {bound:g}"
-            )
+            shown = value if value is None else round(value, 3)
+            reasons.append(f"{metric} {shown} {'<' if side == 'min' else '>'} {bound:g}")
     return reasons
 
 
@@ -163,9 +178,9 @@ def with_pareto(frame: pl.DataFrame, objective: Metric) -> pl.DataFrame:
     return frame.with_columns((~pl.col("config_id").is_in(dominated["config_id"].implode())).alias("pareto"))
 
 
-def paired_scores(items: pl.DataFrame, metric: str) -> pl.DataFrame:
+def paired_scores(items: pl.LazyFrame | pl.DataFrame, metric: str) -> pl.DataFrame:
     """item_id x config_id table of a metric (nulls where a configuration has no value for an item)."""
-    frame = items.select("item_id", "config_id", pl.col(metric).cast(pl.Float64))
+    frame = items.lazy().select("item_id", "config_id", pl.col(metric).cast(pl.Float64)).collect()
     return frame.pivot(on="config_id", index="item_id", values=metric, aggregate_function="first")
 
 
@@ -183,7 +198,7 @@ def tied_with(
     return tied
 
 
-def rank(frame: pl.DataFrame, items: pl.DataFrame, objective: Metric) -> pl.DataFrame:
+def rank(frame: pl.DataFrame, items: pl.LazyFrame | pl.DataFrame, objective: Metric) -> pl.DataFrame:
     """SLA-meeting first; among them, the best by the objective and every configuration tied with it (a
     paired sign test on the same items) form the first group, fastest p95 first; then the rest by the
     objective and p95. `tied` marks the group; `rank` is the position."""

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import posixpath
+import tempfile
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -122,6 +123,38 @@ class RunDir:
             for n in names
         ]
         return pl.concat(frames, how="diagonal_relaxed")
+
+    def scan_parts(self) -> pl.LazyFrame | None:
+        """Every streamed part as one lazy frame (nothing is read until it is collected or sunk)."""
+        names = self.part_names()
+        if not names:
+            return None
+        paths = [self.path(posixpath.join(PARTS, n)) for n in names]
+        if self.is_local:
+            frames = [pl.scan_parquet(p) for p in paths]
+        else:
+            import pyarrow.dataset as ds
+
+            frames = [
+                pl.scan_pyarrow_dataset(ds.dataset(p, filesystem=self.fs, format="parquet")) for p in paths
+            ]
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def sink_parquet(self, name: str, frame: pl.LazyFrame) -> str:
+        """Stream a lazy frame into `name` without holding it in memory; returns a local path to read it back
+        from (the file itself for a local run directory, a local copy for a remote one)."""
+        if self.is_local:
+            target = self.path(name)
+            tmp = posixpath.join(posixpath.dirname(target), f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+            frame.sink_parquet(tmp, compression="zstd")
+            os.replace(tmp, target)
+            return target
+        local = os.path.join(tempfile.mkdtemp(prefix="raypipe-"), name)
+        frame.sink_parquet(local, compression="zstd")
+        with open(local, "rb") as source, self.fs.open_output_stream(self.path(name)) as stream:
+            for chunk in iter(lambda: source.read(1 << 24), b""):
+                stream.write(chunk)
+        return local
 
     def remove_parts(self) -> None:
         """Drop the streamed parts once the final files exist."""

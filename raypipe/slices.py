@@ -84,18 +84,19 @@ def slice_attributes(task: Task, spec: PipelineSpec, items: pl.DataFrame) -> lis
     ]
 
 
-def assign_bins(
-    items: pl.DataFrame, task: Task, spec: PipelineSpec
-) -> tuple[pl.DataFrame, dict[str, list[float]]]:
-    """items with a bin_<attribute> column per slice attribute, and the edges used for each."""
-    per_item = items.unique("item_id")
+def bin_exprs(
+    attributes: pl.DataFrame, task: Task, spec: PipelineSpec
+) -> tuple[list[pl.Expr], dict[str, list[float]]]:
+    """A bin_<attribute> expression per slice attribute, with edges from the items' attributes (one row per
+    item), and the edges used for each."""
     used: dict[str, list[float]] = {}
     exprs = []
-    for attribute in slice_attributes(task, spec, items):
-        edges = edges_for(attribute, per_item[attribute.name], spec) if attribute.kind == "continuous" else []
+    for attribute in slice_attributes(task, spec, attributes):
+        values = attributes[attribute.name]
+        edges = edges_for(attribute, values, spec) if attribute.kind == "continuous" else []
         used[attribute.name] = edges
         exprs.append(bin_expr(attribute, edges).alias(bin_column(attribute.name)))
-    return (items.with_columns(exprs) if exprs else items), used
+    return exprs, used
 
 
 def cell_stats(
@@ -171,7 +172,7 @@ def slice_table(
 ) -> pl.DataFrame:
     """slices.parquet: one row per (dimension, cell, configuration), with the cell's winner and ties."""
     alive = alive_configs(configs)
-    dims = [[bin_column(a.name)] for a in slice_attributes(task, spec, items)]
+    dims = [[bin_column(a.name)] for a in task.slice_attributes if bin_column(a.name) in items.columns]
     dims += [
         [bin_column(a), bin_column(b)]
         for a, b in spec.slices.cross
