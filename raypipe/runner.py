@@ -190,6 +190,14 @@ class Execution:
         ray.get(self.control.drop.remote([local[g] for g in config_indices if g in local]))
 
 
+def on_driver_node() -> Any:
+    """Pin to the driver's node: an actor the run cannot do without must not die with a worker node (a
+    RunControl on a killed worker node failed every batch after it, seen on a 3-node cluster)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def execute(
     items: pa.Table,
     task: Task,
@@ -200,7 +208,7 @@ def execute(
 ) -> Execution:
     """Start streaming result batches (one row per item x configuration that was not dropped); rows carry
     the execution's own config_index (0..len(configs)-1)."""
-    control = RunControl.remote()
+    control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
     ds = build_plan(items, task, configs, plans, options, control)
     execution = Execution(control, config_indices or list(range(len(configs))))
     execution.batches = (b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows)
@@ -259,8 +267,8 @@ LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 
 
 
 class LiveMetrics:
-    """A run's progress exported through ray.util.metrics (the Ray dashboard, Prometheus): items and rows done,
-    errored rows, per-stage call times, and each configuration's running objective.
+    """A run's progress exported through ray.util.metrics (the Ray dashboard, Prometheus): items and rows
+    done, errored rows, per-stage call times, and each configuration's running objective.
 
     The driver records them from each result batch as it arrives, so they need no extra traffic."""
 
@@ -270,7 +278,9 @@ class LiveMetrics:
         self.tags = {"run": run}
         self.stage_names, self.objective, self.config_ids = stage_names, objective, config_ids
         self.rows = metrics.Counter("raypipe_rows_done", "Result rows (item x configuration) done.", ("run",))
-        self.items = metrics.Counter("raypipe_items_done", "Items whose every configuration is done.", ("run",))
+        self.items = metrics.Counter(
+            "raypipe_items_done", "Items whose every configuration is done.", ("run",)
+        )
         self.errors = metrics.Counter("raypipe_rows_errored", "Result rows that ended in an error.", ("run",))
         self.stage_ms = metrics.Histogram(
             "raypipe_stage_call_ms",
@@ -288,7 +298,11 @@ class LiveMetrics:
         errors = batch.column("error").null_count
         if errors < batch.num_rows:
             self.errors.inc(batch.num_rows - errors, self.tags)
-        first_rows = batch.column(f"_calls_{self.stage_names[0]}").drop_null() if f"_calls_{self.stage_names[0]}" in batch.column_names else []
+        first_rows = (
+            batch.column(f"_calls_{self.stage_names[0]}").drop_null()
+            if f"_calls_{self.stage_names[0]}" in batch.column_names
+            else []
+        )
         self.items.inc(len(first_rows), self.tags)
         for stage in self.stage_names:
             for ms in batch.column(f"busy_{stage}_ms").drop_null().to_pylist():
@@ -298,7 +312,9 @@ class LiveMetrics:
     def _running(self, batch: pa.Table) -> None:
         if self.objective not in batch.column_names:
             return
-        for config, value in zip(batch.column("config_index").to_pylist(), batch.column(self.objective).to_pylist(), strict=True):
+        for config, value in zip(
+            batch.column("config_index").to_pylist(), batch.column(self.objective).to_pylist(), strict=True
+        ):
             if value is None:
                 continue
             total = self.sums.setdefault(config, [0.0, 0])

@@ -42,3 +42,14 @@ def test_cluster_yaml_follows_rays_cluster_schema():
     assert any("scripts/install.sh" in command for command in config["setup_commands"])
     with pytest.raises(jsonschema.ValidationError, match="'many' is not of type 'integer'"):
         jsonschema.validate({**config, "max_workers": "many"}, schema)
+
+
+def test_cluster_dashboard_listens_on_loopback_only():
+    """The dashboard serves the Jobs API, which runs any command: it must not face the network."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    starts = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert starts and all("--dashboard-host=127.0.0.1" in c for c in starts)
+    assert "0.0.0.0" not in (REPO / "cluster.yaml").read_text()
+    assert "ray dashboard cluster.yaml" in (REPO / "cluster.yaml").read_text()  # how to reach it instead

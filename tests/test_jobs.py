@@ -1,4 +1,5 @@
-"""`ray start --head`, then `ray job submit ... python jobs/evaluate.py`: same spec, same runner."""
+"""Ray jobs: `ray job submit ... python jobs/evaluate.py` and `raypipe submit`; results land where the
+submitter can open them, and a relative --out that would be lost is refused."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import polars as pl
 import pytest
 import yaml
 
+from raypipe.datasets import write_table
+from raypipe.errors import RaypipeError
+from raypipe.registry import resolve_task
+from raypipe.submit import JOB_ENV, SUBMIT_DIR_ENV, SUBMIT_HOST_ENV, host_identity, option_value, prepare_job
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.ray
 BIN = Path(sys.executable).parent
 
 
@@ -27,7 +31,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
     """A loopback-only head node of our own, stopped by its process id (never `ray stop`)."""
     env = {
@@ -93,48 +97,121 @@ def wait_for_dashboard(address: str, env: dict) -> None:
     raise RuntimeError(f"the Ray head never answered at {address}: {probe.stderr[-2000:]}")
 
 
-def submit_when_ready(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+def submit_when_ready(cmd: list[str], env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Submit; while the head's job agent is still starting, Ray answers "try again later": do so."""
     for _ in range(12):
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in result.stderr:
             return result
         time.sleep(5)
     return result
 
 
-def test_job_submit_runs_the_same_spec(head_node, tiny_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def digits_job(tmp_path_factory) -> Path:
+    """A folder holding a two-configuration digits spec and its 12 items, as a submitter's would."""
+    folder = tmp_path_factory.mktemp("submitter")
+    write_table(resolve_task("digits").generate("clean", 12, seed=2), str(folder / "digits.parquet"))
+    spec = {
+        "name": "job",
+        "task": "digits",
+        "stages": [
+            {"name": "preprocess", "choices": ["none", "threshold"]},
+            {"name": "classify", "choices": ["linear"]},
+        ],
+        "dataset": {"source": "digits.parquet"},
+    }
+    (folder / "job.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def ray_job_submit(address: str, *job_args: str) -> list[str]:
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO)]
+    return [*cmd, "--", "python", "jobs/evaluate.py", *job_args]
+
+
+def check_results(out: Path) -> None:
+    configs = pl.read_parquet(out / "configs.parquet")
+    assert configs.height == 2 and configs["n_items"].to_list() == [12, 12]
+    items = pl.read_parquet(out / "items.parquet")
+    assert items.height == 24 and items.select("item_id", "config_id").n_unique() == 24
+
+
+@pytest.mark.ray
+def test_job_with_an_absolute_out_writes_there(head_node, digits_job, tmp_path):
     address, env = head_node
-    raw = yaml.safe_load((REPO / "configs" / "icp-quick.yaml").read_text())
-    raw["stages"] = [
-        {"name": "orient", "choices": ["none"]},
-        {"name": "enhance", "choices": ["none"]},
-        {"name": "channel", "choices": ["gray", "original"]},
-        {"name": "ocr", "choices": ["tesseract"]},
-    ]
-    spec = tmp_path / "job.yaml"
-    spec.write_text(yaml.safe_dump(raw))
-    out = tmp_path / "run"
-    cmd = [
-        str(BIN / "ray"),
-        "job",
-        "submit",
-        "--address",
-        address,
-        "--working-dir",
-        str(REPO),
-        "--",
-        "python",
-        "jobs/evaluate.py",
-        str(spec),
-        "--dataset",
-        str(tiny_dataset),
-        "--out",
-        str(out),
-    ]
-    result = submit_when_ready(cmd, env)
+    out = tmp_path / "absolute"
+    cmd = ray_job_submit(
+        address, str(digits_job / "job.yaml"), "--dataset", str(digits_job / "digits.parquet")
+    )
+    result = submit_when_ready([*cmd, "--out", str(out), "--no-calibrate"], env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "succeeded" in result.stdout
-    configs = pl.read_parquet(out / "configs.parquet")
-    assert configs.height == 2 and configs["n_items"].to_list() == [4, 4]
-    assert "run directory" in result.stdout
+    assert f"results: {out}" in result.stdout and "run directory" in result.stdout
+    check_results(out)
+
+
+@pytest.mark.ray
+def test_raypipe_submit_keeps_relative_paths_relative_to_the_submitter(head_node, digits_job):
+    address, env = head_node
+    cmd = [sys.executable, "-m", "raypipe.submit", "job.yaml", "--address", address, "--out", "runs/job"]
+    cmd += ["--dataset", "digits.parquet", "--no-calibrate", "--no-cache"]
+    result = submit_when_ready(cmd, {**env, "PYTHONPATH": str(REPO)}, cwd=digits_job)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = digits_job / "runs" / "job"
+    assert f"results: {out}" in result.stdout
+    check_results(out)
+
+
+@pytest.mark.ray
+def test_plain_job_submit_refuses_a_relative_out(head_node, digits_job):
+    address, env = head_node
+    cmd = ray_job_submit(address, str(digits_job / "job.yaml"), "--out", "runs/job")
+    result = submit_when_ready(cmd, env)
+    assert result.returncode != 0
+    assert "--out runs/job is relative" in result.stdout
+    assert "give an absolute path" in result.stdout and "s3://" in result.stdout
+
+
+# -- where a job puts its results (no Ray) ----------------------------------------------------------------
+
+
+def test_option_value_reads_both_spellings():
+    assert option_value(["spec.yaml", "--out", "a", "--limit", "3"], "--out") == "a"
+    assert option_value(["spec.yaml", "--out=b"], "--out") == "b"
+    assert option_value(["spec.yaml"], "--out") is None
+
+
+def test_outside_a_job_arguments_pass_unchanged(tmp_path):
+    argv, where = prepare_job(["spec.yaml", "--out", "runs/x"], environ={})
+    assert argv == ["spec.yaml", "--out", "runs/x"]
+    assert where.startswith(f"results: {os.path.abspath('runs/x')} on ")
+
+
+def test_a_job_from_this_machine_works_in_the_submitters_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # a job starts in its copy of the working directory
+    env = {JOB_ENV: "{}", SUBMIT_DIR_ENV: str(tmp_path), SUBMIT_HOST_ENV: host_identity()}
+    argv, where = prepare_job(["configs/digits.yaml", "--out", "runs/x"], env)
+    assert os.getcwd() == str(tmp_path)
+    assert argv == [str(REPO / "configs" / "digits.yaml"), "--out", "runs/x"]
+    assert where.startswith(f"results: {tmp_path / 'runs' / 'x'} on ")
+
+
+def test_a_job_elsewhere_refuses_a_relative_out_but_takes_absolute_paths_and_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {JOB_ENV: "{}", SUBMIT_DIR_ENV: "/home/someone", SUBMIT_HOST_ENV: "laptop/0"}
+    with pytest.raises(
+        RaypipeError, match=r"--out runs/x is relative, and this job runs on .* not on laptop/0"
+    ):
+        prepare_job(["spec.yaml", "--out", "runs/x"], env)
+    with pytest.raises(RaypipeError, match=r"no --out was given"):
+        prepare_job(["spec.yaml"], env)
+    assert os.getcwd() == str(tmp_path)
+    for out in ("/shared/runs/x", "s3://bucket/runs/x?endpoint_override=h:9000", "file:///shared/x"):
+        argv, where = prepare_job(["spec.yaml", "--out", out], env)
+        assert argv[-1] == out and out in where
+
+
+def test_a_plain_ray_job_submit_refuses_a_relative_out():
+    with pytest.raises(RaypipeError, match=r"Ray's temporary copy of the working directory"):
+        prepare_job(["spec.yaml", "--out", "runs/x"], {JOB_ENV: "{}"})

@@ -8,6 +8,7 @@ import numpy as np
 
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray
+from raypipe.stages.orient_cnn import engine_versions
 
 
 class Original(Stage):
@@ -23,6 +24,10 @@ class Gray(Stage):
     """Luminance as a 2-D uint8 image; gray input passes through unchanged."""
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
+
+    @classmethod
+    def cache_identity(cls, **_: object) -> dict[str, object]:
+        return {"engines": engine_versions("cv2")}  # OpenCV's luminance weights
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return as_gray(image)

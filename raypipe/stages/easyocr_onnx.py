@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.models import check_manifest, models_dir, onnx_session
+from raypipe.models import check_manifest, file_identity, models_dir, onnx_session
 
 # "torch" is EasyOCR's own recognizer as it loads it: on the CPU, torch's dynamic int8 quantization of the
 # LSTM and Linear layers (easyocr.Reader(quantize=True), its default). "torch-fp32" is the same network
@@ -56,6 +56,14 @@ def check_recognizer(recognizer: str, model_dir: str | os.PathLike[str] | None =
         ) from exc
     check_manifest(path, EXPORT_HINT)
     return path
+
+
+def recognizer_identity(recognizer: str, model_dir: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """For cache keys: the SHA-256 of the ONNX recognizer file a choice loads (nothing for torch ones)."""
+    if recognizer in ("torch", "torch-fp32"):
+        return {}
+    path = recognizer_path(recognizer, model_dir)
+    return {path.name: file_identity(path) if path.is_file() else "missing"}
 
 
 class OnnxRecognizer:

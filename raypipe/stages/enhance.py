@@ -11,6 +11,7 @@ import numpy as np
 
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray
+from raypipe.stages.orient_cnn import engine_versions
 
 
 class NoEnhance(Stage):
@@ -22,7 +23,15 @@ class NoEnhance(Stage):
         return image
 
 
-class Sharpen(Stage):
+class _OpenCVStage(Stage):
+    """An enhancement computed by OpenCV (and NumPy): their versions are part of its cache key."""
+
+    @classmethod
+    def cache_identity(cls, **_: object) -> dict[str, object]:
+        return {"engines": engine_versions("cv2", "numpy")}
+
+
+class Sharpen(_OpenCVStage):
     """Unsharp mask: image + amount * (image - gaussian_blur(image, sigma))."""
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
@@ -38,7 +47,7 @@ class Sharpen(Stage):
         return cv2.addWeighted(image, 1.0 + self.amount, blurred, -self.amount, 0)
 
 
-class BrightnessContrast(Stage):
+class BrightnessContrast(_OpenCVStage):
     """Stretch the luminance between two percentiles to the full range, then gamma-correct to a target mean.
 
     The same lookup table is applied to every channel, so colours keep their hue. The gamma is solved on
@@ -84,7 +93,7 @@ def _gamma_for_mean(levels: np.ndarray, weights: np.ndarray, target: float) -> f
     return float(np.exp((low + high) / 2.0))
 
 
-class Clahe(Stage):
+class Clahe(_OpenCVStage):
     """Contrast-limited adaptive histogram equalization: on LAB's L channel for colour, directly for gray."""
 
     resources: ClassVar[Resources] = IMAGE_STAGE_RESOURCES
@@ -104,7 +113,7 @@ class Clahe(Stage):
         return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
 
 
-class Denoise(Stage):
+class Denoise(_OpenCVStage):
     """Non-local means denoising (OpenCV), colour or gray.
 
     Small windows (template 3, search 7; OpenCV's defaults are 7 and 21) make it ~7x faster on a noisy

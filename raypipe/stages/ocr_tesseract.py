@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+from functools import cache
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 
 from raypipe.errors import StageError
+from raypipe.models import file_identity
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
+from raypipe.stages.orient_cnn import engine_versions
 from raypipe.stages.words import rect_box, sort_reading_order
 
 
@@ -48,6 +54,33 @@ def require_tesseract(languages: list[str]) -> None:
         )
 
 
+@cache
+def _tesseract_install(command: str, tessdata_prefix: str | None) -> tuple[str, str | None]:
+    """(version, tessdata folder) of the Tesseract binary: two subprocesses per process and setting."""
+    try:
+        shown = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=30)
+        listed = subprocess.run([command, "--list-langs"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "absent", None
+    first = (shown.stdout or shown.stderr).strip().splitlines()
+    folder = re.search(r'"([^"]+)"', listed.stdout + listed.stderr)
+    return (first[0] if first else "unknown"), (folder.group(1) if folder else None)
+
+
+def tesseract_identity(languages: list[str]) -> dict[str, object]:
+    """For cache keys: the Tesseract binary's version, pytesseract's, and the SHA-256 of each language's
+    traineddata file (from the folder Tesseract itself reports, so TESSDATA_PREFIX counts)."""
+    import pytesseract
+
+    command = pytesseract.pytesseract.tesseract_cmd
+    binary, folder = _tesseract_install(command, os.environ.get("TESSDATA_PREFIX"))
+    data = {}
+    for language in languages:
+        path = Path(folder or "") / f"{language}.traineddata"
+        data[language] = file_identity(path) if folder and path.is_file() else "missing"
+    return {"tesseract": binary, "traineddata": data, "engines": engine_versions("pytesseract")}
+
+
 def split_languages(lang: str) -> list[str]:
     """Tesseract's "chi_sim+eng" as ["chi_sim", "eng"]."""
     return [part for part in lang.split("+") if part]
@@ -77,6 +110,10 @@ class TesseractOCR(Stage):
     @classmethod
     def preflight(cls, lang: str = "chi_sim+eng", **_: object) -> None:
         require_tesseract(split_languages(lang))
+
+    @classmethod
+    def cache_identity(cls, lang: str = "chi_sim+eng", **_: object) -> dict[str, object]:
+        return tesseract_identity(split_languages(lang))
 
     def __call__(self, image: np.ndarray) -> OcrResult:
         import pytesseract

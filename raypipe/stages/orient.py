@@ -12,7 +12,8 @@ import numpy as np
 
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray, rotate_expanded, rotate_quarter_turns
-from raypipe.stages.ocr_tesseract import limit_tesseract_threads, require_tesseract
+from raypipe.stages.ocr_tesseract import limit_tesseract_threads, require_tesseract, tesseract_identity
+from raypipe.stages.orient_cnn import engine_versions
 
 
 class NoOrient(Stage):
@@ -37,6 +38,10 @@ class HoughDeskew(Stage):
     def __init__(self, max_angle: float = 15.0, min_angle: float = 0.5):
         self.max_angle = max_angle
         self.min_angle = min_angle
+
+    @classmethod
+    def cache_identity(cls, **_: object) -> dict[str, object]:
+        return {"engines": engine_versions("cv2")}
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         angle = self.estimate_skew(image)
@@ -111,6 +116,13 @@ class TesseractOSD(Stage):
     @classmethod
     def preflight(cls, **_: object) -> None:
         require_tesseract(["osd"])
+
+    @classmethod
+    def cache_identity(cls, **_: object) -> dict[str, object]:
+        """Tesseract, its osd data, and OpenCV (the resize before OSD)."""
+        identity = tesseract_identity(["osd"])
+        identity["engines"] = {**identity["engines"], **engine_versions("cv2")}
+        return identity
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         rotate = self.clockwise_correction(image)

@@ -12,13 +12,15 @@ turning the image 90*k degrees clockwise, and returns its input object itself wh
 from __future__ import annotations
 
 import os
+from functools import cache
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, get_args
 
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.models import check_manifest, models_dir, onnx_session
+from raypipe.models import check_manifest, file_identity, models_dir, onnx_session
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray, rotate_quarter_turns
 
@@ -197,6 +199,22 @@ RUNTIMES: dict[str, tuple[str, str]] = {
 }
 
 
+@cache
+def _distributions() -> dict[str, list[str]]:
+    return dict(packages_distributions())  # scans every installed distribution once: ~0.6 s
+
+
+def engine_versions(*modules: str) -> dict[str, str]:
+    """For cache keys: each top-level module's installed distribution and version ("cv2" ->
+    "opencv-python-headless==5.0.0"), whichever build provides it (onnxruntime or onnxruntime-gpu,
+    tensorflow or tensorflow-cpu); "absent" when none does."""
+    found = {}
+    for module in modules:
+        dists = sorted(set(_distributions().get(module, [])))
+        found[module] = ", ".join(f"{d}=={version(d)}" for d in dists) or "absent"
+    return found
+
+
 def load_backend(path: Path, threads: int = 1) -> Backend:
     """The runtime that serves `path`, chosen by its suffix."""
     backends = {".keras": KerasBackend, ".tflite": LiteRTBackend, ".onnx": OnnxBackend}
@@ -240,6 +258,17 @@ class OrientCNN(Stage):
         except ImportError as exc:
             raise StageError(f"orient cnn variant {variant!r} needs {module}: {install}") from exc
         return path
+
+    @classmethod
+    def cache_identity(
+        cls, variant: str = "keras", model_dir: str | None = None, **_: object
+    ) -> dict[str, object]:
+        """The variant file's SHA-256 and the versions of its runtime and of OpenCV (the resize)."""
+        path = variant_path(variant, model_dir)
+        runtime = RUNTIMES[variant_parts(variant)[1].split("-")[0]][0]
+        modules = ("cv2", runtime, "keras") if runtime == "tensorflow" else ("cv2", runtime)
+        model = file_identity(path) if path.is_file() else "missing"
+        return {"model": {path.name: model}, "engines": engine_versions(*modules)}
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         turns = self.predict_rotation(image)

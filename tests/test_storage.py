@@ -1,0 +1,105 @@
+"""Results that outlive the job: run directories and datasets at file:// and s3:// URIs.
+
+The S3 endpoint is moto's server mode on loopback (a real HTTP S3 API in a thread of this process): no
+MinIO package is available here, and moto needs no binary, no network and no account.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import polars as pl
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from raypipe.cli import app
+from raypipe.datasets import write_table
+from raypipe.evaluation import evaluate
+from raypipe.registry import resolve_task
+from raypipe.run import RunDir
+from tests.conftest import request_for
+
+pytestmark = pytest.mark.ray
+RESULT_FILES = ("run.json", "items.parquet", "configs.parquet", "slices.parquet", "manifest.json")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A loopback S3 server with bucket `raypipe`; yields the query that points pyarrow URIs at it."""
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",  # moto accepts any credentials; pyarrow reads them from here
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        admin = pafs.S3FileSystem(
+            endpoint_override=f"127.0.0.1:{port}", scheme="http", allow_bucket_creation=True
+        )
+        admin.create_dir("raypipe")
+        yield f"?endpoint_override=127.0.0.1:{port}&scheme=http"
+    finally:
+        server.stop()
+
+
+def digits_spec(source: str) -> dict:
+    return {
+        "name": "stored",
+        "task": "digits",
+        "stages": [
+            {"name": "preprocess", "choices": ["none", "threshold"]},
+            {"name": "classify", "choices": ["linear"]},
+        ],
+        "dataset": {"source": source},
+    }
+
+
+def run_at(out: str, source: str) -> RunDir:
+    write_table(resolve_task("digits").generate("clean", 12, seed=4), source)
+    result = evaluate(request_for(digits_spec(source), out, calibrate=False))
+    return result.run_dir
+
+
+def check_results(run_dir: RunDir) -> None:
+    assert all(run_dir.exists(name) for name in RESULT_FILES)
+    assert not run_dir.exists("parts")  # the streamed parts were folded into the final files
+    items = run_dir.read_parquet("items.parquet")
+    assert items.height == 24 and items.select("item_id", "config_id").n_unique() == 24
+    assert items["error"].null_count() == 24
+    report = CliRunner().invoke(app, ["report", run_dir.location, "--top", "2"])
+    assert report.exit_code == 0, report.output
+    assert "threshold" in report.output
+
+
+def test_run_directory_and_dataset_at_file_uris(ray_cluster, tmp_path):
+    run_dir = run_at(f"file://{tmp_path}/runs/r1", f"file://{tmp_path}/data/digits.parquet")
+    check_results(run_dir)
+    assert str(run_dir) == f"{tmp_path}/runs/r1"  # a local URI is shown as the path the user can open
+    local = pl.read_parquet(tmp_path / "runs" / "r1" / "configs.parquet")
+    assert local.height == 2 and local["n_items"].to_list() == [12, 12]
+
+
+def test_run_directory_and_dataset_on_an_s3_endpoint(ray_cluster, s3_endpoint):
+    out = "s3://raypipe/runs/r1" + s3_endpoint
+    run_dir = run_at(out, "s3://raypipe/data/digits.parquet" + s3_endpoint)
+    check_results(run_dir)
+    fs, root = pafs.FileSystem.from_uri(out)
+    assert root == "raypipe/runs/r1"
+    configs = pq.read_table(f"{root}/configs.parquet", filesystem=fs)
+    assert configs.num_rows == 2 and configs.column("n_items").to_pylist() == [12, 12]
+    assert "testing" not in run_dir.read_bytes("run.json").decode()  # credentials come from the environment
