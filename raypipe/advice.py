@@ -1,4 +1,4 @@
-"""`raypipe recommend`: read a run, reweight it to the user's mix, print the recommendation and what changed."""
+"""`raypipe recommend`: read a run, reweight it to the user's mix, print the recommendation and changes."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def sla_with(base: SLASpec, overrides: dict[str, Any]) -> SLASpec:
         elif side in ("min", "max") and metric:
             data[side][metric] = float(value)
         else:
-            raise RaypipeError(f"--sla '{key}': write p95_latency_ms=MS, min.METRIC=BOUND or max.METRIC=BOUND")
+            raise RaypipeError(
+                f"--sla '{key}': write p95_latency_ms=MS, min.METRIC=BOUND or max.METRIC=BOUND"
+            )
     return SLASpec.model_validate(data)
 
 
@@ -38,7 +40,9 @@ def recommend_for(view: RunView, entries: list[str], sla: SLASpec) -> tuple[Reco
     column = bin_column(attribute)
     if column not in view.items.columns:
         known = [c.removeprefix("bin_") for c in view.items.columns if c.startswith("bin_")]
-        raise RaypipeError(f"--mix: this run has no slice attribute '{attribute}' (attributes: {', '.join(known)})")
+        raise RaypipeError(
+            f"--mix: this run has no slice attribute '{attribute}' (attributes: {', '.join(known)})"
+        )
     known_bins = sorted(view.items[column].drop_nulls().unique().to_list())
     edges = view.manifest.get("slices", {}).get("bin_edges", {}).get(attribute)
     mix = mix_weights(view.items, attribute, resolve_bins(given, known_bins, edges))
@@ -47,7 +51,9 @@ def recommend_for(view: RunView, entries: list[str], sla: SLASpec) -> tuple[Reco
     return wanted, own
 
 
-def advise(location: str, entries: list[str], sla_overrides: dict[str, Any], top: int, console: Console) -> None:
+def advise(
+    location: str, entries: list[str], sla_overrides: dict[str, Any], top: int, console: Console
+) -> None:
     view = RunView(location)
     sla = sla_with(view.spec.sla, sla_overrides)
     wanted, own = recommend_for(view, entries, sla)
@@ -86,7 +92,8 @@ def _changes(wanted: Recommendation, own: Recommendation, view: RunView, name: s
     if own.recommended == wanted.recommended:
         before = own.ranking.filter(own.ranking["config_id"] == own.recommended)["expected"][0]
         after = wanted.ranking.filter(wanted.ranking["config_id"] == wanted.recommended)["expected"][0]
-        return f"against the run's own mix: the same choice; its expected {name} moves {before:.3f} -> {after:.3f}"
+        moves = f"{before:.3f} -> {after:.3f}"
+        return f"against the run's own mix: the same choice; its expected {name} moves {moves}"
     return (
         f"against the run's own mix: the recommendation changes from {_describe(own, own.recommended, view)} "
         f"(under this mix: {_value(wanted, own.recommended)})"

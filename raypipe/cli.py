@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -190,9 +190,15 @@ def progress_printer(progress: Progress):
     return on_progress
 
 
-def progress_bar() -> Progress:
+def progress_bar(terminal: TextIO | None = None) -> Progress:
+    """A progress bar on the terminal (`terminal`: where the terminal went while Ray's output is captured)."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    return Progress(*columns, TimeRemainingColumn(), console=console)
+    shown = (
+        console
+        if terminal is None
+        else Console(file=terminal, width=console.width if not sys.stdout.isatty() else None)
+    )
+    return Progress(*columns, TimeRemainingColumn(), console=shown)
 
 
 @app.command()
@@ -253,7 +259,9 @@ def run(
     }
     try:
         request = Request.load(resume) if resume else build_request(config, search, search_param, options)
-        with ray_logs_to(request.out, verbose), progress_bar() as progress:
+        if resume and address:  # the cluster may have moved since the run started
+            request = request.model_copy(update={"address": address})
+        with ray_logs_to(request.out, verbose) as terminal, progress_bar(terminal) as progress:
             result = evaluation.evaluate(request, progress_printer(progress))
     except RaypipeError as exc:
         raise fail(exc) from exc
@@ -340,9 +348,11 @@ def recommend(
         raise fail(exc) from exc
 
 
-from raypipe.search.cli import search_app  # noqa: E402 - a sub-app, registered beside the others
+from raypipe.search.cli import search_app  # noqa: E402 - sub-apps and commands of their own modules
+from raypipe.submit import SUBMIT_CONTEXT, submit_command  # noqa: E402
 
 app.add_typer(search_app, name="search")
+app.command("submit", context_settings=SUBMIT_CONTEXT)(submit_command)
 
 cache_app = typer.Typer(help="Inspect or clear the persistent stage-output cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")

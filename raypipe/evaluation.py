@@ -35,7 +35,7 @@ from raypipe.run import (
     RunDir,
     filesystem,
 )
-from raypipe.search.base import SearchOutcome
+from raypipe.search.base import Search, SearchOutcome
 from raypipe.space import expand_configurations
 from raypipe.spec import PipelineSpec
 from raypipe.task import Metric, Task
@@ -113,10 +113,11 @@ def item_attributes(task: Task, table: pa.Table) -> pl.DataFrame:
     return pl.from_arrow(table.select(["item_id", *names]))
 
 
-def run_options(request: Request) -> runner.RunOptions:
+def run_options(request: Request, search: Search | None = None) -> runner.RunOptions:
     cache = CacheConfig(request.cache_dir) if request.cache_dir else None
+    cap = search.max_batch_size if search is not None else None
     return runner.RunOptions(
-        request.share_prefixes, request.reuse_identical, cache, request.max_actors_per_pool
+        request.share_prefixes, request.reuse_identical, cache, request.max_actors_per_pool, cap
     )
 
 
@@ -147,7 +148,7 @@ def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult
     if not resuming:
         run_dir.make()
         request.save(run_dir)
-    ctx = open_run(request, task, objective, table, run_dir, on_progress)
+    ctx = open_run(request, task, objective, table, run_dir, on_progress, search)
     if resuming:
         ctx.table = remaining_items(ctx)
     started = time.perf_counter()
@@ -171,6 +172,7 @@ def open_run(
     table: pa.Table,
     run_dir: RunDir,
     on_progress: Progress | None,
+    search: Search | None = None,
 ) -> RunContext:
     """Connect to Ray and plan the operators; says where each choice runs."""
     spec = request.spec
@@ -183,7 +185,8 @@ def open_run(
         on_progress(f"objective {objective.name}: {objective.description}", 0, 0)
         for p in plans:
             on_progress(f"operator {p.label}", 0, 0)
-    ctx = RunContext(spec, task, objective, configs, table, run_dir, run_options(request), plans, cpus, gpus)
+    options = run_options(request, search)
+    ctx = RunContext(spec, task, objective, configs, table, run_dir, options, plans, cpus, gpus)
     ctx.on_progress = on_progress
     ctx.monitor = runner.LiveMetrics(
         spec.name, list(configs[0].stage_names), objective.name, [c.config_id for c in configs]

@@ -1,7 +1,9 @@
 """A quiet terminal: Ray's own log lines go to the run directory's run.log, not to the user's screen.
 
-Ray writes from Python loggers and from its C++ core straight to file descriptor 2, so the descriptor itself
-is pointed at a file for the run (`--verbose` leaves it alone). The progress bar and tables use stdout.
+Ray writes from Python loggers and from its C++ core straight to file descriptors 2 and 1 (its error
+messages from workers and raylets, "(raylet) Task ... will be retried", reach the driver's stdout), so both
+descriptors are pointed at a file for the run (`--verbose` leaves them alone). The progress bar writes to
+a duplicate of the terminal's stdout taken before, which this context hands out.
 """
 
 from __future__ import annotations
@@ -12,28 +14,36 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import TextIO
 
 from raypipe.run import LOG, RunDir
 
 
 @contextlib.contextmanager
-def ray_logs_to(run_location: str, verbose: bool = False) -> Iterator[str | None]:
-    """Send everything written to stderr during the block to `run_location`/run.log (unless verbose)."""
+def ray_logs_to(run_location: str, verbose: bool = False) -> Iterator[TextIO | None]:
+    """Send everything written to stdout and stderr during the block to `run_location`/run.log (unless
+    verbose); yields a stream to the real terminal for the progress bar (None when verbose)."""
     if verbose:
         yield None
         return
     handle, path = tempfile.mkstemp(prefix="raypipe-run-", suffix=".log")
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(handle, 2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8")
+    for fd in (1, 2):
+        os.dup2(handle, fd)
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        yield path
+        yield terminal
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        terminal.close()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(handle)
         _keep(path, run_location)
 

@@ -1,4 +1,4 @@
-"""A run's manifest: what ran, on what data, hardware and versions, what it cost, and how latency was measured."""
+"""A run's manifest: what ran, on what data, hardware and versions, its cost, how latency was measured."""
 
 from __future__ import annotations
 

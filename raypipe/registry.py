@@ -1,4 +1,4 @@
-"""Registries of stages, tasks and search strategies: built-ins, entry points, and classes registered at run time.
+"""Registries of stages, tasks and search strategies: built-ins, entry points, classes registered at run time.
 
 Built-ins are "module:Class" strings so that naming a component never imports its heavy library. A name
 may be taken once: registering (or publishing as a plugin) a name that a built-in holds is refused, so a

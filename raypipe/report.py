@@ -41,7 +41,8 @@ def ranked_table(
     errors, SLA and Pareto; `=` marks the group statistically tied with the best, fastest first."""
     table = Table(title=f"raypipe: configurations ranked by {objective.name} (SLA-meeting first)")
     table.caption = (
-        f"{objective.name}: {objective.description}; 95% interval. '=': tied with the best (paired sign test), "
+        f"{objective.name}: {objective.description}; 95% interval. '=': tied with the best (paired sign "
+        "test), "
         "ordered by p95. p50/p95: service time per item alone (CPU time calibrated by calls timed alone; "
         "failed items count what they spent); busy p95: wall time in this run, under load"
     )
@@ -53,7 +54,10 @@ def ranked_table(
         table.add_column(header, justify="right")
     rows = configs.head(top) if top else configs
     if rows.height < configs.height:
-        table.caption += f"\n{rows.height} of {configs.height} shown ({configs.height - rows.height} more: `raypipe report RUN_DIR`)"
+        hidden = configs.height - rows.height
+        table.caption += (
+            f"\n{rows.height} of {configs.height} shown ({hidden} more: `raypipe report RUN_DIR`)"
+        )
     for i, r in enumerate(rows.iter_rows(named=True), start=1):
         dropped = r.get("dropped_after_items")
         sla = "[green]pass[/]" if r["sla_pass"] else "[red]fail[/]"

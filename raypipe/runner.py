@@ -47,6 +47,16 @@ class RunOptions:
     reuse_identical: bool = True
     cache: CacheConfig | None = None
     max_actors_per_pool: int | None = None
+    # A search that drops configurations while items flow wants small batches: an actor reads the live set
+    # once per batch, and a large batch decided before a drop runs to its end.
+    max_batch_size: int | None = None
+
+
+def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> int:
+    """The batch an operator takes: what its choices declare, capped by the run's limit, and small enough
+    that every actor of the pool gets work on a small dataset (two batches per actor at least)."""
+    spread = max(1, -(-n_items // (2 * pool_size)))
+    return max(1, min(declared, spread, cap or declared))
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -256,7 +266,9 @@ def build_plan(
             StageActor,
             fn_constructor_kwargs=worker,
             compute=ray.data.ActorPoolStrategy(size=p.pool_size),
-            batch_size=p.resources.batch_size,
+            batch_size=batch_size(
+                p.resources.batch_size, items.num_rows, p.pool_size, options.max_batch_size
+            ),
             num_cpus=p.resources.num_cpus,
             num_gpus=p.resources.num_gpus or None,
         )
@@ -295,32 +307,41 @@ class LiveMetrics:
 
     def observe(self, batch: pa.Table) -> None:
         self.rows.inc(batch.num_rows, self.tags)
-        errors = batch.column("error").null_count
-        if errors < batch.num_rows:
-            self.errors.inc(batch.num_rows - errors, self.tags)
-        first_rows = (
-            batch.column(f"_calls_{self.stage_names[0]}").drop_null()
-            if f"_calls_{self.stage_names[0]}" in batch.column_names
-            else []
-        )
-        self.items.inc(len(first_rows), self.tags)
+        errors = batch.num_rows - batch.column("error").null_count
+        if errors:
+            self.errors.inc(errors, self.tags)
+        first = f"_calls_{self.stage_names[0]}"
+        if first in batch.column_names:  # an item's work counts ride on its first row
+            self.items.inc(len(batch.column(first).drop_null()), self.tags)
         for stage in self.stage_names:
-            for ms in batch.column(f"busy_{stage}_ms").drop_null().to_pylist():
-                self.stage_ms.observe(ms, {**self.tags, "stage": stage})
+            self._stage_times(batch, stage)
         self._running(batch)
+
+    def _stage_times(self, batch: pa.Table, stage: str) -> None:
+        """One observation per item and stage, its mean call time: rows repeat a shared call per config."""
+        calls, busy = f"_calls_{stage}", f"_busy_ms_{stage}"
+        if calls not in batch.column_names or busy not in batch.column_names:
+            return
+        for n, ms in zip(batch.column(calls).to_pylist(), batch.column(busy).to_pylist(), strict=True):
+            if n:
+                self.stage_ms.observe(ms / n, {**self.tags, "stage": stage})
 
     def _running(self, batch: pa.Table) -> None:
         if self.objective not in batch.column_names:
             return
-        for config, value in zip(
-            batch.column("config_index").to_pylist(), batch.column(self.objective).to_pylist(), strict=True
-        ):
-            if value is None:
-                continue
-            total = self.sums.setdefault(config, [0.0, 0])
-            total[0] += float(value)
-            total[1] += 1
-            self.running.set(total[0] / total[1], {**self.tags, "config": self.config_ids[config]})
+        values = batch.select(["config_index", self.objective]).cast(
+            pa.schema([("config_index", pa.int64()), (self.objective, pa.float64())])
+        )
+        grouped = values.group_by("config_index").aggregate(
+            [(self.objective, "sum"), (self.objective, "count")]
+        )
+        names = ("config_index", f"{self.objective}_sum", f"{self.objective}_count")
+        for config, total, count in zip(*(grouped.column(c).to_pylist() for c in names), strict=True):
+            if count:
+                sums = self.sums.setdefault(config, [0.0, 0])
+                sums[0] += total or 0.0
+                sums[1] += count
+                self.running.set(sums[0] / sums[1], {**self.tags, "config": self.config_ids[config]})
 
 
 __all__ = ["ChoiceRef", "Execution", "LiveMetrics", "RunOptions", "connect", "execute"]

@@ -121,7 +121,8 @@ class SLASpec(BaseModel):
         if isinstance(value, dict) and "min_assertion_accuracy" in value:
             raise ValueError(
                 "min_assertion_accuracy was replaced by bounds on any metric of the task: write "
-                f"`min: {{METRIC: {value['min_assertion_accuracy']}}}` (`raypipe tasks TASK` lists the metrics)"
+                f"`min: {{METRIC: {value['min_assertion_accuracy']}}}` "
+                "(`raypipe tasks TASK` lists the metrics)"
             )
         return value
 

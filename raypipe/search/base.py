@@ -34,6 +34,8 @@ class Search:
 
     name: ClassVar[str]
     resumable: ClassVar[bool] = False
+    # A strategy that drops configurations while items flow caps the batches, so drops reach the actors soon.
+    max_batch_size: ClassVar[int | None] = None
 
     def run(self, ctx: RunContext) -> SearchOutcome:  # pragma: no cover - interface
         raise NotImplementedError

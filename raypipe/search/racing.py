@@ -47,6 +47,7 @@ class Racing(Search):
     """Race the configurations over a seeded shuffle of the items; see the module docstring."""
 
     name: ClassVar[str] = "racing"
+    max_batch_size: ClassVar[int | None] = 4
 
     def __init__(
         self,

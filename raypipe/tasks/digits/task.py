@@ -89,7 +89,8 @@ class DigitsTask(Task):
 
     def check_stages(self, kinds: list[str]) -> list[str]:
         if kinds and kinds[-1] != "classify":
-            return [f"the digits scorer reads a predicted label: the last stage must be classify, not {kinds[-1]}"]
+            last = kinds[-1]
+            return [f"the digits scorer reads a predicted label: the last stage must be classify, not {last}"]
         return []
 
     def item_features(self, decoded: Any) -> dict[str, float | str]:

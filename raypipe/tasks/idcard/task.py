@@ -61,7 +61,9 @@ class IdCardTask(Task):
 
         return load_dataset(source, limit=limit)
 
-    def generate(self, profile: str, n: int, seed: int, renderer: str = "standard", **options: Any) -> pa.Table:
+    def generate(
+        self, profile: str, n: int, seed: int, renderer: str = "standard", **options: Any
+    ) -> pa.Table:
         """`renderer="holdout"` draws the second, differently rendered set (other fonts, layouts, labels
         after values, photographed cards, births 1900-2025) that raypipe never tunes on."""
         if options:

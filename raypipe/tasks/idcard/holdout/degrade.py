@@ -101,7 +101,7 @@ def degrade(
 
 
 def encode(image: Image.Image, attributes: SliceAttributes) -> tuple[bytes, str]:
-    """The stored file: JPEG at the recorded quality for photos, lossless PNG otherwise (as the main generator)."""
+    """The stored file: JPEG at the recorded quality for photos, lossless PNG otherwise (as ever)."""
     return encode_image(image, attributes)
 
 
