@@ -348,9 +348,11 @@ def recommend(
         raise fail(exc) from exc
 
 
-from raypipe.search.cli import search_app  # noqa: E402 - sub-apps and commands of their own modules
+from raypipe.monitor.cli import monitor_app  # noqa: E402 - sub-apps and commands of their own modules
+from raypipe.search.cli import search_app  # noqa: E402
 from raypipe.submit import SUBMIT_CONTEXT, submit_command  # noqa: E402
 
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(search_app, name="search")
 app.command("submit", context_settings=SUBMIT_CONTEXT)(submit_command)
 

@@ -55,6 +55,26 @@ def file_identity(path: str | os.PathLike[str]) -> str:
     return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
+@lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return dict(packages_distributions())  # scans every installed distribution once: ~0.6 s
+
+
+def engine_versions(*modules: str) -> dict[str, str]:
+    """For cache keys: each top-level module's installed distribution and version ("cv2" ->
+    "opencv-python-headless==5.0.0"), whichever build provides it (onnxruntime or onnxruntime-gpu,
+    tensorflow or tensorflow-cpu); "absent" when none does."""
+    from importlib.metadata import version
+
+    found = {}
+    for module in modules:
+        dists = sorted(set(_distributions().get(module, [])))
+        found[module] = ", ".join(f"{d}=={version(d)}" for d in dists) or "absent"
+    return found
+
+
 def manifest_entry(path: Path) -> dict[str, Any] | None:
     """What the models folder's manifest.json records about `path` (None when it records nothing)."""
     manifest = path.parent / MANIFEST_NAME

@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -60,10 +61,20 @@ def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> 
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
-    """Join an existing cluster at `address`, or start an embedded local Ray."""
+    """Join an existing cluster at `address`, or start an embedded local Ray (or use the one running here)."""
     os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
-    if ray.is_initialized():
-        return
+    if not ray.is_initialized():
+        _init(address, num_cpus)
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI shows one bar for the whole run
+    # OCR actors hold models of ~1 GB by design; Ray Data's periodic advice about it is noise here.
+    ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
+    ctx.execution_options.preserve_order = False
+
+
+def _init(address: str | None, num_cpus: int | None) -> None:
     runtime_env: dict[str, Any] = {"env_vars": dict(WORKER_ENV)}
     if address:
         if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
@@ -72,13 +83,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
-    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the CLI shows one bar for the whole run
-    # OCR actors hold models of ~1 GB by design; Ray Data's periodic advice about it is noise here.
-    ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
-    ctx.execution_options.preserve_order = False
 
 
 def cluster_resources() -> tuple[float, float]:
@@ -344,7 +348,42 @@ class LiveMetrics:
                 self.running.set(sums[0] / sums[1], {**self.tags, "config": self.config_ids[config]})
 
 
-__all__ = ["ChoiceRef", "Execution", "LiveMetrics", "RunOptions", "connect", "execute"]
+def submit_job(address: str, entrypoint: str, working_dir: Path, env: dict[str, str]) -> str:
+    """Submit a job to Ray's job server with the working directory and the given environment."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    return client.submit_job(
+        entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir), "env_vars": env}
+    )
+
+
+def follow_job(address: str, job_id: str, poll_s: float, out: TextIO) -> tuple[bool, str]:
+    """Copy the job's output to `out` as it grows until the job ends; (succeeded, final status)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client, shown = JobSubmissionClient(address), 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        out.write(logs[shown:])
+        out.flush()
+        shown = len(logs)
+        if status.is_terminal():
+            return status == JobStatus.SUCCEEDED, status.value.lower()
+        time.sleep(poll_s)
+
+
+__all__ = [
+    "ChoiceRef",
+    "Execution",
+    "LiveMetrics",
+    "RunOptions",
+    "connect",
+    "execute",
+    "follow_job",
+    "submit_job",
+]
 
 
 class Calibrator:
@@ -359,7 +398,10 @@ class Calibrator:
 
         data, warm, rows = dict(inputs), set(), []
         for item_id, config_index, labels in pairs:
-            value = self.task.decode(data[item_id])
+            try:
+                value = self.task.decode(data[item_id])
+            except Exception:  # noqa: BLE001 - a corrupt item is no sample of a stage's time
+                continue
             for k, label in enumerate(labels):
                 impl = self._impl(k, label)
                 try:

@@ -15,7 +15,6 @@ import os
 import shlex
 import socket
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -142,40 +141,17 @@ def submit_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     folder = (working_dir or default_working_dir()).resolve()
-    job_id = submit_job(address, job_entrypoint(config, list(ctx.args), folder), folder)
+    from raypipe.runner import follow_job, submit_job  # Ray loads only when a job is really sent
+
+    env = {SUBMIT_DIR_ENV: os.getcwd(), SUBMIT_HOST_ENV: host_identity()}
+    job_id = submit_job(address, job_entrypoint(config, list(ctx.args), folder), folder, env)
     typer.echo(f"submitted job {job_id} to {address}")
     if not wait:
         typer.echo(f"follow it with: ray job logs --address {address} --follow {job_id}")
         return
-    raise typer.Exit(code=0 if follow_job(address, job_id) else 1)
-
-
-def submit_job(address: str, entrypoint: str, working_dir: Path) -> str:
-    """Submit through Ray's job server with the submitter's directory and machine in the job's env."""
-    from ray.job_submission import JobSubmissionClient
-
-    env = {SUBMIT_DIR_ENV: os.getcwd(), SUBMIT_HOST_ENV: host_identity()}
-    client = JobSubmissionClient(address)
-    return client.submit_job(
-        entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir), "env_vars": env}
-    )
-
-
-def follow_job(address: str, job_id: str) -> bool:
-    """Print the job's output as it grows until the job ends; True when it succeeded."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client, shown = JobSubmissionClient(address), 0
-    while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        sys.stdout.write(logs[shown:])
-        sys.stdout.flush()
-        shown = len(logs)
-        if status.is_terminal():
-            typer.echo(f"job {job_id} {status.value.lower()}")
-            return status == JobStatus.SUCCEEDED
-        time.sleep(POLL_S)
+    succeeded, status = follow_job(address, job_id, POLL_S, sys.stdout)
+    typer.echo(f"job {job_id} {status}")
+    raise typer.Exit(code=0 if succeeded else 1)
 
 
 def main() -> None:

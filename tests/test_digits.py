@@ -306,9 +306,10 @@ def test_cache_identity_names_the_library_versions():
     import skl2onnx
     import sklearn
 
-    assert stages.LinearClassify.cache_identity()["scikit-learn"] == sklearn.__version__
+    assert stages.LinearClassify.cache_identity()["sklearn"] == f"scikit-learn=={sklearn.__version__}"
     onnx = stages.OnnxInt8Classify.cache_identity()
-    assert (onnx["skl2onnx"], onnx["onnxruntime"]) == (skl2onnx.__version__, onnxruntime.__version__)
+    assert onnx["skl2onnx"] == f"skl2onnx=={skl2onnx.__version__}"
+    assert onnx["onnxruntime"] == f"onnxruntime=={onnxruntime.__version__}"
     assert "opencv" in stages.Deskew.cache_identity()
 
 

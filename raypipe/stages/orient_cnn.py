@@ -12,15 +12,13 @@ turning the image 90*k degrees clockwise, and returns its input object itself wh
 from __future__ import annotations
 
 import os
-from functools import cache
-from importlib.metadata import packages_distributions, version
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol, get_args
 
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.models import check_manifest, file_identity, models_dir, onnx_session
+from raypipe.models import check_manifest, engine_versions, file_identity, models_dir, onnx_session
 from raypipe.stages.base import Resources, Stage
 from raypipe.stages.imaging import IMAGE_STAGE_RESOURCES, as_gray, rotate_quarter_turns
 
@@ -197,22 +195,6 @@ RUNTIMES: dict[str, tuple[str, str]] = {
     "tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
     "onnx": ("onnxruntime", "pip install onnxruntime"),
 }
-
-
-@cache
-def _distributions() -> dict[str, list[str]]:
-    return dict(packages_distributions())  # scans every installed distribution once: ~0.6 s
-
-
-def engine_versions(*modules: str) -> dict[str, str]:
-    """For cache keys: each top-level module's installed distribution and version ("cv2" ->
-    "opencv-python-headless==5.0.0"), whichever build provides it (onnxruntime or onnxruntime-gpu,
-    tensorflow or tensorflow-cpu); "absent" when none does."""
-    found = {}
-    for module in modules:
-        dists = sorted(set(_distributions().get(module, [])))
-        found[module] = ", ".join(f"{d}=={version(d)}" for d in dists) or "absent"
-    return found
 
 
 def load_backend(path: Path, threads: int = 1) -> Backend:

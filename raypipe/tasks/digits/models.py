@@ -125,16 +125,3 @@ def mlp_onnx_int8() -> bytes:
         finally:
             root.setLevel(level)
         return target.read_bytes()
-
-
-def library_versions(*names: str) -> dict[str, str]:
-    """The installed versions of the distributions `names` (e.g. "scikit-learn"); "absent" if missing."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "absent"
-    return found

@@ -17,6 +17,7 @@ import numpy as np
 
 from raypipe.codec import plain
 from raypipe.errors import StageError
+from raypipe.models import engine_versions
 from raypipe.stages.base import Resources
 from raypipe.tasks.digits import models
 from raypipe.tasks.digits.imaging import (
@@ -29,7 +30,7 @@ from raypipe.tasks.digits.imaging import (
 
 PREPROCESS_RESOURCES = Resources(num_cpus=0.25, batch_size=64)
 CLASSIFY_RESOURCES = Resources(num_cpus=0.5, batch_size=64)
-SKLEARN_LIBRARIES = ("scikit-learn", "scipy", "numpy", "threadpoolctl")
+SKLEARN_LIBRARIES = ("sklearn", "scipy", "numpy", "threadpoolctl")
 ONNX_LIBRARIES = (*SKLEARN_LIBRARIES, "skl2onnx", "onnx", "onnxruntime")
 
 
@@ -151,7 +152,7 @@ class _SklearnClassify:
 
     @classmethod
     def cache_identity(cls, **params: Any) -> dict[str, object]:
-        return models.library_versions(*SKLEARN_LIBRARIES)
+        return engine_versions(*SKLEARN_LIBRARIES)
 
     def __init__(self) -> None:
         self.model = self._model()
@@ -195,7 +196,7 @@ class OnnxClassify:
 
     @classmethod
     def cache_identity(cls, **params: Any) -> dict[str, object]:
-        return models.library_versions(*ONNX_LIBRARIES)
+        return engine_versions(*ONNX_LIBRARIES)
 
     def __init__(self) -> None:
         from raypipe.models import onnx_session

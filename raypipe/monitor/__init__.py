@@ -1,0 +1,1 @@
+"""Monitoring a deployed configuration: reference profiles, drift tests, mix and objective estimates."""
