@@ -21,7 +21,10 @@ def spec(source: str) -> dict:
         "name": "notebook",
         "task": "digits",
         "stages": [
-            {"name": "preprocess", "choices": [{"name": n, **small} for n in ("none", "deskew", "threshold")]},
+            {
+                "name": "preprocess",
+                "choices": [{"name": n, **small} for n in ("none", "deskew", "threshold")],
+            },
             {"name": "classify", "choices": [{"name": n, **small} for n in ("linear", "onnx")]},
         ],
         "dataset": {"source": source},
@@ -82,9 +85,29 @@ def test_notebook_shows_a_racing_run(runs, monkeypatch):
     assert stopped["config_id"][0] in text_of(cells[6])
 
 
-def test_notebook_shows_an_exhaustive_run(runs, monkeypatch):
+def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from raypipe.datasets import write_table
+    from raypipe.monitor.cli import monitor_app
+    from raypipe.registry import resolve_task
+
     _, full = runs
+    profile = CliRunner().invoke(
+        monitor_app, ["profile", str(full.run_dir), "--out", str(tmp_path / "profile")]
+    )
+    assert profile.exit_code == 0, profile.output
+    batch = tmp_path / "rotated.parquet"
+    write_table(resolve_task("digits").generate("rotated", 80, seed=41), str(batch))
+    check = CliRunner().invoke(
+        monitor_app,
+        ["check", str(tmp_path / "profile"), "--batch", str(batch), "--out", str(tmp_path / "check")],
+    )
+    assert check.exit_code in (0, 1), check.output
+    monkeypatch.setenv("RAYPIPE_CHECK_DIR", str(tmp_path / "check"))
     cells = execute(full.run_dir, monkeypatch)
     assert "search: exhaustive" in text_of(cells[0])
-    assert images(cells) == 3
     assert "there are no looks" in text_of(cells[6])
+    assert images(cells) == 3 + 2  # the run's three, then feature distributions and the estimated mix
+    monitoring = text_of(cells[7])
+    assert "drifted: " in monitoring and "80 items" in monitoring
