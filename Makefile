@@ -11,5 +11,8 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest
 
+bench: install
+	$(VENV)/bin/python benchmarks/compare.py --all
+
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports

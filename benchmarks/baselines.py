@@ -1,9 +1,10 @@
 """The peers raypipe replaces, written the way the course code works: every configuration on every item,
 independently, with no sharing of prefixes and no reuse of identical inputs.
 
-They call the same stage implementations (`raypipe.registry.resolve`), time each call the same way
-(`raypipe.execution.timed_call`) and score with the same metrics (`raypipe.metrics.score`), so the work
-they do and the predictions they make are the ones raypipe makes.
+They build the same stage classes (`raypipe.registry.resolve(kind, name, task)`), decode items with the
+task's `decode`, time each call the same way (`raypipe.execution.timed_call`) and score with the task's
+`score`, so the work they do and the predictions they make are the ones raypipe makes. Ray Tune's trials
+(benchmarks/tune.py) run one configuration with `run_configuration` too.
 """
 
 from __future__ import annotations
@@ -11,92 +12,118 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from raypipe.execution import decode_image, prediction_text, timed_call
-from raypipe.metrics import score
+from raypipe.execution import timed_call
 from raypipe.registry import resolve
-from raypipe.space import expand_configurations
+from raypipe.space import Configuration, expand_configurations
 from raypipe.spec import PipelineSpec
+from raypipe.task import Task
+from raypipe.validation import task_of
 
 Item = tuple[str, bytes, dict[str, Any]]
-Implementations = dict[tuple[int, str], Callable]
+Implementations = dict[tuple[int, str], Any]
 
 
-def dataset_items(table: pa.Table) -> list[Item]:
-    """(item_id, encoded image, truth) per row; truth keys without their `truth_` prefix, as the runner."""
-    truth_columns = [c for c in table.column_names if c.startswith("truth_")]
-    images = pc.struct_field(table.column("image"), "bytes").to_pylist()
-    truths = [table.column(c).to_pylist() for c in truth_columns]
-    names = [c.removeprefix("truth_") for c in truth_columns]
+def dataset_items(task: Task, table: pa.Table) -> list[Item]:
+    """(item_id, encoded input, truth) per row; truth keyed by field name without the `truth_` prefix."""
+    fields = [f for f in task.truth_fields if f"truth_{f}" in table.column_names]
+    truths = {f: table.column(f"truth_{f}").to_pylist() for f in fields}
+    inputs = task.inputs(table).to_pylist()
     return [
-        (item_id, images[i], {name: values[i] for name, values in zip(names, truths, strict=True)})
+        (item_id, inputs[i], {f: truths[f][i] for f in fields})
         for i, item_id in enumerate(table.column("item_id").to_pylist())
     ]
 
 
-def build_implementations(spec: PipelineSpec) -> Implementations:
-    """Every choice of every stage, instantiated once: (stage index, choice label) -> callable."""
+def build_implementations(
+    spec: PipelineSpec, task: Task, configs: Iterable[Configuration] | None = None
+) -> Implementations:
+    """The choices the given configurations use (all of them by default), each instantiated once:
+    (stage index, choice label) -> stage object."""
+    wanted = None if configs is None else {(k, lab) for c in configs for k, lab in enumerate(c.labels)}
     return {
-        (k, choice.key): resolve(stage.registry_kind, choice.name)(**choice.params)
+        (k, choice.key): resolve(stage.registry_kind, choice.name, task)(**choice.params)
         for k, stage in enumerate(spec.stages)
         for choice in stage.choices
+        if wanted is None or (k, choice.key) in wanted
     }
 
 
-def run_configuration(impls: Implementations, labels: tuple[str, ...], item: Item) -> dict[str, Any]:
-    """One configuration on one item from its encoded bytes: decode, each stage timed, then scored."""
-    item_id, image_bytes, truth = item
-    stage_ms: list[float | None] = [None] * len(labels)
-    row: dict[str, Any] = {"item_id": item_id, "prediction": "", "error": None}
+def run_configuration(
+    task: Task, impls: Implementations, config: Configuration, item: Item
+) -> dict[str, Any]:
+    """One configuration on one item from its encoded bytes: decode, each stage timed, then scored.
+
+    Per stage: `call_<stage>_ms` (wall time of the call) and `cpu_<stage>_ms`; None where no call was made."""
+    item_id, data, truth = item
+    row: dict[str, Any] = {"config_id": config.config_id, "item_id": item_id, **config.choices()}
+    wall: dict[str, float | None] = dict.fromkeys(config.stage_names)
+    cpu: dict[str, float | None] = dict.fromkeys(config.stage_names)
+    output: Any = None
+    error = None
     try:
-        output: Any = decode_image(image_bytes)
-        for k, label in enumerate(labels):
-            output, stage_ms[k] = timed_call(label, impls[(k, label)], output)
-        row["prediction"] = prediction_text(output)
+        output = task.decode(data)
+        for k, (stage, label) in enumerate(zip(config.stage_names, config.labels, strict=True)):
+            output, cpu[stage], wall[stage] = timed_call(impls[(k, label)], output)
     except Exception as exc:  # noqa: BLE001 - recorded like raypipe records it; the loop goes on
-        row["error"] = f"{type(exc).__name__}: {exc}"
-    done = [ms for ms in stage_ms if ms is not None]
-    row.update(stage_ms=stage_ms, calls=len(done), engine_ms=sum(done))
-    row["latency_total_ms"] = None if row["error"] else row["engine_ms"]
-    row["assertion_score"] = score(row["prediction"], truth)["assertion_score"]
+        error = f"{type(exc).__name__}: {exc}"
+    for stage in config.stage_names:
+        row[f"call_{stage}_ms"], row[f"cpu_{stage}_ms"] = wall[stage], cpu[stage]
+    done = [ms for ms in wall.values() if ms is not None]
+    row.update(calls=len(done), call_ms=sum(done), error=error)
+    row["latency_total_ms"] = None if error else row["call_ms"]
+    scores = task.score(None if error else output, truth)
+    row["prediction"] = scores.get("prediction", "")
+    row.update({name: scores.get(name) for name in task.metric_names()})
     return row
 
 
+def rows_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows as a frame (metric columns hold bools, numbers or None)."""
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
 def warm_up(spec: PipelineSpec, item: Item) -> None:
-    """Call every choice once on one image, untimed, so that no method pays for a cold disk cache."""
-    image = decode_image(item[1])
-    for impl in build_implementations(spec).values():
-        impl(image)
+    """Call every choice once, untimed, so that no method pays for a cold disk cache or a first model load.
+    Each stage's choices get the output of the previous stage's first choice (a valid input of its kind)."""
+    task = task_of(spec)
+    impls = build_implementations(spec, task)
+    value = task.decode(item[1])
+    for k, stage in enumerate(spec.stages):
+        outputs = [impls[(k, choice.key)](value) for choice in stage.choices]
+        value = outputs[0]
 
 
 def run_sequential(spec: PipelineSpec, items: list[Item]) -> pl.DataFrame:
     """The course notebooks: a loop over configurations, and inside it a loop over items."""
-    impls = build_implementations(spec)
-    rows = []
-    for config in expand_configurations(spec):
-        for item in items:
-            rows.append({"config_id": config.config_id, **run_configuration(impls, config.labels, item)})
-    return pl.DataFrame(rows, infer_schema_length=None)
+    task = task_of(spec)
+    impls = build_implementations(spec, task)
+    rows = [
+        run_configuration(task, impls, config, item)
+        for config in expand_configurations(spec)
+        for item in items
+    ]
+    return rows_frame(rows)
 
 
-# Per worker process of the Pool: the implementations and the items, set once by the initializer.
+# Per worker process of the Pool: the task, the implementations and the items, set once by the initializer.
 _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(spec: PipelineSpec, items: list[Item]) -> None:
-    _WORKER["impls"] = build_implementations(spec)
+    _WORKER["task"] = task_of(spec)
+    _WORKER["impls"] = build_implementations(spec, _WORKER["task"])
     _WORKER["items"] = items
 
 
-def _run_item(labels: tuple[str, ...], index: int) -> dict[str, Any]:
-    return run_configuration(_WORKER["impls"], labels, _WORKER["items"][index])
+def _run_item(config: Configuration, index: int) -> dict[str, Any]:
+    return run_configuration(_WORKER["task"], _WORKER["impls"], config, _WORKER["items"][index])
 
 
 def default_start_method() -> str:
@@ -115,6 +142,5 @@ def run_pool(
     rows = []
     with context.Pool(processes or os.cpu_count(), initializer=_init_worker, initargs=(spec, items)) as pool:
         for config in expand_configurations(spec):
-            results = pool.map(partial(_run_item, config.labels), range(len(items)))
-            rows += [{"config_id": config.config_id, **r} for r in results]
-    return pl.DataFrame(rows, infer_schema_length=None)
+            rows += pool.map(partial(_run_item, config), range(len(items)))
+    return rows_frame(rows)

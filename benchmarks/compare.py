@@ -1,14 +1,14 @@
-"""Measure raypipe against the course's sequential loop and multiprocessing.Pool script, in one session, on
-the same data and the same configurations; writes compare.parquet and compare.md under --out.
+"""Table 1: raypipe against the course's sequential loop and Pool script and against Ray Tune, in one session,
+on the same data and configurations; writes compare.parquet, compare.json and compare.md under --out.
 
-    python benchmarks/compare.py [--config benchmarks/bench.yaml] [--n 32] [--profile mixed] [--seed 0]
-                                 [--first-round-items 4] [--out benchmarks/results] [--quick]
-                                 [--halving-only]
+    python benchmarks/compare.py [--config benchmarks/bench.yaml] [--n 32] [--out benchmarks/results]
+                                 [--quick] [--all]
 
-The baselines run first, before Ray starts (the Pool forks a process without Ray in it). Ray then starts
-once and is not timed; each raypipe variant is timed around `evaluate(...)`, which includes loading the
-data, the preflight checks, starting its actors and writing its result files. No raypipe variant uses
-the stage cache, so nothing is free.
+`--all` then runs the racing targets (benchmarks/racing.py) in the same session: the whole measurement in
+one command. The baselines run first, before Ray starts (the Pool forks a process without Ray in it). Ray
+then starts once and is not timed; each raypipe variant is timed around `evaluate(...)`, which includes
+loading the data, the preflight checks, starting its actors, calibrating latency and writing its result
+files; each Tune variant around `Tuner.fit()`. Nothing uses the stage cache, so nothing is free.
 """
 
 from __future__ import annotations
@@ -23,25 +23,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import psutil
 
-from raypipe import data
-from raypipe.evaluation import RunResult, evaluate
-from raypipe.runner import WORKER_ENV, RunOptions
-from raypipe.space import expand_configurations
-from raypipe.spec import PipelineSpec, load_spec
-
-if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: import `benchmarks` from the repository, not this folder
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from benchmarks import baselines, summary
 from benchmarks.measure import Measured, measure
+from benchmarks.tune import ASHA, GRID, run_tune
+from raypipe.datasets import write_table
+from raypipe.evaluation import RunResult, choose_objective, evaluate
+from raypipe.run import CALIBRATION, ITEMS, Request, SearchRequest
+from raypipe.runner import WORKER_ENV
+from raypipe.space import expand_configurations
+from raypipe.spec import PipelineSpec
+from raypipe.task import Metric, Task
+from raypipe.validation import load_spec, task_of
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "bench.yaml"
 QUICK_ITEMS = 3
-QUICK_FIRST_ROUND = 2
+RACING = {"alpha": 0.05, "tolerance": 0.01, "keep": "best", "look_every": 10, "seed": 0}
+ASHA_CHUNK, QUICK_ASHA_CHUNK = 4, 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,18 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=None, help="synthetic cards (default 32; 3 with --quick)")
     parser.add_argument("--profile", default="mixed", help="synthetic data profile")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    parser.add_argument("--dataset", default=None, help="use this Parquet dataset instead of generating")
-    parser.add_argument("--first-round-items", type=int, default=None, help="halving's first round (4)")
-    parser.add_argument("--out", default="benchmarks/results", help="where the table and runs go")
+    parser.add_argument("--out", default="benchmarks/results", help="where the tables and runs go")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 items, 2 configurations")
-    parser.add_argument(
-        "--halving-only",
-        action="store_true",
-        help="raypipe exhaustive and halving only (no peers): halving on more items than the peers afford",
-    )
+    parser.add_argument("--asha-chunk", type=int, default=None, help="items per ASHA iteration (4; 1 quick)")
+    parser.add_argument("--all", action="store_true", help="then the racing targets (benchmarks/racing.py)")
     args = parser.parse_args(argv)
     args.n = args.n or (QUICK_ITEMS if args.quick else 32)
-    args.first_round_items = args.first_round_items or (QUICK_FIRST_ROUND if args.quick else 4)
+    args.asha_chunk = args.asha_chunk or (QUICK_ASHA_CHUNK if args.quick else ASHA_CHUNK)
     return args
 
 
@@ -75,14 +75,11 @@ def quick_spec(spec: PipelineSpec) -> PipelineSpec:
     return spec.model_copy(update={"stages": stages})
 
 
-def prepare_dataset(args: argparse.Namespace, out: Path) -> Path:
-    """The benchmark's items: --dataset as given, else the synthetic (profile, n, seed) set, made once."""
-    if args.dataset:
-        return Path(args.dataset)
-    path = out / "data" / f"{args.profile}-{args.n}-seed{args.seed}.parquet"
+def prepare_dataset(task: Task, profile: str, n: int, seed: int, out: Path) -> Path:
+    """The benchmark's items: the synthetic (profile, n, seed) set, made once under out/data."""
+    path = out / "data" / f"{profile}-{n}-seed{seed}.parquet"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data.write_dataset(data.generate_dataset(args.profile, args.n, args.seed), path)
+        write_table(task.generate(profile, n, seed), str(path))
     return path
 
 
@@ -92,7 +89,6 @@ def start_ray(cores: int) -> bool:
 
     if ray.is_initialized():
         return False
-    os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
     ray.init(
         address="local",
         num_cpus=cores,
@@ -106,83 +102,144 @@ def start_ray(cores: int) -> bool:
     return True
 
 
-def baseline_run(method: str, measured: Measured) -> summary.MethodRun:
-    rows: pl.DataFrame = measured.value
+def stop_ray(started: bool) -> None:
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
+def method_run(
+    method: str,
+    measured: Measured,
+    call_seconds: float,
+    calls: pl.DataFrame,
+    rows: pl.DataFrame,
+    extra: dict[str, Any] | None = None,
+) -> summary.MethodRun:
     return summary.MethodRun(
         method,
         measured.wall_seconds,
-        rows["engine_ms"].sum() / 1000.0,
-        int(rows["calls"].sum()),
-        measured.peak_rss_bytes,
-        measured.load_before,
-        rows.select("config_id", "item_id", "prediction"),
         measured.cpu_seconds,
         measured.others_cpu_seconds,
+        measured.peak_rss_bytes,
+        measured.load_before,
+        call_seconds,
+        calls,
+        rows,
+        extra or {},
     )
 
 
-def raypipe_run(method: str, measured: Measured) -> summary.MethodRun:
+def raypipe_request(
+    spec: PipelineSpec,
+    dataset: Path,
+    run_dir: Path,
+    search: str = "exhaustive",
+    params: dict | None = None,
+    share: bool = True,
+    **options: Any,
+) -> Request:
+    """The request every raypipe variant makes: no stage cache, so every call is made in its own run."""
+    return Request(
+        spec=spec,
+        out=str(run_dir),
+        dataset=str(dataset),
+        cache_dir=None,
+        share_prefixes=share,
+        reuse_identical=share,
+        search=SearchRequest(name=search, params=params or {}),
+        **options,
+    )
+
+
+def timed_raypipe(
+    method: str, request: Request, stage_names: list[str]
+) -> tuple[summary.MethodRun, RunResult]:
+    """Run one raypipe request under `measure` into a fresh run directory."""
+    shutil.rmtree(request.out, ignore_errors=True)  # our own output of an earlier benchmark
+    print(f"[bench] {method} ...", flush=True)
+    measured = measure(lambda: evaluate(request))
     result: RunResult = measured.value
-    items = pl.read_parquet(result.run_dir / "items.parquet", columns=["config_id", "item_id", "prediction"])
-    return summary.MethodRun(
-        method,
-        measured.wall_seconds,
-        result.manifest["engine_seconds"],
-        sum(int(w["calls"]) for w in result.manifest["work"].values()),
-        measured.peak_rss_bytes,
-        measured.load_before,
-        items,
-        measured.cpu_seconds,
-        measured.others_cpu_seconds,
-    )
-
-
-def stage_mean_ms(sequential_rows: pl.DataFrame, stages: list[str]) -> dict[str, float]:
-    """The sequential loop's mean milliseconds per call of each stage: one process, no waiting on siblings."""
-    means = sequential_rows.select(
-        [pl.col("stage_ms").list.get(k).mean().alias(name) for k, name in enumerate(stages)]
-    ).row(0, named=True)
-    return {name: value or 0.0 for name, value in means.items()}
+    items = result.run_dir.read_parquet(ITEMS)
+    calibration = result.run_dir.read_parquet(CALIBRATION)
+    manifest = result.manifest
+    extra = {
+        "streaming_seconds": manifest["wall_seconds"],
+        "calibration_call_seconds": float(calibration["wall_ms"].sum() or 0.0) / 1000.0,
+        "manifest_calls": sum(int(w["calls"]) for w in manifest["work"].values()),
+        "work_cpu_seconds": manifest["cpu_seconds"],
+        "search": manifest["search"],
+    }
+    calls = summary.raypipe_calls(items, stage_names)
+    run = method_run(method, measured, manifest["engine_seconds"], calls, items, extra)
+    return run, result
 
 
 def run_raypipe_variants(
-    spec: PipelineSpec, dataset: Path, out: Path, first_round_items: int, halving_only: bool = False
-) -> tuple[list[summary.MethodRun], dict[str, RunResult]]:
-    """The raypipe variants through `evaluate`, each into its own run directory under out/runs."""
-    variants = {
-        summary.UNSHARED: (RunOptions(share_prefixes=False, reuse_identical=False, cache=None), "exhaustive"),
-        summary.EXHAUSTIVE: (RunOptions(cache=None), "exhaustive"),
-        summary.HALVING: (RunOptions(cache=None), "halving"),
-    }
-    if halving_only:
-        del variants[summary.UNSHARED]
+    spec: PipelineSpec, dataset: Path, out: Path
+) -> tuple[list[summary.MethodRun], dict]:
+    """Sharing off, exhaustive, racing, and exhaustive again (last, so the repeat also sees session drift)."""
+    names = [s.name for s in spec.stages]
+    variants = [
+        (summary.UNSHARED, {"share": False}),
+        (summary.EXHAUSTIVE, {}),
+        (summary.RACING, {"search": "racing", "params": RACING}),
+        (summary.REPEAT, {}),
+    ]
     runs, finished = [], {}
-    for method, (options, search) in variants.items():
-        run_dir = out / "runs" / method
-        shutil.rmtree(run_dir, ignore_errors=True)  # our own output of an earlier benchmark
-        print(f"[bench] {method} ...", flush=True)
-        kwargs = {"options": options, "search": search, "first_round_items": first_round_items}
-        measured = measure(lambda d=run_dir, k=kwargs: evaluate(spec, dataset=str(dataset), out=str(d), **k))
-        runs.append(raypipe_run(method, measured))
-        finished[method] = measured.value
+    for method, options in variants:
+        run, finished[method] = timed_raypipe(
+            method, raypipe_request(spec, dataset, out / "runs" / method, **options), names
+        )
+        runs.append(run)
     return runs, finished
 
 
-def run_baselines(
-    spec: PipelineSpec, dataset: Path, out: Path
-) -> tuple[list[summary.MethodRun], pl.DataFrame]:
-    """The two peers, after one untimed warm-up call of every choice; their rows go to out/runs/<method>/.
-    Returns them and the sequential loop's rows."""
-    items = baselines.dataset_items(data.load_dataset(dataset))
+def run_tune_variants(
+    spec: PipelineSpec, items: list, out: Path, objective: Metric, chunk: int
+) -> list[summary.MethodRun]:
+    names = [s.name for s in spec.stages]
+    sla_metrics = [m for m, _, _ in spec.sla.bounds()]
+    runs = []
+    for method, kind in ((summary.TUNE_GRID, GRID), (summary.TUNE_ASHA, ASHA)):
+        where = out / "runs" / method
+        shutil.rmtree(where, ignore_errors=True)
+        print(f"[bench] {method} ...", flush=True)
+        measured = measure(lambda w=where, k=kind: run_tune(k, spec, items, w, objective, sla_metrics, chunk))
+        found = measured.value
+        rows = found.pop("rows")
+        extra = {k: v for k, v in found.items()}
+        runs.append(
+            method_run(
+                method,
+                measured,
+                float(rows["call_ms"].sum()) / 1000.0,
+                summary.peer_calls(rows, names),
+                rows,
+                extra,
+            )
+        )
+    return runs
+
+
+def run_baselines(spec: PipelineSpec, items: list, out: Path) -> list[summary.MethodRun]:
+    """The two course peers, after one untimed warm-up call of every choice; rows go to out/runs/<method>/."""
+    names = [s.name for s in spec.stages]
     baselines.warm_up(spec, items[0])
-    runs, measured = [], {}
+    runs = []
     for method, run in ((summary.SEQUENTIAL, baselines.run_sequential), (summary.POOL, baselines.run_pool)):
         print(f"[bench] {method} ...", flush=True)
-        measured[method] = measure(lambda r=run: r(spec, items))
-        runs.append(baseline_run(method, measured[method]))
+        measured = measure(lambda r=run: r(spec, items))
+        rows: pl.DataFrame = measured.value
         (out / "runs" / method).mkdir(parents=True, exist_ok=True)
-        measured[method].value.write_parquet(out / "runs" / method / "rows.parquet")
-    return runs, measured[summary.SEQUENTIAL].value
+        rows.write_parquet(out / "runs" / method / "rows.parquet")
+        runs.append(
+            method_run(
+                method, measured, float(rows["call_ms"].sum()) / 1000.0, summary.peer_calls(rows, names), rows
+            )
+        )
+    return runs
 
 
 def machine() -> str:
@@ -197,56 +254,86 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB, {platform.system()} {platform.release()}"
 
 
-def benchmark(args: argparse.Namespace) -> tuple[pl.DataFrame, dict, dict[str, object]]:
-    """Run the five methods; returns the table, the halving comparison and what describes the run."""
-    spec = load_spec(args.config)
-    spec = quick_spec(spec) if args.quick else spec
-    out = Path(args.out)
-    dataset = prepare_dataset(args, out)
-    cores = os.cpu_count() or 1
-    runs, sequential_rows = ([], None) if args.halving_only else run_baselines(spec, dataset, out)
+def measure_methods(args: argparse.Namespace, spec: PipelineSpec, dataset: Path, objective: Metric) -> dict:
+    """The baselines before Ray, then raypipe's variants and Tune's on one Ray started here."""
+    task, out = task_of(spec), Path(args.out)
+    items = baselines.dataset_items(task, task.load(str(dataset)))
+    runs = run_baselines(spec, items, out)
     ray_start = time.perf_counter()
-    started_ray = start_ray(cores)
+    started = start_ray(os.cpu_count() or 1)
     ray_start = time.perf_counter() - ray_start
     try:
-        ray_runs, finished = run_raypipe_variants(
-            spec, dataset, out, args.first_round_items, args.halving_only
-        )
+        ray_runs, finished = run_raypipe_variants(spec, dataset, out)
+        runs += ray_runs + run_tune_variants(spec, items, out, objective, args.asha_chunk)
     finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    exhaustive, halving = finished[summary.EXHAUSTIVE], finished[summary.HALVING]
-    mean_ms, strict, repeat = None, None, None
-    if sequential_rows is not None:
-        mean_ms = stage_mean_ms(sequential_rows, [stage.name for stage in spec.stages])
-        strict = summary.priced_seconds(exhaustive.manifest["work"], mean_ms) / cores
-        repeat = finished[summary.UNSHARED].configs
-    table = summary.comparison_table(runs + ray_runs, cores, strict)
-    quality = summary.halving_quality(exhaustive, halving, repeat, mean_ms)
-    context: dict[str, object] = {
-        "machine": machine(),
-        "command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *(args.argv or [])]),
-        "spec": f"{args.config} ({len(expand_configurations(spec))} configurations)",
-        "dataset": f"{dataset} ({exhaustive.manifest['n_items']} items)",
-        "halving first round": f"{args.first_round_items} items",
-        "git revision": exhaustive.manifest.get("git_revision"),
-        "Ray start-up (not in any wall time)": f"{ray_start:.1f} s" if started_ray else "Ray was already up",
+        stop_ray(started)
+    return {
+        "runs": runs,
+        "n_items": len(items),
+        "git revision": finished[summary.EXHAUSTIVE].manifest.get("git_revision"),
+        "Ray start-up (not in any wall time)": f"{ray_start:.1f} s" if started else "Ray was already up",
     }
-    return table, quality, context
+
+
+def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Every method of table 1; returns the table and what the report needs."""
+    spec = load_spec(args.config)
+    spec = quick_spec(spec) if args.quick else spec
+    task, names = task_of(spec), [s.name for s in spec.stages]
+    dataset = prepare_dataset(task, args.profile, args.n, args.seed, Path(args.out))
+    objective = choose_objective(spec, task, task.load(str(dataset)))
+    measured = measure_methods(args, spec, dataset, objective)
+    runs, n_items = measured.pop("runs"), measured.pop("n_items")
+    sequential = next(r.rows for r in runs if r.method == summary.SEQUENTIAL)
+    prices, stage_prices = summary.choice_prices(sequential, names), summary.stage_prices(sequential, names)
+    judge = summary.Judge(objective, spec.sla, n_items, RACING["tolerance"], names)
+    by = {r.method: summary.config_summary(r.rows, objective, spec.sla) for r in runs}
+    context = {
+        "machine": machine(),
+        "command": "python " + " ".join([f"benchmarks/{Path(__file__).name}", *args.argv]),
+        "spec": f"{args.config} ({len(expand_configurations(spec))} configurations)",
+        "dataset": f"{dataset} ({n_items} items)",
+        "objective": objective.name,
+        "sla": spec.sla.model_dump(mode="json"),
+        "racing": RACING,
+        "asha": f"{args.asha_chunk} items per iteration, reduction factor 4, grace period 1",
+        **measured,
+    }
+    return {
+        "table": summary.comparison_table(runs, os.cpu_count() or 1, prices, stage_prices, judge),
+        "prices": prices,
+        "repeat": summary.repeat_spread(by[summary.EXHAUSTIVE], by[summary.REPEAT], n_items, objective),
+        "extra": {r.method: r.extra for r in runs},
+        "calls": {r.method: r.calls.to_dicts() for r in runs},
+        "context": context,
+    }
+
+
+def write_outputs(found: dict[str, Any], out: Path) -> str:
+    found["table"].write_parquet(out / "compare.parquet")
+    found["prices"].write_parquet(out / "prices.parquet")
+    details = {k: v for k, v in found.items() if k not in ("table", "prices")}
+    details["table"] = found["table"].to_dicts()
+    (out / "compare.json").write_text(json.dumps(details, indent=2, default=str))
+    text = summary.table1_markdown(found)
+    (out / "compare.md").write_text(text)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    table, quality, context = benchmark(args)
+    # Every method runs Tesseract single-threaded, as raypipe's actors do (set before any engine starts).
+    os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
     out = Path(args.out)
-    table.write_parquet(out / "compare.parquet")
-    (out / "halving.json").write_text(json.dumps(quality, indent=2))
-    report = summary.markdown_report(table, quality, context)
-    (out / "compare.md").write_text(report)
-    print(report)
+    out.mkdir(parents=True, exist_ok=True)
+    print(write_outputs(benchmark(args), out))
+    if args.all:
+        from benchmarks import racing
+
+        return racing.main(
+            ["--config", args.config, "--out", str(out / "racing"), *(["--quick"] if args.quick else [])]
+        )
     return 0
 
 

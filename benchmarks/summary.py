@@ -1,50 +1,179 @@
-"""The comparison table: speed-ups, efficiency against the ideal, and how close halving came to exhaustive.
+"""Table 1's arithmetic: each method's calls priced at isolated per-choice costs, efficiency, speed-ups, and
+each method's pick judged against raypipe exhaustive's numbers.
 
-The ideal wall time is the unique engine work (raypipe exhaustive's engine-seconds, from its own
-per-stage times) spread perfectly over the cores; a method's efficiency is ideal / its wall time.
-raypipe times its calls while its actors share the cores, so a call that waits for a core is counted as
-work; the stricter ideal prices the same unique calls at the sequential loop's mean time per call of
-each stage (one process, no waiting on its own siblings).
+Efficiency (the headline, "strict"): a method's stage calls, each priced at the sequential loop's mean
+wall time per call of its (stage, choice) (one process, nothing else of ours running, so no call waits for
+a core), summed and spread perfectly over the cores, give its ideal wall time; efficiency is that ideal
+over the measured wall time. The secondary, per-stage measure prices every call of a stage at the
+stage's mean over all its choices, as the earlier table did: it is wrong by the choice mix whenever a
+method calls a stage's cheap and dear choices in other proportions than the sequential loop does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import polars as pl
 
 from raypipe import results
-from raypipe.evaluation import RunResult
+from raypipe.spec import SLASpec
+from raypipe.task import Metric
 
-SEQUENTIAL, POOL, UNSHARED, EXHAUSTIVE, HALVING = (
+SEQUENTIAL, POOL, UNSHARED, EXHAUSTIVE, REPEAT, RACING, TUNE_GRID, TUNE_ASHA = (
     "sequential",
     "pool",
     "raypipe-unshared",
     "raypipe",
-    "raypipe-halving",
+    "raypipe-repeat",
+    "raypipe-racing",
+    "tune-grid",
+    "tune-asha",
 )
 DESCRIPTIONS = {
     SEQUENTIAL: "sequential loop over configurations and items (course notebooks)",
     POOL: "multiprocessing.Pool over items, per configuration (course script)",
-    UNSHARED: "raypipe, prefix sharing and identical-input reuse off",
+    UNSHARED: "raypipe exhaustive, prefix sharing and identical-input reuse off",
     EXHAUSTIVE: "raypipe exhaustive",
-    HALVING: "raypipe successive halving",
+    REPEAT: "raypipe exhaustive, run again (same request)",
+    RACING: "raypipe racing (keep=best)",
+    TUNE_GRID: "Ray Tune grid search, one trial per configuration",
+    TUNE_ASHA: "Ray Tune ASHA, the running objective reported per chunk of items",
 }
+PRICE_COLUMNS = ["stage", "choice"]
 
 
 @dataclass
 class MethodRun:
-    """One measured method: its wall time and memory from the driver, and the work it reports."""
+    """One measured method: wall time, CPU and memory from the driver, and the work and rows it reports."""
 
     method: str
     wall_seconds: float
-    engine_seconds: float
-    stage_calls: int
+    cpu_seconds: float  # the benchmark's process tree, with what it reaped
+    others_cpu_seconds: float  # the rest of the (shared) machine meanwhile
     peak_rss_bytes: int
     load_before: float
-    predictions: pl.DataFrame  # config_id, item_id, prediction
-    cpu_seconds: float = 0.0  # CPU used by the benchmark's process tree
-    others_cpu_seconds: float = 0.0  # CPU used by the rest of the (shared) machine meanwhile
+    call_seconds: float  # the calls' own timed seconds (raypipe: wall under load)
+    calls: pl.DataFrame  # stage, choice, calls
+    rows: pl.DataFrame  # config_id, item_id, prediction, latency_total_ms and the metric columns
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage_calls(self) -> int:
+        return int(self.calls["calls"].sum()) if self.calls.height else 0
+
+
+# -- prices and calls --
+
+
+def choice_prices(sequential_rows: pl.DataFrame, stage_names: list[str]) -> pl.DataFrame:
+    """The sequential loop's mean wall milliseconds per call of every (stage, choice)."""
+    return pl.concat(
+        [
+            sequential_rows.filter(pl.col(f"call_{s}_ms").is_not_null())
+            .group_by(pl.col(s).alias("choice"))
+            .agg(pl.col(f"call_{s}_ms").mean().alias("mean_ms"))
+            .select(pl.lit(s).alias("stage"), "choice", "mean_ms")
+            for s in stage_names
+        ]
+    ).sort(PRICE_COLUMNS)
+
+
+def stage_prices(sequential_rows: pl.DataFrame, stage_names: list[str]) -> dict[str, float]:
+    """The sequential loop's mean wall milliseconds per call of each stage, over all its choices."""
+    return {s: float(sequential_rows[f"call_{s}_ms"].mean() or 0.0) for s in stage_names}
+
+
+def peer_calls(rows: pl.DataFrame, stage_names: list[str]) -> pl.DataFrame:
+    """Calls per (stage, choice) of a method that runs every configuration alone: one per row that ran it."""
+    return pl.concat(
+        [
+            rows.filter(pl.col(f"call_{s}_ms").is_not_null())
+            .group_by(pl.col(s).alias("choice"))
+            .agg(pl.len().cast(pl.Int64).alias("calls"))
+            .select(pl.lit(s).alias("stage"), "choice", "calls")
+            for s in stage_names
+        ]
+    ).sort(PRICE_COLUMNS)
+
+
+def raypipe_calls(items: pl.DataFrame, stage_names: list[str]) -> pl.DataFrame:
+    """Calls per (stage, choice) that a raypipe run made, from items.parquet.
+
+    A shared call (one prefix serving many configurations, or identical inputs merged) appears on every row
+    it served with the same CPU and wall times, so distinct (item, choice, cpu, wall) are distinct calls;
+    cache hits made no call. A call whose configurations were all dropped later in the item left no row
+    (racing only), so a racing run's count can fall a little short of its manifest's."""
+    parts = []
+    for s in stage_names:
+        made = items.filter(pl.col(f"cpu_{s}_ms").is_not_null() & ~pl.col(f"cached_{s}").fill_null(False))
+        distinct = made.select("item_id", pl.col(s).alias("choice"), f"cpu_{s}_ms", f"busy_{s}_ms").unique()
+        parts.append(
+            distinct.group_by("choice")
+            .agg(pl.len().cast(pl.Int64).alias("calls"))
+            .select(pl.lit(s).alias("stage"), "choice", "calls")
+        )
+    return pl.concat(parts).sort(PRICE_COLUMNS)
+
+
+def priced_seconds(calls: pl.DataFrame, prices: pl.DataFrame) -> float:
+    """Seconds of `calls` (stage, choice, calls) at `prices` (stage, choice, mean_ms)."""
+    joined = calls.join(prices, on=PRICE_COLUMNS, how="left")
+    missing = joined.filter(pl.col("mean_ms").is_null())
+    if missing.height:
+        unpriced = ", ".join(f"{s}={c}" for s, c in missing.select(PRICE_COLUMNS).iter_rows())
+        raise ValueError(f"no isolated price for {unpriced}: the sequential loop never called it")
+    return float((joined["calls"] * joined["mean_ms"]).sum()) / 1000.0
+
+
+def priced_by_stage(calls: pl.DataFrame, prices: dict[str, float]) -> float:
+    """Seconds of `calls` with every call of a stage at the stage's one price."""
+    per_stage = calls.group_by("stage").agg(pl.col("calls").sum())
+    return sum(n * prices[s] for s, n in per_stage.iter_rows()) / 1000.0
+
+
+# -- picks --
+
+
+def config_summary(rows: pl.DataFrame, objective: Metric, sla: SLASpec) -> pl.DataFrame:
+    """Per configuration from its rows: items, objective mean, p95 of latency_total_ms, the SLA's metric
+    means, and whether it meets the SLA (point estimates, as the final ranking decides)."""
+    metrics = [m for m, _, _ in sla.bounds()]
+    frame = rows.group_by("config_id").agg(
+        pl.len().alias("n_items"),
+        pl.col(objective.name).cast(pl.Float64).mean().alias("objective"),
+        pl.col("latency_total_ms").quantile(0.95, "linear").alias("latency_p95_ms"),
+        *[pl.col(m).cast(pl.Float64).mean().alias(m) for m in metrics if m != "objective"],
+    )
+    return results.with_sla(frame.sort("config_id"), sla)
+
+
+def pick(summary: pl.DataFrame, n_items: int, objective: Metric) -> str | None:
+    """The best SLA-meeting configuration among those that ran on every item (the faster of equals)."""
+    sign = 1.0 if objective.higher_is_better else -1.0
+    done = summary.filter(pl.col("sla_pass") & (pl.col("n_items") == n_items))
+    if not done.height:
+        return None
+    ranked = done.with_columns(_key=pl.col("objective") * -sign).sort(["_key", "latency_p95_ms", "config_id"])
+    return ranked["config_id"][0]
+
+
+def front(summary: pl.DataFrame, objective: Metric) -> set[str]:
+    """The Pareto front (objective, p95) of the SLA-meeting configurations (replay's definition)."""
+    passing = summary.filter(pl.col("sla_pass"))
+    if not passing.height:
+        return set()
+    return set(results.with_pareto(passing, objective).filter("pareto")["config_id"])
+
+
+def gap(reference: pl.DataFrame, best: str | None, chosen: str | None, objective: Metric) -> float | None:
+    """How far `chosen` is below `best` on the reference's objective means (oriented: >= 0 is worse)."""
+    if best is None or chosen is None:
+        return None
+    means = dict(reference.select("config_id", "objective").iter_rows())
+    sign = 1.0 if objective.higher_is_better else -1.0
+    return sign * (means[best] - means[chosen])
 
 
 def same_predictions(run: pl.DataFrame, reference: pl.DataFrame) -> float:
@@ -55,108 +184,127 @@ def same_predictions(run: pl.DataFrame, reference: pl.DataFrame) -> float:
     return joined.select((pl.col("prediction") == pl.col("prediction_ref")).mean()).item()
 
 
-def priced_seconds(work: dict[str, dict], mean_ms: dict[str, float]) -> float:
-    """Engine-seconds of a run's stage calls (a manifest's `work`), each at its stage's given mean time."""
-    return sum(work[stage]["calls"] * ms for stage, ms in mean_ms.items()) / 1000.0
+def repeat_spread(
+    first: pl.DataFrame, second: pl.DataFrame, n_items: int, objective: Metric
+) -> dict[str, Any]:
+    """Run-to-run spread of two exhaustive runs' config summaries: picks, objective, p95 and front."""
+    joined = first.join(second, on="config_id", suffix="_2")
+    p95_change = (joined["latency_p95_ms_2"] / joined["latency_p95_ms"] - 1.0).abs()
+    fronts = front(first, objective), front(second, objective)
+    return {
+        "pick": pick(first, n_items, objective),
+        "pick_repeat": pick(second, n_items, objective),
+        "objective_max_abs_change": float((joined["objective_2"] - joined["objective"]).abs().max()),
+        "p95_median_rel_change": float(p95_change.median()),
+        "p95_max_rel_change": float(p95_change.max()),
+        "sla_pass_changed": int((joined["sla_pass"] != joined["sla_pass_2"]).sum()),
+        "front": sorted(fronts[0]),
+        "front_repeat": sorted(fronts[1]),
+        "front_share_in_repeat": len(fronts[0] & fronts[1]) / len(fronts[0]) if fronts[0] else None,
+    }
 
 
-def comparison_table(runs: list[MethodRun], cores: int, strict_ideal: float | None = None) -> pl.DataFrame:
-    """One row per method with the derived columns; needs the exhaustive run (the ideal's source)."""
-    by_method = {r.method: r for r in runs}
-    ideal = by_method[EXHAUSTIVE].engine_seconds / cores
-    reference = by_method[EXHAUSTIVE].predictions
-    frame = pl.DataFrame(
-        {
-            "method": [r.method for r in runs],
-            "description": [DESCRIPTIONS.get(r.method, r.method) for r in runs],
-            "wall_seconds": [r.wall_seconds for r in runs],
-            "engine_seconds": [r.engine_seconds for r in runs],
-            "stage_calls": [r.stage_calls for r in runs],
-            "peak_rss_mib": [r.peak_rss_bytes / 2**20 for r in runs],
-            "load_1m_before": [r.load_before for r in runs],
-            "cpu_seconds": [r.cpu_seconds for r in runs],
-            "others_cpu_seconds": [r.others_cpu_seconds for r in runs],
-            "same_predictions": [same_predictions(r.predictions, reference) for r in runs],
+# -- the table --
+
+
+@dataclass
+class Judge:
+    """What every method's pick is judged against: raypipe exhaustive's numbers and best configuration."""
+
+    objective: Metric
+    sla: SLASpec
+    n_items: int
+    tolerance: float
+    stage_names: list[str]
+    reference: pl.DataFrame = field(default_factory=pl.DataFrame)  # exhaustive's config summary
+    best: str | None = None
+
+    def fit(self, exhaustive_rows: pl.DataFrame) -> Judge:
+        self.reference = config_summary(exhaustive_rows, self.objective, self.sla)
+        self.best = pick(self.reference, self.n_items, self.objective)
+        return self
+
+    def judge(self, rows: pl.DataFrame) -> dict[str, Any]:
+        chosen = pick(config_summary(rows, self.objective, self.sla), self.n_items, self.objective)
+        shortfall = gap(self.reference, self.best, chosen, self.objective)
+        return {
+            "pick": chosen,
+            "pick_choices": choices_of(rows, chosen, self.stage_names),
+            "gap_to_best": shortfall,
+            "within_tolerance": None if shortfall is None else bool(shortfall <= self.tolerance + 1e-12),
         }
-    )
+
+
+def choices_of(rows: pl.DataFrame, config_id: str | None, stage_names: list[str]) -> str | None:
+    """A configuration's choices, "none/clahe/gray/tesseract/layout"."""
+    if config_id is None:
+        return None
+    row = rows.filter(pl.col("config_id") == config_id).row(0, named=True)
+    return "/".join(str(row[s]) for s in stage_names)
+
+
+def comparison_table(
+    runs: list[MethodRun],
+    cores: int,
+    prices: pl.DataFrame | None,
+    by_stage: dict[str, float] | None,
+    judge: Judge,
+) -> pl.DataFrame:
+    """One row per method; needs raypipe exhaustive (the reference for predictions and picks)."""
+    by_method = {r.method: r for r in runs}
+    reference = by_method[EXHAUSTIVE].rows
+    judge.fit(reference)
+    records = []
+    for r in runs:
+        records.append(
+            {
+                "method": r.method,
+                "description": DESCRIPTIONS.get(r.method, r.method),
+                "wall_seconds": r.wall_seconds,
+                "cpu_seconds": r.cpu_seconds,
+                "call_seconds": r.call_seconds,
+                "stage_calls": r.stage_calls,
+                "ideal_seconds": priced_seconds(r.calls, prices) / cores if prices is not None else None,
+                "ideal_seconds_by_stage": priced_by_stage(r.calls, by_stage) / cores if by_stage else None,
+                "peak_rss_mib": r.peak_rss_bytes / 2**20,
+                "load_1m_before": r.load_before,
+                "others_cpu_seconds": r.others_cpu_seconds,
+                "same_predictions": same_predictions(r.rows, reference),
+                **judge.judge(r.rows),
+            }
+        )
+    return derive(pl.DataFrame(records, infer_schema_length=None), by_method)
+
+
+def derive(frame: pl.DataFrame, by_method: dict[str, MethodRun]) -> pl.DataFrame:
     wall = pl.col("wall_seconds")
 
-    def speedup(method: str) -> pl.Expr:  # null where the peer was not run (--halving-only)
-        return (
-            pl.lit(by_method[method].wall_seconds) / wall if method in by_method else pl.lit(None, pl.Float64)
-        )
+    def speedup(method: str) -> pl.Expr:  # null where the peer was not run
+        if method not in by_method:
+            return pl.lit(None, pl.Float64)
+        return pl.lit(by_method[method].wall_seconds) / wall
 
     return frame.with_columns(
         speedup(SEQUENTIAL).alias("speedup_vs_sequential"),
         speedup(POOL).alias("speedup_vs_pool"),
-        pl.lit(ideal).alias("ideal_seconds"),
-        (pl.lit(ideal) / wall).alias("efficiency"),
-        pl.lit(strict_ideal, pl.Float64).alias("strict_ideal_seconds"),
-        (pl.lit(strict_ideal, pl.Float64) / wall).alias("efficiency_strict"),
+        (pl.col("ideal_seconds").cast(pl.Float64) / wall).alias("efficiency"),
+        (pl.col("ideal_seconds_by_stage").cast(pl.Float64) / wall).alias("efficiency_by_stage"),
         (pl.col("cpu_seconds") / wall).alias("cores_used"),
         (pl.col("others_cpu_seconds") / wall).alias("others_cores"),
     )
 
 
-def _share(found: set[str], reference: set[str]) -> float | None:
-    return len(found & reference) / len(reference) if reference else None
-
-
-def own_front(configs: pl.DataFrame) -> set[str]:
-    """The Pareto front of these configurations alone, from their own numbers."""
-    return set(results.with_pareto(configs.drop("pareto")).filter("pareto")["config_id"])
-
-
-def halving_quality(
-    exhaustive_run: RunResult,
-    halving_run: RunResult,
-    repeat: pl.DataFrame | None = None,
-    mean_ms: dict[str, float] | None = None,
-) -> dict:
-    """Did halving pick the exhaustive winner, how much of the exhaustive Pareto set did it find, and at
-    what share of the exhaustive engine-seconds.
-
-    Halving's answer is what it kept to the end: those configurations ran on every item, so their rows
-    compare with exhaustive's. Its Pareto set is the front among them (a configuration dropped early has
-    numbers from a few items and must not dominate anything). Halving drops configurations that miss the
-    SLA by design, so shares are also given of the exhaustive front's SLA-meeting part. Pareto membership
-    hangs on measured latencies, which move from run to run: `repeat` (the configs table of a second full
-    run) gives the share that a repetition of exhaustive itself finds. Engine-seconds measured while other
-    work shares the cores are inflated by waiting, so the fraction is also given with both runs' calls
-    priced at `mean_ms` (the sequential loop's time per call of each stage).
-    """
-    exhaustive = results.rank(exhaustive_run.configs)
-    survivors = results.rank(halving_run.configs.filter(pl.col("dropped_round").is_null()))
-    front, kept = own_front(survivors), set(survivors["config_id"])
-    exhaustive_front = set(exhaustive.filter("pareto")["config_id"])
-    meeting_sla = exhaustive_front & set(exhaustive.filter("sla_pass")["config_id"])
-    winner = exhaustive["config_id"][0]
-    halving_winner = survivors["config_id"][0] if survivors.height else None
-    accuracy = dict(zip(exhaustive["config_id"], exhaustive["assertion_accuracy"], strict=True))
-    work = exhaustive_run.manifest["work"], halving_run.manifest["work"]
-    strict = priced_seconds(work[1], mean_ms) / priced_seconds(work[0], mean_ms) if mean_ms else None
-    return {
-        "exhaustive_winner": winner,
-        "halving_winner": halving_winner,
-        "found_winner": halving_winner == winner,
-        "winner_kept": winner in kept,
-        "winner_accuracy_gap": accuracy[winner] - accuracy.get(halving_winner, 0.0),
-        "n_survivors": survivors.height,
-        "exhaustive_pareto": len(exhaustive_front),
-        "pareto_share": _share(front, exhaustive_front),
-        "exhaustive_pareto_sla": len(meeting_sla),
-        "pareto_share_sla": _share(front, meeting_sla),
-        "pareto_kept_sla": _share(kept, meeting_sla),
-        "pareto_share_repeat": _share(own_front(repeat), exhaustive_front) if repeat is not None else None,
-        "engine_fraction": halving_run.manifest["search"]["engine_seconds"]
-        / exhaustive_run.manifest["engine_seconds"],
-        "engine_fraction_strict": strict,
-    }
+def fraction(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return float(numerator) / float(denominator)
 
 
 def _cell(value: object) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)
@@ -169,34 +317,66 @@ def markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def vertical_table(values: dict[str, Any]) -> str:
+    return markdown_table(
+        pl.DataFrame({"measure": list(values), "value": [_cell(v) for v in values.values()]})
+    )
+
+
 TABLE_COLUMNS = {
     "method": "method",
     "wall_seconds": "wall s",
-    "engine_seconds": "engine-s",
+    "cpu_seconds": "CPU-s (process tree)",
+    "call_seconds": "call-s",
     "stage_calls": "stage calls",
     "speedup_vs_sequential": "x sequential",
     "speedup_vs_pool": "x Pool",
-    "efficiency": "efficiency",
-    "efficiency_strict": "efficiency (strict)",
+    "efficiency": "efficiency (per choice)",
+    "efficiency_by_stage": "efficiency (per stage)",
     "peak_rss_mib": "peak RSS MiB",
     "cores_used": "cores used",
     "others_cores": "others' cores",
     "same_predictions": "same predictions",
+    "pick_choices": "pick",
+    "within_tolerance": "pick within tolerance",
 }
 
 
-def markdown_report(table: pl.DataFrame, halving: dict | None, context: dict[str, object]) -> str:
-    """The table and the halving comparison as Markdown, headed by what was run where."""
-    lines = ["# raypipe against its peers", ""]
+def table1_markdown(found: dict[str, Any]) -> str:
+    """Table 1 with its context, the ideal, the repeat's spread and the wall-time breakdown of raypipe."""
+    table, context = found["table"], found["context"]
+    lines = ["# raypipe against its peers (table 1)", ""]
     lines += [f"- {key}: {value}" for key, value in context.items()]
-    ideal, strict = table["ideal_seconds"][0], table["strict_ideal_seconds"][0]
-    lines += ["", f"Ideal wall time (raypipe's unique engine work / cores): {ideal:.1f} s"]
-    if strict is not None:
-        lines += [f"Strict ideal (the same calls at the sequential loop's time per call): {strict:.1f} s"]
-    shown = table.select(list(TABLE_COLUMNS)).rename(TABLE_COLUMNS)
-    lines += ["", markdown_table(shown), ""]
-    if halving:
-        lines += ["## Successive halving against exhaustive", ""]
-        vertical = pl.DataFrame({"measure": list(halving), "value": [_cell(v) for v in halving.values()]})
-        lines += [markdown_table(vertical), ""]
+    lines += ["", markdown_table(table.select(list(TABLE_COLUMNS)).rename(TABLE_COLUMNS)), ""]
+    lines += ["Ideal wall times (a method's own calls at isolated prices, over the cores) and picks:", ""]
+    ideal = table.select("method", "ideal_seconds", "ideal_seconds_by_stage", "pick_choices", "gap_to_best")
+    lines += [markdown_table(ideal), ""]
+    lines += ["## Run-to-run spread (raypipe exhaustive, run twice)", "", vertical_table(found["repeat"]), ""]
+    lines += ["## Where raypipe's wall time goes", "", markdown_table(wall_breakdown(found)), ""]
+    tune = {m: e for m, e in found["extra"].items() if "tune_best_index" in e}
+    if tune:
+        keys = ["trials", "iterations", "chunk", "tune_best_index", "tune_best_objective", "tune_best_items"]
+        frame = pl.DataFrame([{"method": m, **{k: e[k] for k in keys}} for m, e in tune.items()])
+        lines += ["## What Tune itself reports", "", markdown_table(frame), ""]
     return "\n".join(lines)
+
+
+def wall_breakdown(found: dict[str, Any]) -> pl.DataFrame:
+    """Per raypipe run: the streaming execution, the calibration's calls, the rest (setup, result files)."""
+    table = found["table"]
+    walls = dict(table.select("method", "wall_seconds").iter_rows())
+    ideals = dict(table.select("method", "ideal_seconds").iter_rows())
+    rows = [
+        {
+            "method": m,
+            "wall_seconds": walls[m],
+            "streaming_seconds": e["streaming_seconds"],
+            "calibration_call_seconds": e["calibration_call_seconds"],
+            "rest_seconds": walls[m] - e["streaming_seconds"],
+            "efficiency_of_streaming": fraction(ideals[m], e["streaming_seconds"]),
+            "manifest_calls": e["manifest_calls"],
+        }
+        for m, e in found["extra"].items()
+        if "streaming_seconds" in e
+    ]
+    return pl.DataFrame(rows)

@@ -1,162 +1,293 @@
-"""The peer benchmark: its table's arithmetic on known numbers, and `--quick` end to end on the shared Ray."""
+"""The peer benchmark and the racing targets: their arithmetic on known numbers, and `--quick` end to end on
+the shared Ray (the echo OCR makes a configuration that misses the SLA, so picks are known)."""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-from benchmarks import compare, summary
-from raypipe.evaluation import RunResult
+from benchmarks import compare, racing, summary
+from benchmarks.tune import running_metrics
 from raypipe.space import expand_configurations
-from raypipe.spec import load_spec
+from raypipe.spec import SLASpec
+from raypipe.task import Metric
+from raypipe.validation import load_spec
 from tests.conftest import REPO
 
-METHODS = [summary.SEQUENTIAL, summary.POOL, summary.UNSHARED, summary.EXHAUSTIVE, summary.HALVING]
-
-
-def method_run(method: str, wall: float, engine: float, predictions: list[str]) -> summary.MethodRun:
-    frame = pl.DataFrame({"config_id": ["a", "b"], "item_id": ["x", "x"], "prediction": predictions})
-    return summary.MethodRun(
-        method, wall, engine, 8, 2**30, 0.5, frame, cpu_seconds=wall, others_cpu_seconds=0.0
-    )
+STAGES = ["pre", "ocr"]
+ACCURACY = Metric("accuracy", "correct")
+SLA = SLASpec(p95_latency_ms=100, min={"accuracy": 0.5})
+METHODS = [
+    summary.SEQUENTIAL,
+    summary.POOL,
+    summary.UNSHARED,
+    summary.EXHAUSTIVE,
+    summary.RACING,
+    summary.REPEAT,
+    summary.TUNE_GRID,
+    summary.TUNE_ASHA,
+]
 
 
 def test_the_bench_spec_and_its_quick_cut():
     spec = load_spec(REPO / "benchmarks" / "bench.yaml")
     assert len(expand_configurations(spec)) == 24
+    assert spec.task == "idcard" and [c.key for c in spec.stage("extract").choices] == ["layout"]
+    assert spec.sla.min == {"key_fields_exact": 0.3} and spec.sla.p95_latency_ms == 5000
     quick = expand_configurations(compare.quick_spec(spec))
     assert [c.labels for c in quick] == [
-        ("none", "none", "original", "tesseract"),
-        ("none", "none", "original", "tesseract-eng"),
+        ("none", "none", "original", "tesseract", "layout"),
+        ("none", "none", "original", "tesseract-eng", "layout"),
     ]
 
 
-def test_table_derives_speedups_and_efficiency_from_the_ideal():
-    runs = [
-        method_run(summary.SEQUENTIAL, 40.0, 20.0, ["p", "q"]),
-        method_run(summary.POOL, 20.0, 21.0, ["p", "q"]),
-        method_run(summary.UNSHARED, 25.0, 22.0, ["p", "q"]),
-        method_run(summary.EXHAUSTIVE, 10.0, 16.0, ["p", "q"]),
-        method_run(summary.HALVING, 5.0, 4.0, ["p", "other"]),
-    ]
-    # the strict ideal: 10 calls of a 100 ms stage and 4 of a 1 s stage over 2 cores
-    work = {"a": {"calls": 10}, "b": {"calls": 4}}
-    strict = summary.priced_seconds(work, {"a": 100.0, "b": 1000.0}) / 2
-    assert strict == pytest.approx(2.5)
-    table = summary.comparison_table(runs, cores=2, strict_ideal=strict)
-    assert table["method"].to_list() == METHODS
-    assert table["ideal_seconds"].to_list() == [8.0] * 5  # 16 unique engine-seconds over 2 cores
-    assert table["efficiency"].to_list() == pytest.approx([0.2, 0.4, 0.32, 0.8, 1.6])
-    assert table["efficiency_strict"].to_list() == pytest.approx([2.5 / w for w in (40, 20, 25, 10, 5)])
-    assert table["cores_used"].to_list() == [1.0] * 5
-    assert table["speedup_vs_sequential"].to_list() == pytest.approx([1, 2, 1.6, 4, 8])
-    assert table["speedup_vs_pool"].to_list() == pytest.approx([0.5, 1, 0.8, 2, 4])
-    assert table["same_predictions"].to_list() == [1.0, 1.0, 1.0, 1.0, 0.5]
-    assert table["peak_rss_mib"].to_list() == [1024.0] * 5
-
-
-def test_halving_only_table_leaves_the_peers_columns_empty():
-    runs = [
-        method_run(summary.EXHAUSTIVE, 10.0, 16.0, ["p", "q"]),
-        method_run(summary.HALVING, 5.0, 4.0, ["p", "q"]),
-    ]
-    table = summary.comparison_table(runs, cores=2)
-    assert table["speedup_vs_sequential"].to_list() == [None, None]
-    assert table["efficiency"].to_list() == pytest.approx([0.8, 1.6])
-    report = summary.markdown_report(table, None, {"command": "python benchmarks/compare.py --halving-only"})
-    assert "| raypipe-halving | 5.000 | 4.000 | 8 | – | – | 1.600 | – |" in report
-
-
-def configs_frame(rows: list[tuple[str, float, float, bool, int | None]]) -> pl.DataFrame:
-    ids, acc, p95, sla, dropped = (list(column) for column in zip(*rows, strict=True))
-    frame = pl.DataFrame(
-        {"config_id": ids, "assertion_accuracy": acc, "latency_p95_ms": p95, "sla_pass": sla},
-        schema_overrides={"latency_p95_ms": pl.Float64},
+def peer_rows() -> pl.DataFrame:
+    """A sequential loop's rows: pre=a costs 10 ms, pre=b 30, ocr=x 100, ocr=y 300 (y failed once)."""
+    return pl.DataFrame(
+        {
+            "config_id": ["ax", "ax", "by", "by"],
+            "item_id": ["i1", "i2", "i1", "i2"],
+            "pre": ["a", "a", "b", "b"],
+            "ocr": ["x", "x", "y", "y"],
+            "call_pre_ms": [10.0, 10.0, 20.0, 40.0],
+            "call_ocr_ms": [100.0, 100.0, 300.0, None],
+        }
     )
-    return frame.with_columns(pl.Series("dropped_round", dropped, dtype=pl.Int64), pareto=pl.lit(True))
 
 
-def test_halving_is_judged_on_what_it_kept_to_the_end():
-    from raypipe.results import with_pareto
+def test_calls_are_priced_per_choice_and_per_stage():
+    prices = summary.choice_prices(peer_rows(), STAGES)
+    assert prices.rows() == [("ocr", "x", 100.0), ("ocr", "y", 300.0), ("pre", "a", 10.0), ("pre", "b", 30.0)]
+    assert summary.stage_prices(peer_rows(), STAGES) == {"pre": 20.0, "ocr": pytest.approx(500 / 3)}
+    calls = summary.peer_calls(peer_rows(), STAGES)
+    assert calls.rows() == [("ocr", "x", 2), ("ocr", "y", 1), ("pre", "a", 2), ("pre", "b", 2)]
+    # 2 x 100 + 1 x 300 + 2 x 10 + 2 x 30 ms; per stage: 3 x 166.7 + 4 x 20 ms
+    assert summary.priced_seconds(calls, prices) == pytest.approx(0.58)
+    assert summary.priced_by_stage(calls, {"pre": 20.0, "ocr": 500 / 3}) == pytest.approx(0.58)
+    # a mix that calls the dear choice more than the loop did: the per-stage price is wrong by the mix
+    skewed = pl.DataFrame({"stage": ["ocr", "ocr"], "choice": ["x", "y"], "calls": [1, 3]})
+    assert summary.priced_seconds(skewed, prices) == pytest.approx(1.0)
+    assert summary.priced_by_stage(skewed, {"ocr": 500 / 3}) == pytest.approx(2 / 3)
+    unknown = pl.DataFrame({"stage": ["ocr"], "choice": ["z"], "calls": [1]})
+    with pytest.raises(ValueError, match="no isolated price for ocr=z"):
+        summary.priced_seconds(unknown, prices)
 
-    exhaustive = with_pareto(
-        configs_frame(
-            [
-                ("best", 0.9, 900, True, None),
-                ("quick", 0.8, 500, True, None),
-                ("useless", 0.1, 100, False, None),
-            ]
-        ).drop("pareto")
+
+def test_raypipe_calls_count_a_shared_call_once():
+    # item i1: one pre=a call shared by two configurations, two ocr calls; item i2: ocr=x from the cache
+    items = pl.DataFrame(
+        {
+            "item_id": ["i1", "i1", "i2", "i2"],
+            "pre": ["a", "a", "a", "a"],
+            "ocr": ["x", "y", "x", "y"],
+            "cpu_pre_ms": [5.0, 5.0, 6.0, 6.0],
+            "busy_pre_ms": [7.0, 7.0, 8.0, 8.0],
+            "cached_pre": [False, False, False, False],
+            "cpu_ocr_ms": [50.0, 51.0, 50.0, None],
+            "busy_ocr_ms": [60.0, 61.0, 60.0, None],
+            "cached_ocr": [False, False, True, False],
+        }
     )
-    # "lucky" looked perfect and fast on the first items, then was dropped: it must not knock out "quick"
-    halving = configs_frame(
+    calls = summary.raypipe_calls(items, STAGES)
+    assert calls.rows() == [("ocr", "x", 1), ("ocr", "y", 1), ("pre", "a", 2)]
+
+
+def rows_of(config_id: str, correct: list[bool], latency: float, prediction: str = "p") -> pl.DataFrame:
+    n = len(correct)
+    return pl.DataFrame(
+        {
+            "config_id": [config_id] * n,
+            "pre": ["a"] * n,
+            "ocr": [config_id] * n,
+            "item_id": [f"i{k}" for k in range(n)],
+            "prediction": [prediction] * n,
+            "accuracy": correct,
+            "latency_total_ms": [latency] * n,
+        }
+    )
+
+
+def run_of(method: str, wall: float, rows: pl.DataFrame, calls: list[int]) -> summary.MethodRun:
+    frame = pl.DataFrame({"stage": ["ocr", "ocr"], "choice": ["x", "y"], "calls": calls})
+    return summary.MethodRun(method, wall, wall, 0.0, 2**30, 0.5, wall / 2, frame, rows)
+
+
+def test_table_derives_efficiency_speedups_and_judges_picks():
+    # "best" 0.75 at 80 ms, "close" 0.745-like (3 of 4) but slower, "fast" misses the accuracy bound
+    everything = pl.concat(
         [
-            ("best", 0.9, 950, True, None),
-            ("quick", 0.8, 480, True, None),
-            ("useless", 0.0, 90, False, 0),
-            ("lucky", 1.0, 50, True, 1),
+            rows_of("best", [True, True, True, False], 80.0),
+            rows_of("fast", [False, False, True, False], 10.0),
         ]
     )
-    # a second full run whose latencies moved: "quick" now looks slower than "best"
-    repeat = configs_frame([("best", 0.9, 900, True, None), ("quick", 0.8, 990, True, None)])
-    quality = summary.halving_quality(
-        RunResult(Path("e"), exhaustive, {"engine_seconds": 100.0, "work": {"ocr": {"calls": 40}}}),
-        RunResult(Path("h"), halving, {"search": {"engine_seconds": 30.0}, "work": {"ocr": {"calls": 10}}}),
-        repeat=repeat,
-        mean_ms={"ocr": 350.0},
+    other = pl.concat(
+        [rows_of("best", [True, True, True, False], 80.0, "q"), rows_of("fast", [False] * 4, 10.0, "q")]
     )
-    assert quality["found_winner"] and quality["winner_kept"] and quality["halving_winner"] == "best"
-    assert quality["winner_accuracy_gap"] == 0.0 and quality["n_survivors"] == 2
-    assert quality["exhaustive_pareto"] == 3 and quality["pareto_share"] == pytest.approx(2 / 3)
-    assert quality["exhaustive_pareto_sla"] == 2 and quality["pareto_share_sla"] == 1.0
-    assert quality["pareto_kept_sla"] == 1.0 and quality["pareto_share_repeat"] == pytest.approx(1 / 3)
-    assert quality["engine_fraction"] == pytest.approx(0.3)  # as measured
-    assert quality["engine_fraction_strict"] == pytest.approx(0.25)  # as priced at the same time per call
+    prices = pl.DataFrame({"stage": ["ocr", "ocr"], "choice": ["x", "y"], "mean_ms": [100.0, 1000.0]})
+    runs = [
+        run_of(summary.SEQUENTIAL, 40.0, everything, [10, 10]),
+        run_of(summary.EXHAUSTIVE, 10.0, everything, [10, 4]),
+        run_of(summary.RACING, 5.0, rows_of("fast", [False] * 4, 10.0), [2, 2]),
+        run_of(summary.TUNE_GRID, 20.0, other, [10, 10]),
+    ]
+    judge = summary.Judge(ACCURACY, SLA, n_items=4, tolerance=0.01, stage_names=STAGES)
+    table = summary.comparison_table(runs, 2, prices, {"ocr": 550.0}, judge)
+    assert table["method"].to_list() == [
+        summary.SEQUENTIAL,
+        summary.EXHAUSTIVE,
+        summary.RACING,
+        summary.TUNE_GRID,
+    ]
+    # own calls at isolated prices over 2 cores: (10 x 0.1 + 4 x 1.0) / 2 = 2.5 s for exhaustive
+    assert table["ideal_seconds"].to_list() == pytest.approx([5.5, 2.5, 1.1, 5.5])
+    assert table["efficiency"].to_list() == pytest.approx([5.5 / 40, 0.25, 1.1 / 5, 5.5 / 20])
+    assert table["efficiency_by_stage"].to_list() == pytest.approx([5.5 / 40, 3.85 / 10, 1.1 / 5, 5.5 / 20])
+    assert table["speedup_vs_sequential"].to_list() == pytest.approx([1, 4, 8, 2])
+    assert table["speedup_vs_pool"].null_count() == 4  # no Pool in this table
+    assert table["pick"].to_list() == ["best", "best", None, "best"]  # racing kept only an SLA miss
+    assert table["pick_choices"].to_list() == ["a/best", "a/best", None, "a/best"]
+    assert table["within_tolerance"].to_list() == [True, True, None, True]
+    assert table["same_predictions"].to_list() == [1.0, 1.0, 1.0, 0.0]
+    assert table["cores_used"].to_list() == [1.0] * 4 and table["peak_rss_mib"].to_list() == [1024.0] * 4
+
+
+def test_picks_fronts_and_the_repeat_spread():
+    first = summary.config_summary(
+        pl.concat(
+            [
+                rows_of("best", [True, True, True, False], 80.0),
+                rows_of("second", [True, True, False, True], 50.0),
+                rows_of("third", [True, True, False, False], 20.0),
+                rows_of("useless", [False] * 4, 5.0),
+            ]
+        ),
+        ACCURACY,
+        SLA,
+    )
+    assert first["sla_pass"].to_list() == [True, True, True, False]  # sorted by id: useless misses the bound
+    # best and second tie on 0.75: the faster one is the pick; third is on the front (fastest passing)
+    assert summary.pick(first, 4, ACCURACY) == "second"
+    assert summary.front(first, ACCURACY) == {"second", "third"}
+    assert summary.gap(first, "second", "third", ACCURACY) == pytest.approx(0.25)
+    # the repeat measured third slower than second: same objectives, another front
+    second = first.with_columns(
+        pl.when(pl.col("config_id") == "third")
+        .then(60.0)
+        .otherwise(pl.col("latency_p95_ms"))
+        .alias("latency_p95_ms")
+    )
+    spread = summary.repeat_spread(first, second, 4, ACCURACY)
+    assert spread["pick"] == spread["pick_repeat"] == "second"
+    assert spread["objective_max_abs_change"] == 0.0 and spread["p95_max_rel_change"] == pytest.approx(2.0)
+    assert spread["front_repeat"] == ["second"] and spread["front_share_in_repeat"] == 0.5
+    assert summary.pick(first, 5, ACCURACY) is None  # nobody ran on 5 items
+
+
+def test_tune_trials_report_their_running_numbers():
+    rows = [
+        {"key_fields_exact": True, "latency_total_ms": 100.0},
+        {"key_fields_exact": False, "latency_total_ms": 300.0},
+        {"key_fields_exact": None, "latency_total_ms": 200.0},
+    ]
+    report = running_metrics(rows, "key_fields_exact", ["key_fields_exact"])
+    assert report == {
+        "objective": 0.5,
+        "p95_ms": pytest.approx(290.0),
+        "items": 3,
+        "sla_key_fields_exact": 0.5,
+    }
+
+
+def replay_summary(within: int, fraction: float, share: float | None) -> dict:
+    return {
+        "summary": {
+            "orders": 20,
+            "picks_within_tolerance": within,
+            "engine_fraction_mean": fraction,
+            "engine_fraction_max": fraction + 0.1,
+            "pareto_share_mean": share,
+            "pareto_share_min": share,
+        }
+    }
+
+
+def test_racing_targets_are_marked_met_or_not():
+    found = {
+        "replay": {"best": replay_summary(19, 0.31, 0.4), "pareto": replay_summary(20, 0.55, 0.8)},
+        "live": [{"run": "racing keep=best", "wall_vs_exhaustive": 0.5}],
+        "icp": None,
+    }
+    rows = racing.targets(found)
+    assert [t["verdict"] for t in rows] == ["met", "not met", "met", "met", "met"]
+    assert rows[0]["measured"] == "19 of 20" and rows[3]["measured"] == "80% on average (at least 80%)"
+    found["replay"]["best"] = replay_summary(18, 0.2, 0.4)
+    found["live"][0]["wall_vs_exhaustive"] = 0.51
+    assert [t["verdict"] for t in racing.targets(found)][:3] == ["not met", "met", "not met"]
+    found["icp"] = {
+        "configurations": 1050,
+        "items": 30,
+        "cpu_seconds_spent": 1200.0,
+        "exhaustive_cpu_seconds_estimate": 4000.0,
+        "engine_fraction": 0.3,
+        "pick_labels": "orient=none > ocr=rapidocr",
+    }
+    icp = racing.targets(found)[-1]
+    assert icp["verdict"] == "report only" and "--limit 30" in icp["command"]
+    assert icp["measured"] == (
+        "1,200 CPU-s of calls against an exhaustive estimate of 4,000 (30%); pick orient=none > ocr=rapidocr"
+    )
+
+
+def echo_bench(tmp_path) -> str:
+    """bench.yaml with the English Tesseract replaced by an OCR that reads nothing (fast, scores 0)."""
+    spec = yaml.safe_load((REPO / "benchmarks" / "bench.yaml").read_text())
+    spec["stages"][3]["choices"][1] = {"name": "tests.plugin_stages:EchoOCR", "label": "echo"}
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(spec))
+    return str(config)
 
 
 @pytest.mark.ray
 def test_quick_benchmark_end_to_end(ray_cluster, tmp_path):
-    spec = yaml.safe_load((REPO / "benchmarks" / "bench.yaml").read_text())
-    # an OCR choice that reads nothing, so that halving has a configuration to drop after its first round
-    spec["stages"][3]["choices"][1] = {"name": "tests.plugin_stages:EchoOCR", "label": "echo"}
-    spec["sla"]["min_assertion_accuracy"] = 0.7
-    config = tmp_path / "bench.yaml"
-    config.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
-    assert compare.main(["--quick", "--config", str(config), "--out", str(out)]) == 0
+    assert compare.main(["--quick", "--config", echo_bench(tmp_path), "--out", str(out)]) == 0
 
     table = pl.read_parquet(out / "compare.parquet")
     assert table["method"].to_list() == METHODS
-    assert (table["engine_seconds"] > 0).all() and (table["wall_seconds"] > 0).all()
     by = {r["method"]: r for r in table.iter_rows(named=True)}
-    unshared_calls = 2 * 3 * 4  # configurations x items x stages
-    assert [by[m]["stage_calls"] for m in METHODS[:3]] == [unshared_calls] * 3
-    assert by[summary.EXHAUSTIVE]["stage_calls"] == 3 * (1 + 1 + 1 + 2)  # the prefix is shared
-    manifest = json.loads((out / "runs" / "raypipe" / "manifest.json").read_text())
-    ideal = manifest["engine_seconds"] / os.cpu_count()
+    alone = 2 * 3 * 5  # configurations x items x stages, nothing shared
+    for method in (summary.SEQUENTIAL, summary.POOL, summary.UNSHARED, summary.TUNE_GRID):
+        assert by[method]["stage_calls"] == alone, method
+    shared = 3 * (1 + 1 + 1 + 2 + 2)  # the first three stages' prefix is shared
+    assert by[summary.EXHAUSTIVE]["stage_calls"] == by[summary.REPEAT]["stage_calls"] == shared
+    assert by[summary.RACING]["stage_calls"] <= shared and by[summary.TUNE_ASHA]["stage_calls"] <= alone
+    details = json.loads((out / "compare.json").read_text())
+    assert details["extra"][summary.EXHAUSTIVE]["manifest_calls"] == shared  # rows and manifest agree
     for r in by.values():
-        assert r["ideal_seconds"] == pytest.approx(ideal)
-        assert r["efficiency"] == pytest.approx(ideal / r["wall_seconds"])
-        assert r["speedup_vs_sequential"] == pytest.approx(
-            by["sequential"]["wall_seconds"] / r["wall_seconds"]
-        )
-        assert r["same_predictions"] == 1.0  # same implementations, same inputs: same text
-        assert r["peak_rss_mib"] > 50 and r["cpu_seconds"] > 0
-
-    quality = json.loads((out / "halving.json").read_text())
-    halving = json.loads((out / "runs" / "raypipe-halving" / "manifest.json").read_text())
-    assert quality["found_winner"] and quality["n_survivors"] == 1  # echo is out after the first round
-    # the exhaustive front is Tesseract (accurate) and echo (fast); halving kept Tesseract only
-    assert quality["exhaustive_pareto"] == 2 and quality["pareto_share"] == 0.5
-    fraction = halving["search"]["engine_seconds"] / manifest["engine_seconds"]
-    assert quality["engine_fraction"] == pytest.approx(fraction)
-
+        assert r["same_predictions"] == 1.0, r["method"]  # same classes, same inputs: same fields read
+        assert r["efficiency"] == pytest.approx(r["ideal_seconds"] / r["wall_seconds"])
+        assert r["wall_seconds"] > 0 and r["cpu_seconds"] > 0 and r["peak_rss_mib"] > 50
+    # echo reads nothing and misses the SLA's bound: every method that ran Tesseract on every item picks it
+    tesseract = details["repeat"]["pick"]
+    assert tesseract is not None and details["repeat"]["pick_repeat"] == tesseract
+    assert {by[m]["pick"] for m in METHODS if m != summary.TUNE_ASHA} == {tesseract}
+    assert details["repeat"]["objective_max_abs_change"] == 0.0
     report = (out / "compare.md").read_text()
-    rows = [line for line in report.splitlines() if line.startswith("| ")]
-    assert len(rows) == (2 + 5) + (2 + len(quality))  # the methods' table; the halving measures' table
-    assert "--quick" in report and "2 configurations" in report
+    assert "--quick" in report and "2 configurations" in report and "| tune-asha |" in report
+
+
+@pytest.mark.ray
+def test_quick_racing_targets_end_to_end(ray_cluster, tmp_path):
+    out = tmp_path / "racing"
+    assert racing.main(["--quick", "--config", echo_bench(tmp_path), "--out", str(out)]) == 0
+    found = json.loads((out / "racing.json").read_text())
+    assert {t["verdict"] for t in found["targets"]} <= {"met", "not met"}
+    assert len(found["targets"]) == 5 and found["icp"] is None
+    assert {row["run"] for row in found["live"]} == {"racing keep=best", "racing keep=pareto"}
+    for row in found["live"]:  # 3 items, one look every 10: nothing to drop, the tesseract path is kept
+        assert row["survivors"] == 2 and row["within_tolerance"] and row["stage_calls"] <= 21
+    assert found["replay"]["best"]["summary"]["orders"] == 2
+    assert "## Replays" in (out / "racing.md").read_text()

@@ -61,23 +61,35 @@ def test_second_identical_run_does_no_engine_work(ray_cluster, tiny_dataset, tmp
     assert work["ocr"]["calls"] == 4 and work["ocr"]["cache_hits"] == 4
     assert work["orient"]["calls"] == 0
 
-
-def test_cache_command_reports_and_clears(tmp_path, ray_cluster, tiny_dataset):
-    raw = spec_dict(str(tiny_dataset), ["gray"])
-    evaluate(request_for(raw, tmp_path / "r", cache_dir=str(tmp_path / "c"), calibrate=False))
-    info = CliRunner().invoke(app, ["cache", "info", "--cache-dir", str(tmp_path / "c")])
-    assert info.exit_code == 0 and "20 entries" in info.output  # 4 items x 5 stages
-    cleared = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path / "c")])
-    assert "removed 20" in cleared.output
+    # 4 items x 5 stages, and green's channel, OCR and extract calls of the third run
+    info = CliRunner().invoke(app, ["cache", "info", "--cache-dir", cache])
+    assert info.exit_code == 0 and "32 entries" in info.output
+    cleared = CliRunner().invoke(app, ["cache", "clear", "--cache-dir", cache])
+    assert "removed 32" in cleared.output
 
 
 def test_killed_run_resumes_without_losing_or_duplicating_rows(ray_cluster, tmp_path):
-    source = tmp_path / "twelve.parquet"
-    write_table(resolve_task("idcard").generate("clean", 12, seed=5), str(source))
-    raw = spec_dict(str(source), ["gray", "original"])
-    raw["stages"][0]["choices"] = [
-        {"name": "tests.plugin_stages:Sleepy", "label": "sleepy", "params": {"seconds": 1}}
-    ]
+    source = tmp_path / "twenty.parquet"
+    write_table(resolve_task("digits").generate("clean", 20, seed=5), str(source))
+    raw = {
+        "name": "resume",
+        "task": "digits",
+        "stages": [
+            {
+                "name": "preprocess",
+                "choices": [
+                    {
+                        "name": "tests.plugin_stages:Sleepy",
+                        "label": "sleepy",
+                        "params": {"seconds": 1},
+                        "resources": {"num_cpus": 0.25},  # one slow actor: results trickle out
+                    }
+                ],
+            },
+            {"name": "classify", "choices": ["linear", "onnx"]},
+        ],
+        "dataset": {"source": str(source)},
+    }
     config = tmp_path / "slow.yaml"
     config.write_text(yaml.safe_dump(raw))
     run_dir = tmp_path / "run"
@@ -101,10 +113,10 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(ray_cluster, tmp_
     assert resumed.exit_code == 0, resumed.output
     items = pl.read_parquet(run_dir / "items.parquet")
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert items.height == 12 * 2
-    assert items.select("item_id", "config_id").n_unique() == 24
-    # items written before the kill were not run again: one orientation call per item in all
-    assert manifest["work"]["orient"]["calls"] == 12
+    assert items.height == 20 * 2
+    assert items.select("item_id", "config_id").n_unique() == 40
+    # items written before the kill were not run again: one sleepy call per item in all
+    assert manifest["work"]["preprocess"]["calls"] == 20
     assert written >= 2
 
 

@@ -124,6 +124,7 @@ class KerasBackend:
     def __init__(self, path: Path, threads: int = 1):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+        torch_before_tensorflow()
         import keras
         import tensorflow as tf
 
@@ -197,6 +198,17 @@ RUNTIMES: dict[str, tuple[str, str]] = {
 }
 
 
+def torch_before_tensorflow() -> None:
+    """Import torchvision (when installed) before TensorFlow: in the other order, EasyOCR's torchvision import
+    later in the same process crashes it (a segmentation fault, seen with tensorflow-cpu 2.21 and
+    torchvision 0.29 in a driver checking configs/icp.yaml and in the calibration actor)."""
+    import importlib.util
+    import sys
+
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401
+
+
 def load_backend(path: Path, threads: int = 1) -> Backend:
     """The runtime that serves `path`, chosen by its suffix."""
     backends = {".keras": KerasBackend, ".tflite": LiteRTBackend, ".onnx": OnnxBackend}
@@ -236,6 +248,8 @@ class OrientCNN(Stage):
         check_manifest(path, _make_hint(variant))
         module, install = RUNTIMES[fmt.split("-")[0]]
         try:
+            if module == "tensorflow":
+                torch_before_tensorflow()
             __import__(module)
         except ImportError as exc:
             raise StageError(f"orient cnn variant {variant!r} needs {module}: {install}") from exc
