@@ -112,7 +112,7 @@ class SLASpec(BaseModel):
         default_factory=dict, description="Lower bounds on metric means, e.g. {accuracy: 0.9}."
     )
     max: dict[str, float] = Field(
-        default_factory=dict, description="Upper bounds on metric means, e.g. {cer: 0.1}."
+        default_factory=dict, description="Upper bounds on metric means, e.g. {error_rate: 0.1}."
     )
 
     @model_validator(mode="before")
