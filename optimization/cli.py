@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.console import Console
 from optimization.runtime import configure_environment
 from raypipe.errors import RaypipeError
 from raypipe.models import default_models_dir
+
+if TYPE_CHECKING:
+    from optimization.training import TrainSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)  # paths and commands stay on one line
@@ -40,7 +43,7 @@ def models_dir_of(models_dir: Path | None) -> Path:
     return folder
 
 
-def settings_for(quick: bool, seed: int, epochs: int | None, cards: int | None):
+def settings_for(quick: bool, seed: int, epochs: int | None, cards: int | None) -> TrainSettings:
     from optimization.training import QUICK_SETTINGS, TrainSettings
 
     base = QUICK_SETTINGS if quick else TrainSettings()
@@ -95,11 +98,17 @@ def distill(
 
 
 @app.command()
-def quantize(models_dir: ModelsDir = None, quick: Quick = False) -> None:
+def quantize(
+    models_dir: ModelsDir = None,
+    quick: Quick = False,
+    force: Annotated[
+        bool, typer.Option(help="Rewrite files already made from the present Keras models.")
+    ] = False,
+) -> None:
     """TF Lite float / dynamic / int8 and ONNX fp32 / int8 dynamic / int8 static of the CNN and student."""
     from optimization.quantize import quantize as run
 
-    guarded(lambda: run(models_dir_of(models_dir), settings_for(quick, 0, None, None), progress))
+    guarded(lambda: run(models_dir_of(models_dir), settings_for(quick, 0, None, None), progress, force))
 
 
 @app.command("export-easyocr")
@@ -121,6 +130,13 @@ def benchmark(
         Path | None,
         typer.Option(help="Also write the report here (default: OPTIMIZATION.md for a full run)."),
     ] = None,
+    timing_only: Annotated[
+        bool,
+        typer.Option(
+            help="Measure only the timings again (alone and in the raypipe run), on a quiet machine; reuse "
+            "the loss tables a previous benchmark saved in --out."
+        ),
+    ] = False,
 ) -> None:
     """Measure every variant alone, then rerun raypipe with originals and variants side by side."""
     from optimization.benchmark import FULL, QUICK, run_benchmark
@@ -132,7 +148,8 @@ def benchmark(
     command = "python -m optimization " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def run() -> None:
-        path = run_benchmark(folder, target, QUICK if quick else FULL, command, report_path, progress)
+        settings = QUICK if quick else FULL
+        path = run_benchmark(folder, target, settings, command, report_path, progress, timing_only)
         progress(f"report: {path}" + (f" and {report_path}" if report_path else ""))
 
     guarded(run)
@@ -150,14 +167,15 @@ def report(
     """Render a finished benchmark's report again from its saved tables (no measuring)."""
     import polars as pl
 
-    from optimization.report import TABLES, Context, render_report
+    from optimization.report import EASYOCR_TABLES, TABLES, Context, render_report
 
     def run() -> None:
         if not (out / "context.json").is_file():
             raise RaypipeError(
                 f"{out} holds no benchmark (no context.json): run `python -m optimization benchmark`"
             )
-        tables = {name: pl.read_parquet(out / f"{name}.parquet") for name in TABLES}
+        names = [*TABLES, *(n for n in EASYOCR_TABLES if (out / f"{n}.parquet").is_file())]
+        tables = {name: pl.read_parquet(out / f"{name}.parquet") for name in names}
         markdown = render_report(tables, Context.load(out / "context.json"))
         for path in [out / "OPTIMIZATION.md", *([to] if to else [])]:
             path.write_text(markdown)

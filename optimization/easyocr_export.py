@@ -98,7 +98,8 @@ def card_crops(cards: int, seed: int = 0) -> list[CardCrops]:
     import io
 
     from PIL import Image
-    from raypipe.data import generate_dataset
+
+    from raypipe.tasks.idcard.generator import generate_dataset
 
     result = []
     for row in generate_dataset("clean", cards, seed).to_pylist():

@@ -29,6 +29,7 @@ from optimization.training import (
     with_data_of,
 )
 from raypipe.errors import StageError
+from raypipe.models import file_sha256
 from raypipe.stages.orient_cnn import FORMATS, artifact_name, as_batch, load_backend
 
 CALIBRATION_IMAGES = 256
@@ -126,17 +127,34 @@ def backend_logits(path: Path, images: np.ndarray, batch_size: int = 256) -> np.
     )
 
 
-def quantize_model(models_dir: Path, name: str, settings: TrainSettings, progress: Progress) -> list[dict]:
-    """Every quantized / exported format of model `name` ("cnn" or "student"); returns manifest entries."""
+def up_to_date(path: Path, source: dict) -> bool:
+    """`path` exists, matches its manifest hash, and was made from the Keras file now beside it."""
+    entry = artifact_entry(path.parent, path.name)
+    return bool(
+        path.is_file()
+        and entry
+        and entry.get("sha256") == file_sha256(path)
+        and entry.get("source_sha256") == source.get("sha256")
+    )
+
+
+def quantize_model(
+    models_dir: Path, name: str, settings: TrainSettings, progress: Progress, force: bool = False
+) -> list[dict]:
+    """The quantized / exported formats of model `name` ("cnn" or "student") that are missing or were
+    made from another Keras file (all of them with `force`); returns their new manifest entries."""
     keras_path = models_dir / artifact_name(name, "keras")
+    source = artifact_entry(models_dir, keras_path.name) or {}
     _, keras = import_keras()
     model = keras.saving.load_model(keras_path, compile=False)
-    source = artifact_entry(models_dir, keras_path.name) or {}
     train, holdout = training_data(models_dir, with_data_of(settings, source))
     calibration = representative_batches(train)
     reference = predict_logits(model, holdout.images)
     entries = []
     for fmt, write in writers(model, keras_path, calibration).items():
+        if not force and up_to_date(models_dir / artifact_name(name, fmt), source):
+            progress(f"{artifact_name(name, fmt)}: up to date with {keras_path.name}, kept")
+            continue
         path = replace_atomically(write, models_dir / artifact_name(name, fmt))
         logits = backend_logits(path, holdout.images)
         entries.append(
@@ -163,12 +181,17 @@ def quantize_model(models_dir: Path, name: str, settings: TrainSettings, progres
 
 
 def quantize(
-    models_dir: Path, settings: TrainSettings = TrainSettings(), progress: Progress = print
+    models_dir: Path,
+    settings: TrainSettings = TrainSettings(),
+    progress: Progress = print,
+    force: bool = False,
 ) -> list[dict]:
-    """Quantize the CNN and, when distilled, the student; the CNN must exist (`train-orient`)."""
+    """Quantize the CNN and, when distilled, the student; the CNN must exist (`train-orient`).
+
+    Files already made from the present Keras file are kept (committed models stay byte-identical)."""
     names = [n for n in ("cnn", "student") if (models_dir / artifact_name(n, "keras")).is_file()]
     if "cnn" not in names:
         raise StageError(
             f"no {artifact_name('cnn', 'keras')} in {models_dir}: run `python -m optimization train-orient`"
         )
-    return [entry for name in names for entry in quantize_model(models_dir, name, settings, progress)]
+    return [entry for name in names for entry in quantize_model(models_dir, name, settings, progress, force)]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from raypipe.errors import DatasetError
-from raypipe.tasks.idcard import generator, render
+from raypipe.tasks.idcard import render
 from raypipe.tasks.idcard.fields import birth_consistent, id_checksum_valid
 from raypipe.tasks.idcard.generator import generate_dataset, write_dataset
 from raypipe.tasks.idcard.identity import Identity, make_id_number
@@ -207,7 +207,9 @@ def test_write_dataset_leaves_the_old_file_when_writing_fails(tmp_path: Path, mo
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(generator.pq, "write_table", fail)
+    import raypipe.datasets
+
+    monkeypatch.setattr(raypipe.datasets.pq, "write_table", fail)
     with pytest.raises(OSError, match="disk full"):
         write_dataset(generate_dataset("clean", 3, seed=0), target)
     assert target.read_bytes() == before
