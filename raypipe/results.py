@@ -14,6 +14,7 @@ from raypipe.task import Metric, Task
 
 WORK_KINDS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 TIE_ALPHA = 0.05
+SAME_P95 = 0.02  # p95s this close (relative) are not told apart when ordering the tied group
 
 
 def work_columns(stage_names: list[str] | tuple[str, ...]) -> list[str]:
@@ -215,6 +216,23 @@ def rank(frame: pl.DataFrame, items: pl.LazyFrame | pl.DataFrame, objective: Met
         )
         group = {best} | tied_with(scores, best, passing["config_id"][1:].to_list(), objective)
     frame = frame.with_columns(pl.col("config_id").is_in(list(group)).alias("tied"))
-    head = frame.filter(pl.col("tied")).sort("latency_p95_ms", nulls_last=True)
+    head = by_speed(frame.filter(pl.col("tied")), objective)
     tail = frame.filter(~pl.col("tied"))
     return pl.concat([head, tail]).with_row_index("rank", offset=1)
+
+
+def by_speed(group: pl.DataFrame, objective: Metric, same: float = SAME_P95) -> pl.DataFrame:
+    """The tied group fastest first. p95s within `same` (relative) of the fastest of a run of them count as
+    equal, and those are ordered by the objective: two configurations that share every expensive call (two
+    extractors after one OCR engine) differ in p95 by a fraction of a percent, which says nothing."""
+    ordered = group.sort("latency_p95_ms", nulls_last=True)
+    bucket, start, buckets = -1, None, []
+    for p95 in ordered["latency_p95_ms"].to_list():
+        if start is None or p95 is None or p95 > start * (1 + same):
+            bucket, start = bucket + 1, p95
+        buckets.append(bucket)
+    return (
+        ordered.with_columns(pl.Series("_speed", buckets))
+        .sort(["_speed", "objective"], descending=[False, objective.higher_is_better])
+        .drop("_speed")
+    )

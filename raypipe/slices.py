@@ -30,7 +30,7 @@ def bin_column(attribute: str) -> str:
 
 
 def _edge(value: float) -> str:
-    return f"{value:g}"
+    return f"{value:.3g}"
 
 
 def bin_labels(edges: list[float]) -> list[str]:

@@ -151,3 +151,18 @@ def test_a_class_registered_at_run_time_works_inside_the_actors(ray_cluster, dig
     negated = items.filter(pl.col("preprocess") == "negate_for_test")["accuracy"].cast(pl.Float64).mean()
     plain = items.filter(pl.col("preprocess") == "none")["accuracy"].cast(pl.Float64).mean()
     assert negated < plain  # the classifier never saw negated digits: the class really ran
+
+
+def test_the_tied_group_orders_negligible_p95_differences_by_the_objective():
+    from raypipe.results import by_speed
+    from raypipe.task import Metric
+
+    group = pl.DataFrame(
+        {
+            "config_id": ["a", "b", "c", "d"],
+            "objective": [0.79, 0.96, 0.95, 0.97],
+            "latency_p95_ms": [940.0, 951.0, 1300.0, 1310.0],  # a, b share their OCR calls: 1 % apart
+        }
+    )
+    ordered = by_speed(group, Metric("accuracy", "the label predicted right"))
+    assert ordered["config_id"].to_list() == ["b", "a", "d", "c"]
