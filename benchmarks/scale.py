@@ -38,11 +38,15 @@ class NullTask(Task):
 
     name: ClassVar[str] = "null"
     truth_fields: ClassVar[tuple[str, ...]] = ()
-    metrics: ClassVar[tuple[Metric, ...]] = (Metric("even", "the last stage's first value is even", needs_truth=False),)
+    metrics: ClassVar[tuple[Metric, ...]] = (
+        Metric("even", "the last stage's first value is even", needs_truth=False),
+    )
 
     def generate(self, profile: str, n: int, seed: int, **options: Any) -> pa.Table:
         data = np.random.default_rng(seed).integers(0, 256, size=(n, 8), dtype=np.uint8)
-        return pa.table({"item_id": [f"null-{i:06d}" for i in range(n)], "input": [row.tobytes() for row in data]})
+        return pa.table(
+            {"item_id": [f"null-{i:06d}" for i in range(n)], "input": [row.tobytes() for row in data]}
+        )
 
     def load(self, source: str, limit: int | None = None) -> pa.Table:
         import pyarrow.parquet as pq
@@ -72,7 +76,12 @@ def spec(source: str, sizes: tuple[int, ...] = STAGE_SIZES) -> dict:
         }
         for k, size in enumerate(sizes)
     ]
-    return {"name": "scale", "task": "benchmarks.scale:NullTask", "stages": stages, "dataset": {"source": source}}
+    return {
+        "name": "scale",
+        "task": "benchmarks.scale:NullTask",
+        "stages": stages,
+        "dataset": {"source": source},
+    }
 
 
 class Sampler:
@@ -155,7 +164,10 @@ def measure(n_items: int, out: Path) -> dict:
 def table(rows: list[dict]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(f"{r[h]:,}" if isinstance(r[h], int) else str(r[h]) for h in header) + " |" for r in rows]
+    lines += [
+        "| " + " | ".join(f"{r[h]:,}" if isinstance(r[h], int) else str(r[h]) for h in header) + " |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
