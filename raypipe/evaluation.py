@@ -41,7 +41,7 @@ from raypipe.spec import PipelineSpec
 from raypipe.task import Metric, Task
 from raypipe.validation import check_components, task_of
 
-CALIBRATION_ITEMS = 4
+CALIBRATION_ITEMS = 6
 
 
 @dataclass

@@ -42,10 +42,11 @@ def covering_configs(configs: list[Configuration], candidates: list[int] | None 
     return chosen
 
 
-def sample_items(items: pl.DataFrame, n: int, stratify_by: str | None = None) -> list[str]:
-    """`n` item ids spread over the dataset: round-robin over the strata of `stratify_by` when given."""
+def sample_items(items: pl.DataFrame, n: int, stratify_by: str | None = None, seed: int = 0) -> list[str]:
+    """`n` item ids drawn at random (seeded): round-robin over the strata of `stratify_by` when given."""
+    items = items.sample(fraction=1.0, shuffle=True, seed=seed)
     if stratify_by and stratify_by in items.columns and items[stratify_by].null_count() < items.height:
-        groups = items.sort("item_id").group_by(stratify_by, maintain_order=True).agg(pl.col("item_id"))
+        groups = items.group_by(stratify_by, maintain_order=True).agg(pl.col("item_id"))
         lists = [ids for ids in groups["item_id"].to_list()]
         picked: list[str] = []
         while len(picked) < min(n, items.height):
@@ -53,13 +54,12 @@ def sample_items(items: pl.DataFrame, n: int, stratify_by: str | None = None) ->
                 if ids and len(picked) < n:
                     picked.append(ids.pop(0))
         return picked
-    ids = items.sort("item_id")["item_id"].to_list()
-    step = max(1, len(ids) // max(n, 1))
-    return ids[::step][:n]
+    return items["item_id"].to_list()[:n]
 
 
 def factors(calibration: pl.DataFrame, items: pl.DataFrame, stage_names: list[str]) -> pl.DataFrame:
-    """Per (stage, choice): sum of alone wall time / sum of the same calls' CPU time in the run.
+    """Per (stage, choice): the median, over the sampled calls, of alone wall time / the same call's CPU time
+    in the run (a median: one call slowed by something else in the run must not move every call's estimate).
 
     The calls' in-run CPU times come from `items` (columns config_index, item_id, cpu_<stage>_ms and the
     stage's choice column). Where a sampled call has no in-run CPU time (it failed, or came from another
@@ -80,13 +80,11 @@ def factors(calibration: pl.DataFrame, items: pl.DataFrame, stage_names: list[st
     )
     joined = calibration.join(in_run, on=["item_id", "config_index", "stage"], how="left")
     cpu = pl.when(pl.col("cpu_run_ms") > 0).then(pl.col("cpu_run_ms")).otherwise(pl.col("cpu_ms"))
+    ratio = pl.col("wall_ms") / pl.col("cpu_basis").clip(lower_bound=1e-3)
     return (
         joined.with_columns(cpu.alias("cpu_basis"))
         .group_by("stage", "choice")
-        .agg(
-            (pl.col("wall_ms").sum() / pl.col("cpu_basis").sum().clip(lower_bound=1e-6)).alias("factor"),
-            pl.len().alias("n_calls"),
-        )
+        .agg(ratio.median().alias("factor"), pl.len().alias("n_calls"))
         .sort("stage", "choice")
     )
 

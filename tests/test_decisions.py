@@ -47,7 +47,11 @@ def test_the_first_row_is_the_fastest_of_the_configurations_tied_with_the_best(d
     best = passing.sort("objective", descending=True)["objective"][0]
     assert tied.height >= 2  # onnx and onnx-int8 agree on nearly every digit
     assert tied["objective"].max() == best
-    assert configs["config_id"][0] == tied.sort("latency_p95_ms")["config_id"][0]
+    fastest = tied["latency_p95_ms"].min()
+    first = configs.row(0, named=True)
+    assert first["latency_p95_ms"] <= fastest * 1.02  # the fastest, p95s within 2 % counting as equal
+    near = tied.filter(pl.col("latency_p95_ms") <= fastest * 1.02)
+    assert first["objective"] == near["objective"].max()
     assert configs.head(tied.height)["tied"].all()  # the tied group comes first, as one block
     # a configuration clearly below the best (threshold throws away ink) is not in the group
     assert not configs.filter(pl.col("preprocess") == "threshold")["tied"].any()
