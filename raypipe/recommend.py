@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from raypipe.errors import RaypipeError
+from raypipe.results import by_speed, rank, with_sla
 from raypipe.slices import bin_column, bin_labels
 from raypipe.spec import SLASpec
 from raypipe.stats import Z_95, z_for
@@ -202,23 +203,45 @@ def recommend(
     stage_names: list[str],
 ) -> Recommendation:
     """The reweighted ranking of the configurations no search dropped, and the recommended one."""
-    if attribute is None:  # the run's own data: one bin holding everything
-        attribute, mix = "_all", {"all": 1.0}
-        items = items.with_columns(pl.lit("all").alias(bin_column("_all")))
-    label = None if attribute == "_all" else attribute
     if "dropped_after_items" in configs.columns:
         configs = configs.filter(pl.col("dropped_after_items").is_null())
+    if attribute is None:
+        return _own_data(configs, items, objective, sla, stage_names)
     items = items.filter(pl.col("config_id").is_in(configs["config_id"].implode()))
     ranking = reweighted_rows(items, task, objective, sla, attribute, mix)
     passing = ranking.filter(pl.col("sla_pass"))
     if passing.is_empty():
         ranking = ranking.with_columns(pl.lit(False).alias("tied"))
-        return Recommendation(label, mix, ranking, None, note="no configuration meets the SLA under this mix")
+        return Recommendation(attribute, mix, ranking, None, note="no configuration meets the SLA under this mix")
     best = passing["config_id"][0]
     tied = [c for c in passing["config_id"][1:] if tied_under_mix(items, attribute, mix, best, c, objective)]
     ranking = ranking.with_columns(pl.col("config_id").is_in([best, *tied]).alias("tied"))
-    head = ranking.filter(pl.col("tied")).sort("p95_ms")
+    head = by_speed(ranking.filter(pl.col("tied")), objective, p95="p95_ms", value="expected")
     ranking = pl.concat([head, ranking.filter(~pl.col("tied"))])
     ranking = ranking.join(configs.select("config_id", *stage_names), on="config_id", how="left")
     chosen = head["config_id"][0]
-    return Recommendation(label, mix, ranking, chosen, sorted({best, *tied} - {chosen}))
+    return Recommendation(attribute, mix, ranking, chosen, sorted({best, *tied} - {chosen}))
+
+
+def _own_data(
+    configs: pl.DataFrame, items: pl.DataFrame, objective: Metric, sla: SLASpec, stage_names: list[str]
+) -> Recommendation:
+    """For the run's own data the run's ranking is the answer: the same figures, tied test and order, with
+    the SLA given (which may differ from the run's)."""
+    items = items.filter(pl.col("config_id").is_in(configs["config_id"].implode()))
+    frame = with_sla(configs.drop("sla_miss", "sla_pass", "tied", "rank", strict=False), sla)
+    ranking = rank(frame, items, objective).select(
+        "config_id",
+        pl.col("objective").alias("expected"),
+        pl.col("objective_ci_low").alias("ci_low"),
+        pl.col("objective_ci_high").alias("ci_high"),
+        pl.col("latency_p95_ms").alias("p95_ms"),
+        "sla_pass",
+        "tied",
+        *stage_names,
+    )
+    if not ranking["sla_pass"].any():
+        return Recommendation(None, {}, ranking, None, note="no configuration meets the SLA on the run's data")
+    chosen = ranking["config_id"][0]
+    tied = ranking.filter(pl.col("tied"))["config_id"].to_list()
+    return Recommendation(None, {}, ranking, chosen, sorted(set(tied) - {chosen}))

@@ -221,18 +221,24 @@ def rank(frame: pl.DataFrame, items: pl.LazyFrame | pl.DataFrame, objective: Met
     return pl.concat([head, tail]).with_row_index("rank", offset=1)
 
 
-def by_speed(group: pl.DataFrame, objective: Metric, same: float = SAME_P95) -> pl.DataFrame:
+def by_speed(
+    group: pl.DataFrame,
+    objective: Metric,
+    same: float = SAME_P95,
+    p95: str = "latency_p95_ms",
+    value: str = "objective",
+) -> pl.DataFrame:
     """The tied group fastest first. p95s within `same` (relative) of the fastest of a run of them count as
     equal, and those are ordered by the objective: two configurations that share every expensive call (two
     extractors after one OCR engine) differ in p95 by a fraction of a percent, which says nothing."""
-    ordered = group.sort("latency_p95_ms", nulls_last=True)
+    ordered = group.sort(p95, nulls_last=True)
     bucket, start, buckets = -1, None, []
-    for p95 in ordered["latency_p95_ms"].to_list():
-        if start is None or p95 is None or p95 > start * (1 + same):
-            bucket, start = bucket + 1, p95
+    for latency in ordered[p95].to_list():
+        if start is None or latency is None or latency > start * (1 + same):
+            bucket, start = bucket + 1, latency
         buckets.append(bucket)
     return (
         ordered.with_columns(pl.Series("_speed", buckets))
-        .sort(["_speed", "objective"], descending=[False, objective.higher_is_better])
+        .sort(["_speed", value], descending=[False, objective.higher_is_better])
         .drop("_speed")
     )
