@@ -212,7 +212,8 @@ def recommend(
     passing = ranking.filter(pl.col("sla_pass"))
     if passing.is_empty():
         ranking = ranking.with_columns(pl.lit(False).alias("tied"))
-        return Recommendation(attribute, mix, ranking, None, note="no configuration meets the SLA under this mix")
+        note = "no configuration meets the SLA under this mix"
+        return Recommendation(attribute, mix, ranking, None, note=note)
     best = passing["config_id"][0]
     tied = [c for c in passing["config_id"][1:] if tied_under_mix(items, attribute, mix, best, c, objective)]
     ranking = ranking.with_columns(pl.col("config_id").is_in([best, *tied]).alias("tied"))
@@ -241,7 +242,8 @@ def _own_data(
         *stage_names,
     )
     if not ranking["sla_pass"].any():
-        return Recommendation(None, {}, ranking, None, note="no configuration meets the SLA on the run's data")
+        note = "no configuration meets the SLA on the run's data"
+        return Recommendation(None, {}, ranking, None, note=note)
     chosen = ranking["config_id"][0]
     tied = ranking.filter(pl.col("tied"))["config_id"].to_list()
     return Recommendation(None, {}, ranking, chosen, sorted(set(tied) - {chosen}))

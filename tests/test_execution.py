@@ -1,4 +1,4 @@
-"""The per-item execution logic without Ray: prefix sharing, identical-input reuse, errors, timing, result rows."""
+"""The per-item execution logic without Ray: prefix sharing, identical-input reuse, errors, timing, rows."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def score_text(output, truth) -> dict:
     return {"prediction": "" if output is None else output.text}
 
 
-def run_item(raw: dict, share: bool = True, reuse: bool = True, image: bytes | None = None, cache=None, live=None):
+def run_item(
+    raw: dict, share: bool = True, reuse: bool = True, image: bytes | None = None, cache=None, live=None
+):
     spec = parse_spec(raw)
     task = resolve_task(spec.task)
     configs = expand_configurations(spec)
@@ -158,7 +160,7 @@ def test_timed_call_measures_cpu_apart_from_waiting():
 def test_cached_calls_are_served_without_calling_and_keep_their_timing(tmp_path):
     cache = StageCache(CacheConfig(str(tmp_path / "cache")))
     spec = toy_spec(["Identity", "Brighten"], ["Invert"])
-    first_state, first_rows, first_calls, _ = run_item(spec, cache=cache)
+    _, first_rows, first_calls, _ = run_item(spec, cache=cache)
     second_state, second_rows, second_calls, _ = run_item(spec, cache=cache)
     assert first_calls["Invert"] == 2 and second_calls == {}
     assert second_state.work["cached"] == [2, 2, 2] and second_state.work["calls"] == [0, 0, 0]

@@ -144,7 +144,8 @@ def test_manifest_and_slices(tiny_run):
         "chosen_by": "task default",
     }
     calibrated = {(f["stage"], f["choice"]) for f in manifest["latency"]["factors"]}
-    assert calibrated == {(s, c if isinstance(c, str) else c["name"]) for s, cs in CHOICES.items() for c in cs}
+    named = {(s, c if isinstance(c, str) else c["name"]) for s, cs in CHOICES.items() for c in cs}
+    assert calibrated == named
     slices = read(result, "slices.parquet")
     profile = slices.filter(pl.col("dimension") == "profile")
     assert set(profile["cell"]) == {"clean", "rotated", "dark"}

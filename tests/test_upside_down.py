@@ -9,9 +9,9 @@ the standard one, and the differently rendered holdout set that raypipe never tu
 
 from __future__ import annotations
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import polars as pl
 import pytest
 
 from raypipe.datasets import write_table
