@@ -222,6 +222,7 @@ class StageWorker:
             if self.warm_up and label not in self._warm:
                 self._warm.add(label)
                 _untimed(impl, entry.output)  # a first call pays one-off costs a served item does not
+                self.current = CurrentCall(call_key, time.monotonic(), ref.timeout_s)  # its own full timeout
             output, cpu_ms, wall_ms = timed_call(impl, entry.output)
         finally:
             self.current = None
