@@ -205,9 +205,9 @@ def recommend(
     """The reweighted ranking of the configurations no search dropped, and the recommended one."""
     if "dropped_after_items" in configs.columns:
         configs = configs.filter(pl.col("dropped_after_items").is_null())
+    items = items.filter(pl.col("config_id").is_in(configs["config_id"].implode()))
     if attribute is None:
         return _own_data(configs, items, objective, sla, stage_names)
-    items = items.filter(pl.col("config_id").is_in(configs["config_id"].implode()))
     ranking = reweighted_rows(items, task, objective, sla, attribute, mix)
     passing = ranking.filter(pl.col("sla_pass"))
     if passing.is_empty():
@@ -229,7 +229,6 @@ def _own_data(
 ) -> Recommendation:
     """For the run's own data the run's ranking is the answer: the same figures, tied test and order, with
     the SLA given (which may differ from the run's)."""
-    items = items.filter(pl.col("config_id").is_in(configs["config_id"].implode()))
     frame = with_sla(configs.drop("sla_miss", "sla_pass", "tied", "rank", strict=False), sla)
     ranking = rank(frame, items, objective).select(
         "config_id",
