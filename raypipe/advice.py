@@ -7,9 +7,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from raypipe.decision import DecisionSettings
 from raypipe.errors import RaypipeError
 from raypipe.reading import RunView
-from raypipe.recommend import Recommendation, mix_weights, own_mix, parse_mix, recommend, resolve_bins
+from raypipe.recommend import (
+    Recommendation,
+    attributes_of,
+    mix_weights,
+    own_mix,
+    own_shares,
+    parse_mix,
+    recommend,
+    resolve_bins,
+)
 from raypipe.slices import bin_column
 from raypipe.spec import SLASpec
 
@@ -33,21 +43,22 @@ def sla_with(base: SLASpec, overrides: dict[str, Any]) -> SLASpec:
 def recommend_for(view: RunView, entries: list[str], sla: SLASpec) -> tuple[Recommendation, Recommendation]:
     """(the recommendation for the mix, the one for the run's own mix)."""
     attribute, given = parse_mix(entries)
+    settings = DecisionSettings(view.spec.decision.epsilon, view.spec.decision.delta)
     args = (view.items, view.configs, view.task, view.objective, sla)
     if attribute is None:
-        own = recommend(*args, None, {}, view.stage_names)
+        own = recommend(*args, None, {}, view.stage_names, settings)
         return own, own
-    column = bin_column(attribute)
-    if column not in view.items.columns:
-        known = [c.removeprefix("bin_") for c in view.items.columns if c.startswith("bin_")]
-        raise RaypipeError(
-            f"--mix: this run has no slice attribute '{attribute}' (attributes: {', '.join(known)})"
-        )
-    known_bins = sorted(view.items[column].drop_nulls().unique().to_list())
+    known_attributes = [c.removeprefix("bin_") for c in view.items.columns if c.startswith("bin_")]
+    for name in attributes_of(attribute):
+        if bin_column(name) not in view.items.columns:
+            raise RaypipeError(
+                f"--mix: this run has no slice attribute '{name}' (attributes: {', '.join(known_attributes)})"
+            )
+    known_bins = sorted(own_shares(view.items, attribute))
     edges = view.manifest.get("slices", {}).get("bin_edges", {}).get(attribute)
     mix = mix_weights(view.items, attribute, resolve_bins(given, known_bins, edges))
-    wanted = recommend(*args, attribute, mix, view.stage_names)
-    own = recommend(*args, attribute, own_mix(view.items, attribute), view.stage_names)
+    wanted = recommend(*args, attribute, mix, view.stage_names, settings)
+    own = recommend(*args, attribute, own_mix(view.items, attribute), view.stage_names, settings)
     return wanted, own
 
 
@@ -66,6 +77,7 @@ def advise(
     if wanted.recommended is None:
         console.print(f"[red]{wanted.note}[/]")
     else:
+        console.print(wanted.note)
         console.print(_headline(wanted, view, name))
         if wanted.attribute:
             console.print(_changes(wanted, own, view, name))
@@ -82,8 +94,11 @@ def _describe(rec: Recommendation, config_id: str, view: RunView) -> str:
 
 
 def _headline(rec: Recommendation, view: RunView, name: str) -> str:
-    tied = f"; tied with it: {len(rec.tied)} ({', '.join(c[:8] for c in rec.tied[:6])})" if rec.tied else ""
-    return f"[bold]recommended[/] (expected {name}): {_describe(rec, rec.recommended, view)}{tied}"
+    certified = rec.decision is not None and rec.decision.status == "certified"
+    what = "recommended, certified" if certified else "provisional pick, undecided"
+    kind = "also certified" if certified else "other candidates"
+    tied = f"; {kind}: {len(rec.tied)} ({', '.join(c[:8] for c in rec.tied[:6])})" if rec.tied else ""
+    return f"[bold]{what}[/] (expected {name}): {_describe(rec, rec.recommended, view)}{tied}"
 
 
 def _changes(wanted: Recommendation, own: Recommendation, view: RunView, name: str) -> str:
@@ -106,13 +121,15 @@ def _value(rec: Recommendation, config_id: str) -> str:
 
 
 def _ranking_table(rec: Recommendation, view: RunView, name: str, top: int) -> Table:
-    table = Table(title=f"expected {name} under this mix ('=': tied with the best, fastest first)")
-    for header in ("#", "", "config_id", *view.stage_names, f"{name} [95% CI]", "p95 ms", "SLA"):
+    table = Table(
+        title=f"expected {name} under this mix (decision order: pick, certified, candidates, excluded)"
+    )
+    for header in ("#", "decision", "config_id", *view.stage_names, f"{name} [95% CI]", "p95 ms", "SLA"):
         table.add_column(header)
     for i, r in enumerate(rec.ranking.head(top).iter_rows(named=True), start=1):
         table.add_row(
             str(i),
-            "=" if r["tied"] else "",
+            r.get("decision") or ("=" if r["tied"] else ""),
             r["config_id"][:8],
             *[str(r[s]) for s in view.stage_names],
             f"{r['expected']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]",

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from raypipe import latency, results, runner, slices
 from raypipe.cache import CacheConfig
 from raypipe.context import Progress, RunContext
+from raypipe.decision import Decision, DecisionSettings
 from raypipe.errors import ConfigError, DatasetError, RaypipeError
 from raypipe.manifest import build_manifest
 from raypipe.plan import plan_operators
@@ -245,6 +246,9 @@ def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOu
     items = pl.scan_parquet(ctx.run_dir.sink_parquet(ITEMS, items.with_columns(bins)))
     config_table = results.aggregate_configs(items, stage_names, ctx.task, ctx.objective, ctx.spec.sla)
     config_table = config_table.join(outcome.drops_frame(), on="config_id", how="left")
+    config_table, decision = results.decide_and_rank(
+        config_table, items, ctx.task, ctx.objective, ctx.spec.sla, decision_settings(ctx.spec)
+    )
     slice_table = slices.slice_table(slice_view(items, ctx), config_table, ctx.task, ctx.objective, ctx.spec)
     ctx.run_dir.write_parquet(CONFIGS, config_table)
     ctx.run_dir.write_parquet(SLICES, slice_table)
@@ -254,9 +258,23 @@ def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOu
     fingerprint = dataset_fingerprint(ctx.task, ctx.dataset)
     manifest = build_manifest(ctx, work, wall_s, outcome, factor_table, fingerprint)
     manifest["slices"] = {"bin_edges": edges, "min_items": ctx.spec.slices.min_items}
+    manifest["decision"] = decision_entry(decision, outcome, ctx.dataset.num_rows)
     ctx.run_dir.write_json(MANIFEST, manifest)
     ctx.run_dir.remove_parts()
     return RunResult(ctx.run_dir, config_table, manifest)
+
+
+def decision_settings(spec: PipelineSpec) -> DecisionSettings:
+    return DecisionSettings(spec.decision.epsilon, spec.decision.delta)
+
+
+def decision_entry(decision: Decision, outcome: SearchOutcome, n_available: int) -> dict:
+    """manifest.json's `decision`: the rule's outcome, and for a run that stopped early, on how many items."""
+    entry = decision.to_json() | {"headline": decision.headline(), "items_available": n_available}
+    stopped = outcome.summary.get("stopped") if outcome.summary else None
+    if stopped:
+        entry["stopped"] = stopped
+    return entry
 
 
 def slice_view(items: pl.LazyFrame, ctx: RunContext) -> pl.DataFrame:

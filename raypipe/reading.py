@@ -67,6 +67,7 @@ class RunView:
 
     def print_ranked(self, console: Console, top: int | None = None) -> None:
         report.print_ranked(self.configs, self.stage_names, self.objective, self.headline(), console, top)
+        console.print(report.decision_line(self.manifest.get("decision")))
 
     def print_slices(self, console: Console) -> None:
         if self.slices.is_empty():

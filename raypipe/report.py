@@ -39,12 +39,14 @@ def ranked_table(
 ) -> Table:
     """Configuration, objective with its 95 % interval, headline metrics, service-time p50/p95, busy p95,
     errors, SLA and Pareto; `=` marks the group statistically tied with the best, fastest first."""
-    table = Table(title=f"raypipe: configurations ranked by {objective.name} (SLA-meeting first)")
+    table = Table(title=f"raypipe: configurations in decision order, by {objective.name}")
     table.caption = (
-        f"{objective.name}: {objective.description}; 95% interval. '=': tied with the best (paired sign "
-        "test), "
-        "ordered by p95. p50/p95: service time per item alone (CPU time calibrated by calls timed alone; "
-        "failed items count what they spent); busy p95: wall time in this run, under load"
+        f"{objective.name}: {objective.description}; 95% interval. '>>': the pick (certified or "
+        "provisional); 'ok': certified within epsilon of the best; '?': a candidate the data do not exclude "
+        "yet; blank: excluded with confidence; 'x': dropped by the search (unranked). SLA: on bounds "
+        "(meets / misses / ? undecided), point estimates in brackets. p50/p95: service time per item alone "
+        "(CPU time calibrated by calls timed alone; failed items count what they spent); busy p95: wall "
+        "time in this run, under load"
     )
     for header in ("#", "", "config_id", *stage_names, f"{objective.name} [95% CI]"):
         table.add_column(header, justify="right" if header == "#" else "left")
@@ -59,11 +61,9 @@ def ranked_table(
             f"\n{rows.height} of {configs.height} shown ({hidden} more: `raypipe report RUN_DIR`)"
         )
     for i, r in enumerate(rows.iter_rows(named=True), start=1):
-        dropped = r.get("dropped_after_items")
-        sla = "[green]pass[/]" if r["sla_pass"] else "[red]fail[/]"
         table.add_row(
-            str(i),
-            "=" if r.get("tied") else ("x" if dropped is not None else ""),
+            str(r["rank"]) if r.get("rank") is not None else ("-" if "rank" in r else str(i)),
+            _mark(r),
             r["config_id"][:8],
             *[str(r[n]) for n in stage_names],
             _interval(r, "objective", "objective_ci_low", "objective_ci_high"),
@@ -72,10 +72,43 @@ def ranked_table(
             _ms(r["latency_p95_ms"]),
             _ms(r.get("busy_p95_ms")),
             str(r["n_errors"]),
-            sla,
+            _sla(r),
             "*" if r["pareto"] else "",
         )
     return table
+
+
+MARKS = {
+    "pick": "[bold green]>>[/]",
+    "certified": "[green]ok[/]",
+    "candidate": "?",
+    "excluded": "",
+    "dropped": "x",
+}
+SLA_SHOWN = {"meets": "[green]meets[/]", "misses": "[red]misses[/]", "undecided": "[yellow]?[/]"}
+
+
+def _mark(r: dict) -> str:
+    """The decision of a row (older runs: '=' for the tied group, 'x' for dropped)."""
+    if r.get("decision") is not None:
+        return MARKS[r["decision"]]
+    return "=" if r.get("tied") else ("x" if r.get("dropped_after_items") is not None else "")
+
+
+def _sla(r: dict) -> str:
+    """The SLA on bounds (meets / misses / ? undecided), the point estimates' verdict after a slash."""
+    point = "[green]pass[/]" if r["sla_pass"] else "[red]fail[/]"
+    if r.get("sla_status") is None:
+        return point
+    return f"{SLA_SHOWN[r['sla_status']]} ({'pass' if r['sla_pass'] else 'fail'})"
+
+
+def decision_line(decision: dict | None) -> str:
+    """The decision of a run as one line for the terminal (an older run has none)."""
+    if not decision:
+        return "decision: this run predates the decision rule (`raypipe recommend RUN_DIR` decides it)"
+    colour = {"certified": "green", "undecided": "yellow"}.get(decision["status"], "red")
+    return f"[bold {colour}]{decision['status']}[/]: {decision.get('headline', '')}"
 
 
 def slice_summary_table(summary: pl.DataFrame, configs: pl.DataFrame, stage_names: list[str]) -> Table:

@@ -8,13 +8,12 @@ from typing import Any
 import polars as pl
 
 from raypipe import stats
+from raypipe.decision import Decision, DecisionSettings, decide_items, p95_interval
 from raypipe.space import Configuration
 from raypipe.spec import SLASpec
 from raypipe.task import Metric, Task
 
 WORK_KINDS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
-TIE_ALPHA = 0.05
-SAME_P95 = 0.02  # p95s this close (relative) are not told apart when ordering the tied group
 
 
 def work_columns(stage_names: list[str] | tuple[str, ...]) -> list[str]:
@@ -113,8 +112,8 @@ def latency_aggregates(stage_names: list[str]) -> list[pl.Expr]:
 def aggregate_configs(
     items: pl.LazyFrame | pl.DataFrame, stage_names: list[str], task: Task, objective: Metric, sla: SLASpec
 ) -> pl.DataFrame:
-    """configs.parquet: every metric with its interval, the objective, latency percentiles, SLA, Pareto,
-    ranked with the tied group of the best first and ordered by p95."""
+    """configs.parquet's figures: every metric with its interval, the objective, latency percentiles, the SLA
+    on point estimates, Pareto; `decide_and_rank` then decides and orders."""
     columns = set(items.collect_schema().names())
     present = [m for m in task.metrics if m.name in columns]
     frame = (
@@ -134,7 +133,7 @@ def aggregate_configs(
         pl.col(f"{objective.name}_ci_high").alias("objective_ci_high"),
     )
     frame = with_sla(frame, sla)
-    return rank(with_pareto(frame, objective), items, objective)
+    return with_pareto(frame, objective)
 
 
 def sla_failures(row: dict[str, Any], sla: SLASpec) -> list[str]:
@@ -179,66 +178,72 @@ def with_pareto(frame: pl.DataFrame, objective: Metric) -> pl.DataFrame:
     return frame.with_columns((~pl.col("config_id").is_in(dominated["config_id"].implode())).alias("pareto"))
 
 
-def paired_scores(items: pl.LazyFrame | pl.DataFrame, metric: str) -> pl.DataFrame:
-    """item_id x config_id table of a metric (nulls where a configuration has no value for an item)."""
-    frame = items.lazy().select("item_id", "config_id", pl.col(metric).cast(pl.Float64)).collect()
-    return frame.pivot(on="config_id", index="item_id", values=metric, aggregate_function="first")
-
-
-def tied_with(
-    scores: pl.DataFrame, best: str, others: list[str], objective: Metric, alpha: float = TIE_ALPHA
-) -> set[str]:
-    """Configurations a one-sided sign test on the same items cannot tell below `best` at level `alpha`."""
-    sign = 1.0 if objective.higher_is_better else -1.0
-    tied = set()
-    for other in others:
-        diff = ((scores[best] - scores[other]) * sign).drop_nulls()
-        wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
-        if stats.sign_test_p(wins, losses) >= alpha:
-            tied.add(other)
-    return tied
-
-
-def rank(frame: pl.DataFrame, items: pl.LazyFrame | pl.DataFrame, objective: Metric) -> pl.DataFrame:
-    """SLA-meeting first; among them, the best by the objective and every configuration tied with it (a
-    paired sign test on the same items) form the first group, fastest p95 first; then the rest by the
-    objective and p95. `tied` marks the group; `rank` is the position."""
-    descending = objective.higher_is_better
-    frame = frame.sort(
-        ["sla_pass", "objective", "latency_p95_ms"], descending=[True, descending, False], nulls_last=True
-    )
-    passing = frame.filter(pl.col("sla_pass"))
-    group: set[str] = set()
-    if passing.height:
-        best = passing["config_id"][0]
-        scores = paired_scores(
-            items.filter(pl.col("config_id").is_in(passing["config_id"].implode())), objective.name
-        )
-        group = {best} | tied_with(scores, best, passing["config_id"][1:].to_list(), objective)
-    frame = frame.with_columns(pl.col("config_id").is_in(list(group)).alias("tied"))
-    head = by_speed(frame.filter(pl.col("tied")), objective)
-    tail = frame.filter(~pl.col("tied"))
-    return pl.concat([head, tail]).with_row_index("rank", offset=1)
-
-
-def by_speed(
-    group: pl.DataFrame,
+def decide_and_rank(
+    frame: pl.DataFrame,
+    items: pl.LazyFrame | pl.DataFrame,
+    task: Task,
     objective: Metric,
-    same: float = SAME_P95,
-    p95: str = "latency_p95_ms",
-    value: str = "objective",
-) -> pl.DataFrame:
-    """The tied group fastest first. p95s within `same` (relative) of the fastest of a run of them count as
-    equal, and those are ordered by the objective: two configurations that share every expensive call (two
-    extractors after one OCR engine) differ in p95 by a fraction of a percent, which says nothing."""
-    ordered = group.sort(p95, nulls_last=True)
-    bucket, start, buckets = -1, None, []
-    for latency in ordered[p95].to_list():
-        if start is None or latency is None or latency > start * (1 + same):
-            bucket, start = bucket + 1, latency
-        buckets.append(bucket)
-    return (
-        ordered.with_columns(pl.Series("_speed", buckets))
-        .sort(["_speed", value], descending=[False, objective.higher_is_better])
-        .drop("_speed")
-    )
+    sla: SLASpec,
+    settings: DecisionSettings | None = None,
+) -> tuple[pl.DataFrame, Decision]:
+    """Apply the decision rule (raypipe.decision) to the configurations no search dropped, and order the
+    table by it: the pick, the rest of the certified group, the candidates, the excluded; configurations a
+    search dropped follow, unranked, with when and why. `tied` marks the group the pick came from."""
+    dropped = _dropped(frame)
+    live = [c for c in frame["config_id"].to_list() if c not in dropped]
+    metrics = {m: task.metric(m) for m, _, _ in sla.bounds()}
+    wanted = list(dict.fromkeys(["item_id", "config_id", objective.name, "latency_total_ms", *metrics]))
+    rows = items.lazy().select(wanted).collect()
+    decision, evidence = decide_items(rows, live, objective, sla, metrics, settings)
+    intervals = p95_intervals(rows, frame["config_id"].to_list())
+    status = ["dropped" if c in dropped else decision.row_status(c) for c in frame["config_id"].to_list()]
+    reasons = [dropped.get(c) or decision.excluded.get(c) for c in frame["config_id"].to_list()]
+    frame = frame.with_columns(
+        pl.Series("decision", status, dtype=pl.String),
+        pl.Series("decision_reason", reasons, dtype=pl.String),
+        pl.col("config_id")
+        .replace_strict(decision.sla_status, default=None, return_dtype=pl.String)
+        .alias("sla_status"),
+    ).join(intervals, on="config_id", how="left")
+    group = {"pick", "certified"} if decision.status == "certified" else {"pick", "candidate"}
+    frame = frame.with_columns(pl.col("decision").is_in(list(group)).alias("tied"))
+    return order_by_decision(frame, objective), decision
+
+
+DECISION_COLUMNS = ("decision", "decision_reason", "sla_status", "p95_ci_low", "p95_ci_high", "tied")
+DECISION_ORDER = {"pick": 0, "certified": 1, "candidate": 2, "excluded": 3, "dropped": 4}
+
+
+def order_by_decision(frame: pl.DataFrame, objective: Metric) -> pl.DataFrame:
+    """Rows in decision order, the objective (then p95) within each; `rank` for every row no search
+    dropped."""
+    order = pl.col("decision").replace_strict(DECISION_ORDER, return_dtype=pl.Int8)
+    frame = frame.sort(
+        [order, "objective", "latency_p95_ms"], descending=[False, objective.higher_is_better, False],
+        nulls_last=True,
+    )  # fmt: skip
+    ranked = (pl.col("decision") != "dropped").cum_sum().cast(pl.UInt32)
+    rank = pl.when(pl.col("decision") != "dropped").then(ranked).otherwise(None).alias("rank")
+    return frame.with_columns(rank).select("rank", pl.exclude("rank"))
+
+
+def _dropped(frame: pl.DataFrame) -> dict[str, str]:
+    """config_id -> why and when a search dropped it."""
+    if "dropped_after_items" not in frame.columns:
+        return {}
+    gone = frame.filter(pl.col("dropped_after_items").is_not_null())
+    reason = gone["drop_reason"] if "drop_reason" in gone.columns else pl.Series([None] * gone.height)
+    return {
+        c: f"dropped by the search after {n} items" + (f": {r}" if r else "")
+        for c, n, r in zip(gone["config_id"], gone["dropped_after_items"], reason, strict=True)
+    }
+
+
+def p95_intervals(rows: pl.DataFrame, config_ids: list[str]) -> pl.DataFrame:
+    """Per configuration: the 95 % order-statistic interval of its p95 service time."""
+    data = []
+    for (config_id,), part in rows.group_by("config_id"):
+        _, low, high = p95_interval(part["latency_total_ms"].cast(pl.Float64).drop_nulls().to_numpy())
+        data.append({"config_id": config_id, "p95_ci_low": low, "p95_ci_high": high})
+    schema = {"config_id": pl.String, "p95_ci_low": pl.Float64, "p95_ci_high": pl.Float64}
+    return pl.DataFrame(data, schema=schema).filter(pl.col("config_id").is_in(config_ids))

@@ -1,12 +1,14 @@
-"""Results per data slice: attributes binned, each cell's configurations with intervals, its winner and ties.
+"""Results per data slice: attributes binned, each cell's configurations with intervals, and its decision.
 
 Continuous attributes are cut into bins (edges from the spec, else from the task, else quantiles of the
 data; a task may give exact zeros a bin of their own), categorical ones keep their values. Every item gets
 a `bin_<attribute>` column, so slices, `raypipe recommend` and monitoring all bin the same way. Each
 (attribute, bin) cell, and each cell of the crossed pairs the spec asks for, reports every configuration's
-objective with its interval and n; the best SLA-meeting configuration that no search dropped; and the
-configurations a paired sign test on the cell's items cannot tell below it. "SLA-meeting" is judged on the
-cell's own items, as a deployment to that slice would face it (and as `raypipe recommend` judges a mix). A
+objective with its interval and n, and the decision rule's outcome on the cell's own items
+(`raypipe.decision`): a certified winner with its certified group, or an undecided cell's candidates and
+provisional pick. The SLA is judged on the cell's own items, as a deployment to that slice would face it.
+Cells are corrected for their number: each is decided at delta / M, M the cells with at least `min_items`
+items over every dimension, so all the winners of a run hold at once with probability >= 1 - delta. A
 cell with fewer than `min_items` items names no winner.
 """
 
@@ -18,7 +20,7 @@ import math
 import polars as pl
 
 from raypipe import stats
-from raypipe.results import paired_scores, tied_with
+from raypipe.decision import DecisionSettings, decide_items
 from raypipe.spec import PipelineSpec, SLASpec
 from raypipe.task import Metric, SliceAttribute, Task
 
@@ -120,44 +122,73 @@ def cell_stats(
     for metric, side, bound in bounds:
         value = pl.col(f"_sla_{metric}")
         ok = ok & (value >= bound if side == "min" else value <= bound)
-    return frame.with_columns(ok.fill_null(False).alias("eligible")).drop(
-        [c for c in frame.columns if c.startswith("_sla_")]
-    )
+    return frame.with_columns(
+        ok.fill_null(False).alias("eligible"), pl.col("config_id").is_in(alive).alias("alive")
+    ).drop([c for c in frame.columns if c.startswith("_sla_")])
 
 
 def cell_winners(
-    items: pl.DataFrame, per_cell: pl.DataFrame, keys: list[str], objective: Metric, min_items: int
+    items: pl.DataFrame,
+    per_cell: pl.DataFrame,
+    keys: list[str],
+    objective: Metric,
+    spec: PipelineSpec,
+    metrics: dict[str, Metric],
+    n_cells: int,
 ) -> pl.DataFrame:
-    """Per cell: the number of items, the winner (or why none), and the tied set."""
+    """Per cell: the number of items, the certified winner (or why none), its certified group or candidates,
+    and the provisional pick of an undecided cell."""
     rows = []
     for cell_key, cell in per_cell.group_by(keys, maintain_order=True):
         match = pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, cell_key, strict=True)])
-        row = _cell_winner(items.filter(match), cell, objective, min_items)
+        row = _cell_winner(items.filter(match), cell, objective, spec, metrics, n_cells)
         rows.append(dict(zip(keys, cell_key, strict=True)) | row)
-    schema = {k: pl.String for k in keys} | {
-        "cell_items": pl.Int64,
-        "winner": pl.String,
-        "tied": pl.List(pl.String),
-        "note": pl.String,
-    }
+    schema = {k: pl.String for k in keys} | CELL_SCHEMA
     return pl.DataFrame(rows, schema=schema)
 
 
-def _cell_winner(cell_items: pl.DataFrame, cell: pl.DataFrame, objective: Metric, min_items: int) -> dict:
-    """One cell's winner: the best eligible configuration and those a paired test cannot tell below it."""
-    sign = 1.0 if objective.higher_is_better else -1.0
+CELL_SCHEMA = {
+    "cell_items": pl.Int64,
+    "cell_status": pl.String,
+    "winner": pl.String,
+    "provisional": pl.String,
+    "tied": pl.List(pl.String),
+    "note": pl.String,
+}
+
+
+def cell_settings(spec: PipelineSpec, n_cells: int) -> DecisionSettings:
+    """Each cell's rule at delta / (number of cells that may name a winner): Bonferroni across every cell
+    of every dimension, so all the winners a run names hold together with probability >= 1 - delta."""
+    return DecisionSettings(spec.decision.epsilon, spec.decision.delta / max(n_cells, 1))
+
+
+def _cell_winner(
+    cell_items: pl.DataFrame,
+    cell: pl.DataFrame,
+    objective: Metric,
+    spec: PipelineSpec,
+    metrics: dict[str, Metric],
+    n_cells: int,
+) -> dict:
+    """One cell's decision among the configurations no search dropped, on the cell's own items (the SLA a
+    deployment to that slice would face)."""
     n_items = cell_items["item_id"].n_unique()
-    row = {"cell_items": n_items, "winner": None, "tied": [], "note": None}
-    contenders = cell.filter(pl.col("eligible")).sort(
-        [pl.col("objective") * sign, "latency_p95_ms"], descending=[True, False], nulls_last=True
+    row = {"cell_items": n_items, "cell_status": None, "winner": None, "provisional": None, "tied": [],
+           "note": None}  # fmt: skip
+    if n_items < spec.slices.min_items:
+        return row | {"note": f"{TOO_FEW} ({n_items} < {spec.slices.min_items})"}
+    alive = cell.filter(pl.col("alive"))["config_id"].to_list()
+    if not alive:
+        return row | {"note": "every configuration was dropped by the search"}
+    decision, _ = decide_items(
+        cell_items, sorted(alive), objective, spec.sla, metrics, cell_settings(spec, n_cells)
     )
-    if n_items < min_items:
-        return row | {"note": f"{TOO_FEW} ({n_items} < {min_items})"}
-    if contenders.is_empty():
-        return row | {"note": "no configuration meets the SLA on this slice"}
-    best, others = contenders["config_id"][0], contenders["config_id"][1:].to_list()
-    scores = paired_scores(cell_items.filter(pl.col("config_id").is_in([best, *others])), objective.name)
-    return row | {"winner": best, "tied": sorted(tied_with(scores, best, others, objective))}
+    group = decision.certified if decision.status == "certified" else decision.candidates
+    row |= {"cell_status": decision.status, "tied": sorted(set(group) - {decision.config_id})}
+    if decision.status == "certified":
+        return row | {"winner": decision.config_id, "note": decision.headline()}
+    return row | {"provisional": decision.config_id, "note": decision.headline()}
 
 
 def alive_configs(configs: pl.DataFrame) -> list[str]:
@@ -178,13 +209,21 @@ def slice_table(
         for a, b in spec.slices.cross
         if bin_column(a) in items.columns and bin_column(b) in items.columns
     ]
-    frames = []
+    metrics = {m: task.metric(m) for m, _, _ in spec.sla.bounds()}
+    cells = {}
     for keys in dims:
         present = items.drop_nulls(keys)
-        if present.is_empty():
-            continue
-        per_cell = cell_stats(present, keys, objective, spec.sla, alive)
-        winners = cell_winners(present, per_cell, keys, objective, spec.slices.min_items)
+        if not present.is_empty():
+            cells[tuple(keys)] = (present, cell_stats(present, keys, objective, spec.sla, alive))
+    n_cells = sum(
+        int((present.group_by(list(keys)).agg(pl.col("item_id").n_unique().alias("n"))["n"]
+             >= spec.slices.min_items).sum())
+        for keys, (present, _) in cells.items()
+    )  # fmt: skip
+    frames = []
+    for keys, (present, per_cell) in cells.items():
+        keys = list(keys)
+        winners = cell_winners(present, per_cell, keys, objective, spec, metrics, n_cells)
         frame = per_cell.join(winners, on=keys, how="left").with_columns(
             (pl.col("config_id") == pl.col("winner")).fill_null(False).alias("is_winner"),
         )
@@ -206,7 +245,9 @@ SLICE_SCHEMA = {
     "ci_high": pl.Float64,
     "latency_p95_ms": pl.Float64,
     "cell_items": pl.Int64,
+    "cell_status": pl.String,
     "winner": pl.String,
+    "provisional": pl.String,
     "tied": pl.List(pl.String),
     "note": pl.String,
     "is_winner": pl.Boolean,
@@ -222,7 +263,11 @@ def _long_form(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return frame.with_columns(
         pl.lit(" x ".join(names)).alias("dimension"),
         cell.alias("cell"),
-        (pl.col("tied").list.contains(pl.col("config_id")) | pl.col("is_winner")).alias("is_tied"),
+        (
+            pl.col("tied").list.contains(pl.col("config_id"))
+            | pl.col("is_winner")
+            | (pl.col("config_id") == pl.col("provisional")).fill_null(False)
+        ).alias("is_tied"),
     ).select(list(SLICE_SCHEMA))
 
 

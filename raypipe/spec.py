@@ -150,6 +150,19 @@ class SlicesSpec(BaseModel):
     )
 
 
+class DecisionSpec(BaseModel):
+    """What a certified pick promises: within `epsilon` of the best SLA-meeting configuration, and meeting the
+    SLA, with probability at least 1 - `delta` (README: "What a pick guarantees")."""
+
+    model_config = _STRICT
+    epsilon: float = Field(
+        0.02, gt=0, lt=1, description="How far below the best a pick may be, on the objective's scale."
+    )
+    delta: float = Field(
+        0.05, gt=0, lt=0.5, description="The chance, at most, that a certified pick breaks its guarantee."
+    )
+
+
 class RaySpec(BaseModel):
     """How to reach Ray; the CLI's --address overrides `address`."""
 
@@ -176,6 +189,9 @@ class PipelineSpec(BaseModel):
     )
     sla: SLASpec = Field(default_factory=SLASpec, description="The service-level agreement.")
     slices: SlicesSpec = Field(default_factory=SlicesSpec, description="How results are sliced.")
+    decision: DecisionSpec = Field(
+        default_factory=DecisionSpec, description="The guarantee a certified pick carries (epsilon, delta)."
+    )
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray connection.")
 
     @model_validator(mode="after")
