@@ -26,6 +26,7 @@ CALIBRATION_SCHEMA = {
     "choice": pl.String,
     "wall_ms": pl.Float64,
     "cpu_ms": pl.Float64,
+    "error": pl.String,  # a timed-out call: recorded, and no sample of the stage's time
 }
 FACTORS_SCHEMA = {"stage": pl.String, "choice": pl.String, "factor": pl.Float64, "n_calls": pl.Int64}
 
@@ -63,8 +64,11 @@ def factors(calibration: pl.DataFrame, items: pl.DataFrame, stage_names: list[st
 
     The calls' in-run CPU times come from `items` (columns config_index, item_id, cpu_<stage>_ms and the
     stage's choice column). Where a sampled call has no in-run CPU time (it failed, or came from another
-    run's cache on this hardware), the alone CPU time stands in for it.
+    run's cache on this hardware), the alone CPU time stands in for it. Calls that timed out alone are
+    left out.
     """
+    if "error" in calibration.columns:
+        calibration = calibration.filter(pl.col("error").is_null())
     if calibration.is_empty():
         return pl.DataFrame(schema=FACTORS_SCHEMA)
     in_run = pl.concat(

@@ -98,6 +98,36 @@ def test_hung_call_times_out_and_its_actor_is_replaced(ray_cluster, tmp_path):
     assert map_worker_restarts() > restarts  # the hung actor was replaced, not waited for
 
 
+@pytest.mark.ray
+def test_a_call_that_hangs_in_calibration_becomes_a_timeout_there_and_the_run_finishes(ray_cluster, tmp_path):
+    table = digits_with_one_marked(6, marked=2)  # 6 items: calibration samples every one, the hung one too
+    source = tmp_path / "digits.parquet"
+    write_table(table, str(source))
+    # 60 s, not an hour: a calibration outside the watchdog waits it out, then records no timeout and fails
+    hang = {
+        "name": "tests.plugin_stages:HangOn",
+        "label": "hang",
+        "params": {"value": HANG_VALUE, "hang_s": 60},
+    }
+    raw = digits_spec(str(source), ["none", hang], timeout_s=TIMEOUT_S)
+    started = time.monotonic()
+    result = evaluate(request_for(raw, tmp_path / "run", calibrate=True))
+    assert time.monotonic() - started < 300  # generous: the shared 2-core machine may be loaded
+
+    hung_id = table.column("item_id")[2].as_py()
+    calibration = result.run_dir.read_parquet("calibration.parquet")
+    timeouts = calibration.filter(pl.col("error").is_not_null())
+    assert timeouts.select("item_id", "stage", "choice", "error").rows() == [
+        (hung_id, "preprocess", "hang", f"timeout in stage preprocess after {TIMEOUT_S} s")
+    ]
+    assert timeouts["wall_ms"][0] == TIMEOUT_S * 1000.0  # a hung call costs its whole timeout
+    # every other pair was timed, both its stages: 6 items x 2 configurations, less the hung pair's 2 calls
+    timed = calibration.filter(pl.col("error").is_null())
+    assert timed.height == 6 * 2 * 2 - 2 and timed.select("item_id", "config_index", "stage").n_unique() == 22
+    factors = {(f["stage"], f["choice"]): f["n_calls"] for f in result.manifest["latency"]["factors"]}
+    assert factors[("preprocess", "hang")] == 5  # the timeout is no sample of the stage's time
+
+
 # -- bad inputs ---------------------------------------------------------------------------------------------
 
 
