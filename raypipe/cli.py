@@ -231,6 +231,23 @@ def run(
         ),
     ] = "exhaustive",
     search_param: Annotated[list[str] | None, typer.Option(help="Search parameter KEY=VALUE.")] = None,
+    until_decided: Annotated[
+        bool,
+        typer.Option(
+            help="Race over the items in a seeded random order, drop what the decision rule excludes, and "
+            "stop as soon as the pick is certified (or the data, or --max-items, end); a generated dataset "
+            "grows with fresh items until then."
+        ),
+    ] = False,
+    max_items: Annotated[
+        int | None, typer.Option(help="With --until-decided: the most items to spend.", min=1)
+    ] = None,
+    epsilon: Annotated[
+        float | None, typer.Option(help="Override the spec's decision.epsilon (how far below the best).")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(help="Override the spec's decision.delta (the chance the pick is wrong).")
+    ] = None,
     calibrate: Annotated[
         bool, typer.Option(help="Time a sample of calls alone to turn CPU time into service-time latency.")
     ] = True,
@@ -257,8 +274,18 @@ def run(
         "cache_dir": str((cache_dir or default_cache_dir()).resolve()) if cache else None,
         "calibrate": calibrate,
     }
+    if until_decided:
+        search = "racing"
+        search_param = [*(search_param or []), "until_decided=true"]
+    if max_items is not None:
+        if not until_decided:
+            raise fail(RaypipeError("--max-items goes with --until-decided"))
+        search_param = [*(search_param or []), f"max_items={max_items}"]
     try:
-        request = Request.load(resume) if resume else build_request(config, search, search_param, options)
+        decision = {k: v for k, v in {"epsilon": epsilon, "delta": delta}.items() if v is not None}
+        request = (
+            Request.load(resume) if resume else build_request(config, search, search_param, options, decision)
+        )
         if resume and address:  # the cluster may have moved since the run started
             request = request.model_copy(update={"address": address})
         with ray_logs_to(request.out, verbose) as terminal, progress_bar(terminal) as progress:
@@ -268,12 +295,23 @@ def run(
     print_result(result, top)
 
 
-def build_request(config: Path, search: str, search_param: list[str] | None, options: dict[str, Any]):
-    """The typed request `raypipe run` (and jobs/evaluate.py) sends to evaluate."""
+def build_request(
+    config: Path,
+    search: str,
+    search_param: list[str] | None,
+    options: dict[str, Any],
+    decision: dict[str, float] | None = None,
+):
+    """The typed request `raypipe run` (and jobs/evaluate.py) sends to evaluate; `decision` overrides the
+    spec's epsilon and delta (checked as the spec's own are)."""
     from raypipe.run import Request, SearchRequest, default_out
-    from raypipe.validation import load_spec
+    from raypipe.validation import load_spec, parse_spec
 
     spec = load_spec(config)
+    if decision:
+        raw = spec.model_dump(exclude_unset=False)
+        raw["decision"] = raw["decision"] | decision
+        spec = parse_spec(raw, source="--epsilon/--delta")
     params = parse_pairs(search_param, "--search-param")
     options = {**options, "out": options.get("out") or default_out(spec.name)}
     return Request(spec=spec, search=SearchRequest(name=search, params=params), **options)
@@ -290,6 +328,8 @@ def print_result(result, top: int | None) -> None:
     hits = sum(v["cache_hits"] for v in work.values())
     console.print(f"stage calls: {calls}; cache hits {hits}; wall {result.manifest['wall_seconds']:.1f} s")
     search = result.manifest["search"]
+    if search.get("stopped"):
+        console.print(f"{search['method']}: {search['stopped']}")
     if search.get("engine_fraction") is not None:
         console.print(
             f"{search['method']}: {search['engine_fraction']:.0%} of exhaustive's estimated engine time"

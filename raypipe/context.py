@@ -44,6 +44,7 @@ class RunContext:
     rows_total: int = 0
     monitor: Any = None
     dataset: pa.Table | None = None  # every item of the run
+    request_dataset: str | None = None  # --dataset: a file the user named, which no generator extends
 
     def __post_init__(self) -> None:
         if self.dataset is None:
@@ -59,7 +60,7 @@ class RunContext:
         self,
         todo: pa.Table,
         config_indices: list[int],
-        on_batch: Callable[[pa.Table, runner.Execution], None] | None = None,
+        on_batch: Callable[[pa.Table, runner.Execution], bool] | None = None,
     ) -> None:
         """Run the given configurations over `todo` in one execution, writing each result batch as a part."""
         if not todo.num_rows or not config_indices:
@@ -79,7 +80,7 @@ class RunContext:
             self.rows_done += batch.num_rows
             if self.monitor is not None:
                 self.monitor.observe(batch)
-            if on_batch is not None:
-                on_batch(batch, execution)
             if self.on_progress:
                 self.on_progress("rows", self.rows_done, max(self.rows_total, self.rows_done))
+            if on_batch is not None and on_batch(batch, execution):
+                break  # the search is done (a race certified its pick): the rest of the stream is not needed

@@ -273,17 +273,20 @@ def p95_interval(values: np.ndarray, coverage: float = 0.95) -> tuple[float, flo
     return point, low, high
 
 
-def decide(evidence: Evidence) -> Decision:
-    """The rule (module docstring) on the evidence so far."""
+def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decision:
+    """The rule (module docstring) on the evidence so far. `dropped`: configurations a race already excluded
+    by this rule at an earlier look (config_id -> why); they stay excluded."""
     ids, s = evidence.config_ids, evidence.settings
     means = evidence.means()
     meets, misses, why = evidence.sla_state()
+    gone = np.array([c in (dropped or {}) for c in ids])
+    misses = misses & ~gone
     worse_p, near_p = stopping.p_values(evidence.worse), stopping.p_values(evidence.near)
     level = evidence.levels.pair
     others = ~np.eye(len(ids), dtype=bool)
-    excluded = {ids[c]: "; ".join(why[c]) for c in np.flatnonzero(misses)}
-    beaten = (worse_p <= level) & others & meets[None, :]
-    for c in np.flatnonzero(beaten.any(axis=1) & ~misses):
+    excluded = dict(dropped or {}) | {ids[c]: "; ".join(why[c]) for c in np.flatnonzero(misses)}
+    beaten = (worse_p <= level) & others & (meets & ~gone)[None, :]
+    for c in np.flatnonzero(beaten.any(axis=1) & ~misses & ~gone):
         rival = int(np.flatnonzero(beaten[c])[np.argmax(means[beaten[c]])])
         excluded[ids[c]] = f"worse than {ids[rival]} (which meets the SLA) with confidence"
     live = np.array([i not in excluded for i in ids])
@@ -295,7 +298,7 @@ def decide(evidence: Evidence) -> Decision:
     if not live.any():
         return Decision("no_feasible", None, candidates=[], certified=[], items_needed=None,
                         reason="every configuration misses the SLA with confidence", **common)  # fmt: skip
-    rivals = ~misses  # k* can be any configuration not confidently missing the SLA
+    rivals = ~misses & ~gone  # k* can be any configuration not excluded as missing the SLA or by a race
     near_all = ((near_p <= level) | ~others | ~rivals[None, :]).all(axis=1)
     certified = np.flatnonzero(meets & near_all & live)
     candidates = [ids[c] for c in np.flatnonzero(live)]

@@ -189,6 +189,7 @@ def open_run(
     options = run_options(request, search)
     ctx = RunContext(spec, task, objective, configs, table, run_dir, options, plans, cpus, gpus)
     ctx.on_progress = on_progress
+    ctx.request_dataset = request.dataset
     ctx.monitor = runner.LiveMetrics(
         spec.name, list(configs[0].stage_names), objective.name, [c.config_id for c in configs]
     )

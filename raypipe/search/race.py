@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from raypipe import decision
 from raypipe.search import stopping
 from raypipe.spec import SLASpec
 from raypipe.task import Metric
@@ -30,6 +31,7 @@ class RaceSettings:
     tolerance: float = 0.01
     keep: Keep = "best"
     look_every: int = 10
+    decision: decision.DecisionSettings = field(default_factory=decision.DecisionSettings)
 
     def rules(self, sla: SLASpec) -> list[str]:
         """The rules that can drop a configuration; alpha is split evenly between them (a union bound)."""
@@ -82,6 +84,12 @@ class Race:
         self.absorbed: dict[int, set[int]] = {}
         self.drops: list[dict] = []
         self.looks: list[dict] = []
+        # keep="best" races by the decision rule itself: it drops what the rule excludes, so a run that stops
+        # once the rule certifies carries the rule's guarantee (raypipe.decision)
+        self.evidence = decision.Evidence(
+            self.config_ids, self.objective, self.sla, self.metrics, self.settings.decision
+        )
+        self.decision: decision.Decision | None = None
 
     def _bound(self, metric: str, side: str, value: float) -> MetricBound:
         # H0 "meets the bound" as E[x] <= 0: x = bound - score for a min, score - bound for a max.
@@ -96,8 +104,12 @@ class Race:
     def add(self, scores: np.ndarray, latency: np.ndarray, metrics: dict[str, np.ndarray]) -> None:
         """New complete items, in arrival order: arrays of shape (items, K), NaN where a configuration has
         no row (dropped ones). `scores` are the objective's raw values."""
-        scores = np.asarray(scores, dtype=float) * (1.0 if self.objective.higher_is_better else -1.0)
-        scores = np.where(self.live, scores, np.nan)  # a dropped configuration's late rows count no more
+        raw = np.where(self.live, np.asarray(scores, dtype=float), np.nan)
+        live_metrics = {
+            m: np.where(self.live, np.asarray(v, dtype=float), np.nan) for m, v in metrics.items()
+        }
+        self.evidence.add(raw, np.where(self.live, np.asarray(latency, dtype=float), np.nan), live_metrics)
+        scores = raw * (1.0 if self.objective.higher_is_better else -1.0)  # dropped: late rows count no more
         idx = np.flatnonzero(self.live)
         block = np.ix_(idx, idx)
         diff = scores[:, None, idx] - scores[:, idx, None]  # [item, X, Y] = s_Y - s_X
@@ -154,7 +166,11 @@ class Race:
         )
 
     def pick(self, snap: stopping.Snapshot | None = None) -> int | None:
-        """The live SLA-meeting configuration with the best objective so far (the faster of equals)."""
+        """keep="best": the decision rule's pick (certified or provisional); keep="pareto": the live
+        configuration meeting the SLA on point estimates with the best objective so far."""
+        if self.settings.keep == "best":
+            ruled = self.decision or self.decide()
+            return None if ruled.config_id is None else self.config_ids.index(ruled.config_id)
         snap = snap or self.snapshot()
         candidates = np.flatnonzero(self.live & snap.feasible)
         if not len(candidates):
@@ -162,16 +178,25 @@ class Race:
         return int(min(candidates, key=lambda c: (-snap.objective[c], snap.p95[c], c)))
 
     # -- decisions ----------------------------------------------------------------------------------------
+    def decide(self) -> decision.Decision:
+        """The decision rule on the items seen so far, configurations dropped earlier staying excluded."""
+        dropped = {d["config_id"]: d["drop_reason"] for d in self.drops}
+        self.decision = decision.decide(self.evidence, dropped)
+        return self.decision
+
     def look(self) -> list[int]:
         """Apply the drop rules to the items seen so far; returns the configurations newly dropped."""
         snap = self.snapshot()
-        reasons = self._sla_reasons(snap)
-        snap = _without(snap, reasons)
         if self.settings.keep == "pareto":
-            reasons |= self._pareto_reasons(snap)
+            reasons = self._sla_reasons(snap)
+            reasons |= self._pareto_reasons(_without(snap, reasons))
         else:
-            reasons |= self._worse_reasons(snap)
-            reasons |= self._tie_reasons(_without(snap, reasons))
+            ruled = self.decide()
+            reasons = {
+                c: f"excluded by the decision rule: {ruled.excluded[self.config_ids[c]]}"
+                for c in np.flatnonzero(self.live)
+                if self.config_ids[c] in ruled.excluded
+            }
         for config, reason in sorted(reasons.items()):
             self.live[config] = False
             self.drops.append(
@@ -254,6 +279,7 @@ class Race:
         return {
             "look": len(self.looks) + 1,
             "items": self.items_seen,
+            "status": None if self.decision is None else self.decision.status,
             "live": int(self.live.sum()),
             "dropped": ",".join(self.config_ids[c] for c in dropped),
             "leader": None if leader is None else self.config_ids[leader],

@@ -26,13 +26,16 @@ finish: with stages of microseconds (the digits task) the stream can run far ahe
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from raypipe.context import RunContext
+from raypipe.decision import Decision, DecisionSettings
 from raypipe.errors import ConfigError
 from raypipe.search.base import Search, SearchOutcome
 from raypipe.search.costs import CostTracker
@@ -56,6 +59,8 @@ class Racing(Search):
         keep: str = "best",
         look_every: int = 10,
         seed: int = 0,
+        until_decided: bool = False,
+        max_items: int | None = None,
     ):
         problems = []
         if not 0 < alpha < 1:
@@ -66,10 +71,15 @@ class Racing(Search):
             problems.append(f"keep: '{keep}' is neither 'best' nor 'pareto'")
         if look_every < 1:
             problems.append(f"look_every: {look_every} is not a positive number of items")
+        if max_items is not None and max_items < 1:
+            problems.append(f"max_items: {max_items} is not a positive number of items")
+        if until_decided and keep != "best":
+            problems.append("until_decided: a run stops once a pick is certified, which needs keep=best")
         if problems:
             raise ConfigError(problems, source="--search racing --search-param")
         self.settings = RaceSettings(alpha, tolerance, keep, look_every)  # type: ignore[arg-type]
         self.seed = seed
+        self.until_decided, self.max_items = until_decided, max_items
 
     def new_race(
         self, config_ids: list[str], objective: Metric, sla: SLASpec, metrics: dict[str, Metric], n_items: int
@@ -83,18 +93,44 @@ class Racing(Search):
         return np.random.default_rng(self.seed if seed is None else seed).permutation(n_items)
 
     def run(self, ctx: RunContext) -> SearchOutcome:
+        self.settings = replace(
+            self.settings, decision=DecisionSettings(ctx.spec.decision.epsilon, ctx.spec.decision.delta)
+        )
         table = ctx.table.take(pa.array(self.order(ctx.table.num_rows)))
+        cap = self.max_items or (None if not self.until_decided else table.num_rows)
+        table = table.slice(0, cap) if cap else table
         race = self.new_race(
             [c.config_id for c in ctx.configs],
             ctx.objective,
             ctx.spec.sla,
             sla_metrics(ctx.task, ctx.spec.sla),
-            table.num_rows,
+            cap or table.num_rows,
         )
         feed = LiveFeed(race, list(ctx.configs[0].stage_names), [c.labels for c in ctx.configs])
+        feed.stop_when_certified = self.until_decided
         ctx.stream(table, list(range(len(ctx.configs))), feed.on_batch)
         feed.flush()
-        return SearchOutcome(self.name, race.drops, race.looks, self.summary(race, feed, table.num_rows))
+        round_ = 0
+        while self.until_decided and not feed.certified and race.live.any():
+            round_ += 1
+            extra = more_items(ctx, (cap or 0) - race.items_seen, round_)
+            if extra is None:
+                break
+            ctx.stream(extra, [int(c) for c in np.flatnonzero(race.live)], feed.on_batch)
+            feed.flush()
+        ruled = race.decide()
+        summary = self.summary(race, feed, race.items_seen)
+        summary["stopped"] = self.stopped(ruled, race.items_seen, ctx.dataset.num_rows, feed.certified)
+        return SearchOutcome(self.name, race.drops, race.looks, summary)
+
+    def stopped(self, ruled: Decision, seen: int, available: int, certified_live: bool) -> str:
+        """What the terminal and the manifest say about when the race stopped."""
+        if certified_live:
+            return f"certified after {seen} of {available} items"
+        if ruled.status == "certified":
+            return f"certified after all {seen} items"
+        why = "--max-items reached" if self.max_items and seen >= self.max_items else "the data ended"
+        return f"{ruled.status} after {seen} items ({why})"
 
     def summary(self, race: Race, feed: LiveFeed, n_items: int) -> dict[str, Any]:
         pick = race.pick()
@@ -115,6 +151,19 @@ class Racing(Search):
             # CPU-seconds of the (stage, prefix) calls, so cache hits and contention do not skew the ratio.
             "engine_fraction": round(feed.costs.spent / exhaustive, 4) if exhaustive > 0 else None,
         }
+
+
+def more_items(ctx: RunContext, n: int, round_: int) -> pa.Table | None:
+    """More items from the task's generator for a run until decided (None when the dataset has no
+    generator or no more are wanted): fresh seeds, ids never seen in the run."""
+    generate = ctx.spec.dataset.generate
+    if generate is None or n <= 0 or ctx.request_dataset is not None:
+        return None
+    table = ctx.task.generate(generate.profile, n, generate.seed + 7919 * round_, **generate.params)
+    known = pa.array(ctx.dataset.column("item_id").to_pylist(), pa.string())
+    table = table.filter(pc.invert(pc.is_in(table.column("item_id"), known)))
+    ctx.dataset = pa.concat_tables([ctx.dataset, table.select(ctx.dataset.column_names)])
+    return table
 
 
 def sla_metrics(task: Task, sla: SLASpec) -> dict[str, Metric]:
@@ -138,8 +187,11 @@ class LiveFeed:
         self.columns = list(dict.fromkeys(wanted))
         self.pending: list[pl.DataFrame] = []
         self.seen: set[str] = set()
+        self.stop_when_certified = False
+        self.certified = False
 
-    def on_batch(self, batch: pa.Table, execution: Any) -> None:
+    def on_batch(self, batch: pa.Table, execution: Any) -> bool:
+        """Take a result batch; True when the race is decided and the stream should stop."""
         rows = pl.from_arrow(batch.select(["item_id", "config_index", *self.columns]))
         rows = rows.filter(~pl.col("item_id").is_in(list(self.seen)))  # a retried batch's repeats
         self.pending.append(rows)
@@ -148,8 +200,14 @@ class LiveFeed:
             self.flush()  # the last items: nothing left to save, so no look (as in replay)
         elif new >= self.race.settings.look_every:
             dropped = self.look()
+            if self.stop_when_certified and self.race.decision is not None:
+                self.certified = self.race.decision.status == "certified"
+            if self.certified:
+                execution.drop([int(c) for c in np.flatnonzero(self.race.live)])
+                return True
             if dropped:
                 execution.drop(dropped)
+        return False
 
     def look(self) -> list[int]:
         self.flush()
