@@ -5,7 +5,8 @@ downloaded copy of the HF dataset lansinuote/ocr_id_card, or `*.parquet`); `hf:<
 through the `datasets` library; a folder of images with JSON labels (`<stem>.png|jpg` beside
 `<stem>.json` holding {"ocr": [{"word", "box"}], optional "truth": {...}, optional slice attributes}).
 Columns a source lacks are filled: item ids from the row index, truth fields derived from the
-words (`raypipe.tasks.idcard.truth`), profile "real" and null attributes.
+words (`raypipe.tasks.idcard.truth`), profile "real" and null attributes. A malformed label file fails
+its own item at load, with the file's path; the rest of the folder runs.
 """
 
 from __future__ import annotations
@@ -115,8 +116,43 @@ def labelled_images(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _read_labelled_images(pairs: list[tuple[Path, Path]]) -> pa.Table:
-    rows = [_labelled_image_row(image, label) for image, label in pairs]
+    """One row per pair; a pair whose label file is malformed becomes a row that fails at load with what is
+    wrong and the file's path (an error row for that item in every configuration), the others run. A folder
+    whose every label file is malformed is refused."""
+    rows, problems = [], []
+    for image, label in pairs:
+        try:
+            rows.append(_labelled_image_row(image, label))
+        except DatasetError as exc:
+            problems.append(str(exc))
+            rows.append(_label_error_row(image, str(exc)))
+    if problems and len(problems) == len(rows):
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DatasetError(f"every label file is malformed: {'; '.join(problems[:3])}{more}")
     return pa.Table.from_pylist(rows)
+
+
+# The input of an item whose label file is malformed: the task's decode raises with the message after it,
+# so the item's rows carry it as their error (`load: ValueError: label file ...`).
+LABEL_ERROR = b"raypipe: malformed label file\n"
+
+
+def _label_error_row(image: Path, message: str) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "item_id": image.stem,
+        "image": {"bytes": LABEL_ERROR + message.encode("utf-8"), "path": image.name},
+        "ocr": [],
+    }
+    row.update({f"truth_{field}": None for field in TRUTH_FIELDS})
+    row.update({name: None for name in SLICE_ATTRIBUTES})
+    row["profile"] = REAL_PROFILE
+    return row
+
+
+def raise_label_error(data: bytes) -> None:
+    """Raise the load error of an item whose label file was malformed (`data` is its input); else nothing."""
+    if data and data[: len(LABEL_ERROR)] == LABEL_ERROR:
+        raise ValueError(data[len(LABEL_ERROR) :].decode("utf-8"))
 
 
 def _labelled_image_row(image: Path, label: Path) -> dict[str, Any]:

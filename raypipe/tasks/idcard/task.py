@@ -83,7 +83,9 @@ class IdCardTask(Task):
 
     def decode(self, data: bytes) -> Any:
         from raypipe.stages.imaging import decode_image
+        from raypipe.tasks.idcard.loaders import raise_label_error
 
+        raise_label_error(data)
         return decode_image(data)
 
     def has_truth(self, table: pa.Table) -> bool:
