@@ -61,6 +61,42 @@ class SliceAttribute:
 
 
 @dataclass(frozen=True)
+class ItemBox:
+    """A region of an item's input drawn in the report: a polygon in the input image's pixels."""
+
+    points: tuple[tuple[float, float], ...]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """One field of an item's output shown in the report beside its truth (None: not read / unknown)."""
+
+    name: str
+    predicted: str | None
+    truth: str | None = None
+    # The task's own verdict where plain string equality is not its rule (e.g. normalised text).
+    wrong: bool | None = None
+
+    @property
+    def differs(self) -> bool:
+        """Wrong against a known truth (a field without truth is never counted as wrong)."""
+        if self.wrong is not None:
+            return self.wrong
+        return self.truth is not None and (self.predicted or "") != self.truth
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """What the HTML report shows of one input: an image (a uint8 array, HxW or HxWx3; None for no
+    image), the regions to draw on it, and whether to scale it up without smoothing (tiny images)."""
+
+    image: Any = None
+    boxes: tuple[ItemBox, ...] = ()
+    pixelated: bool = False
+
+
+@dataclass(frozen=True)
 class Profile:
     """A named distribution the task's generator can draw."""
 
@@ -133,6 +169,25 @@ class Task:
     def item_features(self, decoded: Any) -> dict[str, float | str]:
         """The `features` of one decoded input (label-free, cheap next to the pipeline)."""
         return {}
+
+    # -- the HTML report's item browser -----------------------------------------------------------------
+    def view_input(self, data: bytes, row: Mapping[str, Any]) -> ItemView:
+        """How the report shows one item's input: `data` is its encoded input, `row` its dataset row (truth
+        and any annotations). The default shows the decoded input when it is an image array."""
+        import numpy as np
+
+        decoded = self.decode(data)
+        if isinstance(decoded, np.ndarray) and decoded.ndim in (2, 3):
+            return ItemView(image=decoded, pixelated=max(decoded.shape[:2]) < 64)
+        return ItemView()
+
+    def view_fields(self, prediction: str | None, truth: Mapping[str, Any]) -> list[FieldView]:
+        """One configuration's output on one item as fields against the truth (`truth` holds the dataset's
+        `truth_<field>` values; empty where the dataset is unavailable). The report's error kinds are the
+        names of the fields that differ. The default: the whole prediction against the first truth field."""
+        first = self.truth_fields[0] if self.truth_fields else None
+        value = truth.get(f"truth_{first}") if first else None
+        return [FieldView(first or "prediction", prediction, None if value is None else str(value))]
 
     # -- helpers the engine uses ------------------------------------------------------------------------
     def metric(self, name: str) -> Metric:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from raypipe.task import Metric, Profile, SliceAttribute, Task
+from raypipe.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
 from raypipe.tasks.digits.features import FEATURES, image_features
 from raypipe.tasks.digits.profiles import PROFILE_DESCRIPTIONS
 from raypipe.tasks.digits.scoring import METRICS, OUTPUTS, score
@@ -95,3 +95,11 @@ class DigitsTask(Task):
 
     def item_features(self, decoded: Any) -> dict[str, float | str]:
         return dict(image_features(decoded))
+
+    def view_input(self, data: bytes, row: Mapping[str, Any]) -> ItemView:
+        """The 8x8 image as stored, scaled up without smoothing."""
+        return ItemView(image=self.decode(data), pixelated=True)
+
+    def view_fields(self, prediction: str | None, truth: Mapping[str, Any]) -> list[FieldView]:
+        label = truth.get("truth_label")
+        return [FieldView("digit", prediction, None if label is None else str(label))]

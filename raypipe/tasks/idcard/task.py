@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.errors import DatasetError
-from raypipe.task import Metric, Profile, SliceAttribute, Task
+from raypipe.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
 from raypipe.tasks.idcard.features import FEATURES
 from raypipe.tasks.idcard.fields import KEY_FIELDS
 from raypipe.tasks.idcard.schema import TRUTH_FIELDS
@@ -112,3 +112,13 @@ class IdCardTask(Task):
         from raypipe.tasks.idcard.features import card_features
 
         return card_features(decoded)
+
+    def view_input(self, data: bytes, row: Mapping[str, Any]) -> ItemView:
+        from raypipe.tasks.idcard.view import card_view
+
+        return card_view(self.decode(data), row)
+
+    def view_fields(self, prediction: str | None, truth: Mapping[str, Any]) -> list[FieldView]:
+        from raypipe.tasks.idcard.view import card_fields
+
+        return card_fields(prediction, truth)
