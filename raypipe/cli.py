@@ -342,6 +342,12 @@ def report(
     run_dir: RunDirArg,
     top: Annotated[int | None, typer.Option(help="Rows to print (default all).")] = None,
     slices: Annotated[bool, typer.Option(help="Also print the best configuration per slice.")] = True,
+    html: Annotated[
+        bool, typer.Option(help="(Re)write the self-contained report.html (any run, old ones too).")
+    ] = False,
+    out: Annotated[
+        str | None, typer.Option(help="Where to write the HTML (default RUN_DIR/report.html).")
+    ] = None,
 ) -> None:
     """Print a run's ranked table (and slice winners) again and write pareto.png beside its results."""
     from raypipe.reading import RunView
@@ -352,6 +358,10 @@ def report(
         if slices:
             view.print_slices(console)
         console.print(f"wrote {view.write_pareto_plot()}")
+        if html or out:
+            from raypipe.report_html import write_run_report
+
+            console.print(f"wrote {write_run_report(view.run_dir, out)}")
     except RaypipeError as exc:
         raise fail(exc) from exc
 

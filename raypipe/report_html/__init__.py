@@ -59,6 +59,7 @@ def write_run_report(
         view.run_dir.write_bytes(REPORT, html)
         return view.run_dir.path(REPORT)
     target = RunDir(os.path.dirname(out) or ".")
+    target.fs.create_dir(target.root, recursive=True)
     target.write_bytes(os.path.basename(out), html)
     return target.path(os.path.basename(out))
 
