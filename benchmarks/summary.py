@@ -58,6 +58,7 @@ class MethodRun:
     calls: pl.DataFrame  # stage, choice, calls
     rows: pl.DataFrame  # config_id, item_id, prediction, latency_total_ms and the metric columns
     extra: dict[str, Any] = field(default_factory=dict)
+    ranked: pl.DataFrame | None = None  # a raypipe run's configs.parquet: its rank 1 is what users are told
 
     @property
     def stage_calls(self) -> int:
@@ -149,8 +150,21 @@ def config_summary(rows: pl.DataFrame, objective: Metric, sla: SLASpec) -> pl.Da
     return results.with_sla(frame.sort("config_id"), sla)
 
 
-def pick(summary: pl.DataFrame, n_items: int, objective: Metric) -> str | None:
-    """The best SLA-meeting configuration among those that ran on every item (the faster of equals)."""
+def rank_one(ranked: pl.DataFrame) -> str | None:
+    """Rank 1 of a run's configs.parquet: the configuration `raypipe recommend` prints (issue 16)."""
+    first = ranked.filter(pl.col("rank") == 1)
+    return first["config_id"][0] if first.height else None
+
+
+def pick(
+    summary: pl.DataFrame, n_items: int, objective: Metric, ranked: pl.DataFrame | None = None
+) -> str | None:
+    """What a method tells its user. With `ranked` (a raypipe run's configs.parquet): its rank 1, the
+    decision rule's pick (certified or provisional), as `recommend` prints it. Without (the loop, the Pool,
+    Tune, which have no rule of their own): the best SLA-meeting configuration on point estimates among those
+    that ran on every item (the faster of equals), which is also what judges every pick (`Judge.best`)."""
+    if ranked is not None:
+        return rank_one(ranked)
     sign = 1.0 if objective.higher_is_better else -1.0
     done = summary.filter(pl.col("sla_pass") & (pl.col("n_items") == n_items))
     if not done.height:
@@ -185,15 +199,20 @@ def same_predictions(run: pl.DataFrame, reference: pl.DataFrame) -> float:
 
 
 def repeat_spread(
-    first: pl.DataFrame, second: pl.DataFrame, n_items: int, objective: Metric
+    first: pl.DataFrame,
+    second: pl.DataFrame,
+    n_items: int,
+    objective: Metric,
+    ranked: tuple[pl.DataFrame | None, pl.DataFrame | None] = (None, None),
 ) -> dict[str, Any]:
-    """Run-to-run spread of two exhaustive runs' config summaries: picks, objective, p95 and front."""
+    """Run-to-run spread of two exhaustive runs' config summaries: picks (rank 1 of each run's
+    configs.parquet where given), objective, p95 and front."""
     joined = first.join(second, on="config_id", suffix="_2")
     p95_change = (joined["latency_p95_ms_2"] / joined["latency_p95_ms"] - 1.0).abs()
     fronts = front(first, objective), front(second, objective)
     return {
-        "pick": pick(first, n_items, objective),
-        "pick_repeat": pick(second, n_items, objective),
+        "pick": pick(first, n_items, objective, ranked[0]),
+        "pick_repeat": pick(second, n_items, objective, ranked[1]),
         "objective_max_abs_change": float((joined["objective_2"] - joined["objective"]).abs().max()),
         "p95_median_rel_change": float(p95_change.median()),
         "p95_max_rel_change": float(p95_change.max()),
@@ -209,7 +228,8 @@ def repeat_spread(
 
 @dataclass
 class Judge:
-    """What every method's pick is judged against: raypipe exhaustive's numbers and best configuration."""
+    """What every method's pick is judged against: raypipe exhaustive's numbers and its best SLA-meeting
+    configuration on point estimates (the argmax: the truth a pick is measured from, not a pick)."""
 
     objective: Metric
     sla: SLASpec
@@ -224,8 +244,9 @@ class Judge:
         self.best = pick(self.reference, self.n_items, self.objective)
         return self
 
-    def judge(self, rows: pl.DataFrame) -> dict[str, Any]:
-        chosen = pick(config_summary(rows, self.objective, self.sla), self.n_items, self.objective)
+    def judge(self, rows: pl.DataFrame, ranked: pl.DataFrame | None = None) -> dict[str, Any]:
+        """A method's pick (rank 1 where it ranks, `pick`) against the reference's best."""
+        chosen = pick(config_summary(rows, self.objective, self.sla), self.n_items, self.objective, ranked)
         shortfall = gap(self.reference, self.best, chosen, self.objective)
         return {
             "pick": chosen,
@@ -270,7 +291,7 @@ def comparison_table(
                 "load_1m_before": r.load_before,
                 "others_cpu_seconds": r.others_cpu_seconds,
                 "same_predictions": same_predictions(r.rows, reference),
-                **judge.judge(r.rows),
+                **judge.judge(r.rows, r.ranked),
             }
         )
     return derive(pl.DataFrame(records, infer_schema_length=None), by_method)

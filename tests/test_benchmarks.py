@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -291,3 +292,99 @@ def test_quick_racing_targets_end_to_end(ray_cluster, tmp_path):
         assert row["survivors"] == 2 and row["within_tolerance"] and row["stage_calls"] <= 21
     assert found["replay"]["best"]["summary"]["orders"] == 2
     assert "## Replays" in (out / "racing.md").read_text()
+
+
+def test_a_ranked_run_is_judged_on_its_rank_one_not_the_argmax():
+    rows = pl.concat(
+        [
+            rows_of("best", [True, True, True, False], 80.0),
+            rows_of("third", [True, True, False, False], 20.0),
+        ]
+    )
+    table = summary.config_summary(rows, ACCURACY, SLA)
+    ranked = pl.DataFrame({"rank": [2, 1], "config_id": ["best", "third"]})  # the rule picked "third"
+    assert summary.pick(table, 4, ACCURACY) == "best"  # no ranking: the argmax
+    assert summary.pick(table, 4, ACCURACY, ranked) == summary.rank_one(ranked) == "third"
+    judge = summary.Judge(ACCURACY, SLA, n_items=4, tolerance=0.01, stage_names=STAGES).fit(rows)
+    verdict = judge.judge(rows, ranked)
+    assert verdict["pick"] == "third" and verdict["gap_to_best"] == pytest.approx(0.25)
+    assert verdict["within_tolerance"] is False
+    spread = summary.repeat_spread(table, table, 4, ACCURACY, (ranked, None))
+    assert spread["pick"] == "third" and spread["pick_repeat"] == "best"
+
+
+def digits_replay_run(tmp_path) -> str:
+    """A small digits run directory to replay: the spec's run.json and items.parquet of 300 items, where
+    deskew/onnx is right 97 % of the time, the other configurations 40-60 %, every call 0.5 ms."""
+    from raypipe.run import Request, RunDir
+
+    spec = load_spec(REPO / "configs" / "digits.yaml")
+    run_dir = RunDir(tmp_path / "digits-run").make()
+    Request(spec=spec, out=str(run_dir)).save(run_dir)
+    configs = expand_configurations(spec)
+    rng = np.random.default_rng(3)
+    rows = []
+    for c in configs:
+        rate = 0.97 if c.labels == ("deskew", "onnx") else rng.uniform(0.4, 0.6)
+        correct = rng.random(300) < rate
+        rows.append(
+            pl.DataFrame(
+                {
+                    "config_id": c.config_id,
+                    "item_id": [f"d{i:03d}" for i in range(300)],
+                    "accuracy": correct,
+                    "latency_total_ms": np.full(300, 0.5),
+                }
+            )
+        )
+    pl.concat(rows).write_parquet(tmp_path / "digits-run" / "items.parquet")
+    return str(tmp_path / "digits-run")
+
+
+def test_the_decision_benchmark_in_a_tiny_mode(tmp_path):
+    from benchmarks import decisions
+
+    run = digits_replay_run(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--run", run, "--label", "tiny", "--sizes", "20", "40", "--draws", "3", "--until", "2"]
+    assert decisions.main([*argv, "--out", str(out)]) == 0
+    found = json.loads((out / "tiny.json").read_text())
+    fixed = found["fixed"]
+    assert [(r["rule"], r["n"]) for r in fixed] == [
+        (rule, n) for n in (20, 40) for rule in ("decision", "previous", "argmax", "asha")
+    ]
+    assert all(r["runs"] == 3 for r in fixed)
+    draws = pl.read_csv(out / "tiny-draws.csv")
+    assert draws.height == 2 * 3 * 4 and set(draws["rule"]) == {"decision", "previous", "argmax", "asha"}
+    # 20 items cannot certify at delta 0.05 (the p95 test alone needs ~170): undecided, provisional picks
+    # are the best point estimate, which here is the true best
+    first = fixed[0]
+    assert first["answered"] == 0 and first["undecided"] == 3 and first["mean_regret_undecided"] == 0.0
+    # the other rules always answer; their failure rate has an exact interval
+    assert fixed[2]["answered"] == 3 and fixed[2]["ci_low"] == 0.0 and 0 < fixed[2]["ci_high"] < 1
+    until = {r["rule"]: r for r in found["until"]}
+    certified = until["until-decided"]
+    assert certified["runs"] == 2 and certified["answered"] == 2  # certified within the 300 items
+    assert certified["failures"] == 0 and certified["ci_high"] == pytest.approx(1 - 0.025**0.5)
+    assert 20 < certified["mean_items"] < 300 and certified["mean_regret_answered"] == 0.0
+    assert found["target"]["smallest_fixed_n_as_certain"] is not None
+    truth = pl.read_csv(out / "tiny-truth.csv")
+    assert truth.height == 16 and truth["choices"][0] == "deskew/onnx" and truth["regret"][0] == 0.0
+    assert "## --until-decided" in (out / "tiny.md").read_text()
+
+
+def test_the_rules_the_decision_benchmark_compares():
+    from benchmarks import decision_rules as rules
+
+    # a: right on 10 of 10, 5 ms; b: 8 of 10 (a sign test at 5 % cannot tell it below a), 1 ms; c: 0, 0.5 ms
+    scores = np.array([[1.0, 1.0 if i < 8 else 0.0, 0.0] for i in range(10)])
+    latency = np.tile([5.0, 1.0, 0.5], (10, 1))
+    pool = rules.Pool(
+        ["a", "b", "c"], ACCURACY, SLA, {"accuracy": ACCURACY}, scores, latency, {"accuracy": scores}
+    )
+    assert rules.argmax_rule(pool).pick == "a"
+    assert rules.previous_rule(pool).pick == "b"  # the fastest of the group {a, b}; c misses the SLA
+    assert rules.decision_rule(pool, rules.DecisionSettings()).status == "undecided"
+    assert rules.asha_milestones(8) == [1, 4] and rules.asha_milestones(4) == [1, 4]
+    asha = rules.asha_rule(pool, chunk=1)  # a records first at every rung; c falls below the cutoff at 1
+    assert asha.pick == "a" and asha.evaluations < 30
