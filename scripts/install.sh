@@ -3,9 +3,11 @@
 # Idempotent: a second run only checks. The README, the Makefile, the Dockerfile and CI all call this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The report's browser tests drive Debian's chromium (in APT_PACKAGES); Playwright must never fetch its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 VENV=${RAYPIPE_VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
-APT_PACKAGES=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei libglib2.0-0 libgl1)
+APT_PACKAGES=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd tesseract-ocr-chi-sim fonts-noto-cjk fonts-arphic-ukai fonts-arphic-uming fonts-wqy-zenhei libglib2.0-0 libgl1 chromium)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
