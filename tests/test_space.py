@@ -28,7 +28,7 @@ def test_exclusions_remove_matching_combinations():
     raw = spec.model_dump()
     raw["exclude"] = [{"orient": "osd", "channel": ["gray"]}]
     configs = expand_configurations(parse_spec(raw))
-    assert len(configs) == 48 - 2 * 3 * 2  # osd x {none, clahe} x gray x 3 engines x 2 extractors
+    assert len(configs) == 32 - 2 * 2 * 2  # osd x {none, clahe} x gray x 2 engines x 2 extractors
     assert not any(c.choices()["orient"] == "osd" and c.choices()["channel"] == "gray" for c in configs)
 
 
@@ -64,5 +64,5 @@ def test_prefix_tree_and_invocation_counts():
 def test_configs_command_lists_ids_and_choices():
     result = CliRunner().invoke(app, ["configs", str(CONFIGS / "icp-quick.yaml")])
     lines = result.output.strip().splitlines()
-    assert len(lines) == 48
+    assert len(lines) == 32
     assert "orient=osd > enhance=clahe > channel=gray > ocr=rapidocr > extract=layout" in result.output
