@@ -42,7 +42,10 @@ OUT = Path(__file__).resolve().parent / "results" / "decisions"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True, help="the truth: an exhaustive run directory")
+    p.add_argument("--run", help="the truth: an exhaustive run directory")
+    p.add_argument(
+        "--resummarize", action="store_true", help="rebuild the tables from --out's raw CSV files, no --run"
+    )
     p.add_argument("--label", required=True, help="names the output files (digits, idcard)")
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200], help="subsample sizes")
     p.add_argument("--draws", type=int, default=200, help="subsamples per size")
@@ -184,8 +187,24 @@ def until_decided_runs(
     return rows
 
 
+def resummarize(args: argparse.Namespace) -> int:
+    """The tables again from the committed raw files: label.json's context, draws, runs and truth."""
+    out = Path(args.out)
+    found = json.loads((out / f"{args.label}.json").read_text())
+    draws, until = (pl.read_csv(out / f"{args.label}-{k}.csv") for k in ("draws", "until"))
+    sizes = sorted(set(draws["n"].to_list()))
+    again = summarize(draws, until, found["context"], sizes) | {"seconds": found.get("seconds")}
+    truth = pl.read_csv(out / f"{args.label}-truth.csv")
+    print(write_outputs(again, truth, draws, until, out, args.label))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.resummarize:
+        return resummarize(args)
+    if not args.run:
+        raise SystemExit("--run RUN_DIR is required (or --resummarize)")
     started = time.time()
     pool, info = load_pool(args.run)
     decision = info["spec_decision"]

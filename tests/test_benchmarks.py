@@ -371,6 +371,10 @@ def test_the_decision_benchmark_in_a_tiny_mode(tmp_path):
     truth = pl.read_csv(out / "tiny-truth.csv")
     assert truth.height == 16 and truth["choices"][0] == "deskew/onnx" and truth["regret"][0] == 0.0
     assert "## --until-decided" in (out / "tiny.md").read_text()
+    # the tables come back from the committed raw files alone
+    assert decisions.main(["--resummarize", "--label", "tiny", "--out", str(out)]) == 0
+    again = json.loads((out / "tiny.json").read_text())
+    assert again["fixed"] == fixed and again["target"] == found["target"]
 
 
 def test_the_rules_the_decision_benchmark_compares():
