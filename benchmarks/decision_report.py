@@ -112,16 +112,19 @@ def target(until: pl.DataFrame, curve: list[dict[str, Any]]) -> dict[str, Any]:
 def summarize(
     draws: pl.DataFrame, until: pl.DataFrame, context: dict[str, Any], sizes: list[int]
 ) -> dict[str, Any]:
-    cap = int(context["cap"])
-    grid = sorted(set(range(context["look"], cap + 1, context["look"])) | {cap, *sizes})
-    curve = certified_by(until, grid)
-    return {
+    found = {
         "context": context,
         "fixed": rule_table(draws).to_dicts(),
-        "until": rule_table(until).to_dicts(),
-        "curve": curve,
-        "target": target(until, curve),
+        "until": [],
+        "curve": [],
+        "target": {},
     }
+    if until.height:  # --until 0 measures fixed sizes only
+        cap = int(context["cap"])
+        grid = sorted(set(range(context["look"], cap + 1, context["look"])) | {cap, *sizes})
+        curve = certified_by(until, grid)
+        found |= {"until": rule_table(until).to_dicts(), "curve": curve, "target": target(until, curve)}
+    return found
 
 
 def _cell(value: Any) -> str:
@@ -157,8 +160,9 @@ def markdown(found: dict[str, Any], truth: pl.DataFrame, label: str) -> str:
     context = {k: v for k, v in found["context"].items() if k not in ("labels", "run_decision")}
     lines = [f"# Decision guarantee: {label}", "", vertical_table(context), ""]
     lines += ["## Fixed-size subsamples", "", markdown_table(headline(found["fixed"])), ""]
-    lines += ["## --until-decided", "", markdown_table(headline(found["until"])), ""]
-    lines += ["## Target: --until-decided against a fixed size", "", vertical_table(found["target"]), ""]
+    if found["until"]:
+        lines += ["## --until-decided", "", markdown_table(headline(found["until"])), ""]
+        lines += ["## Target: --until-decided against a fixed size", "", vertical_table(found["target"]), ""]
     lines += ["## The truth (full run, point estimates)", "", markdown_table(truth), ""]
     return "\n".join(lines)
 
@@ -176,7 +180,8 @@ def write_outputs(
     (out / f"{label}.json").write_text(json.dumps(found, indent=1, default=str))
     truth.write_csv(out / f"{label}-truth.csv", float_precision=4)
     draws.write_csv(out / f"{label}-draws.csv", float_precision=4)
-    until.write_csv(out / f"{label}-until.csv", float_precision=4)
+    if until.height:
+        until.write_csv(out / f"{label}-until.csv", float_precision=4)
     text = markdown(found, truth, label)
     (out / f"{label}.md").write_text(text)
     return text

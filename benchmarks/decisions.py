@@ -191,7 +191,9 @@ def resummarize(args: argparse.Namespace) -> int:
     """The tables again from the committed raw files: label.json's context, draws, runs and truth."""
     out = Path(args.out)
     found = json.loads((out / f"{args.label}.json").read_text())
-    draws, until = (pl.read_csv(out / f"{args.label}-{k}.csv") for k in ("draws", "until"))
+    draws = pl.read_csv(out / f"{args.label}-draws.csv")
+    runs = out / f"{args.label}-until.csv"
+    until = pl.read_csv(runs) if runs.exists() else pl.DataFrame()
     sizes = sorted(set(draws["n"].to_list()))
     again = summarize(draws, until, found["context"], sizes) | {"seconds": found.get("seconds")}
     truth = pl.read_csv(out / f"{args.label}-truth.csv")
