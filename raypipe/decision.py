@@ -10,17 +10,19 @@ run and at every look of a run that stops as soon as it is decided (`--until-dec
   p95 bound is the order-statistic test in betting form: p95 <= L exactly when at most 5 % of the items
   exceed L, so the test is on the share of items over L (distribution-free, as an order-statistic interval).
   A metric bound tests the metric's mean against it.
-- Objective, per ordered pair (i, j): "i is worse than j" (`worse`) and "j is not better than i by epsilon
-  or more" (`near`).
+- Objective, per ordered pair (i, j): "i is more than epsilon below j" (`far`) and "j is not better than
+  i by epsilon or more" (`near`).
 
 Which statements can make a pick wrong? Let k* be the best SLA-meeting configuration. A pick is wrong only
 if some SLA statement is false (a "meets" for the pick or a "misses" for k*), or a `near` statement about
-k* is false (near[p, k*] for the pick p), or k* was excluded by a false `worse[k*, r]`. So only the 2(K - 1)
+k* is false (near[p, k*] for the pick p), or k* was excluded by a false `far[k*, r]`. So only the 2(K - 1)
 comparisons that involve k* matter (Hsu's multiple comparisons with the best): each pairwise test runs at
 delta_obj / (2(K - 1)) and each SLA test at delta_sla / (K x bounds), Bonferroni, with delta split evenly
 between the objective and the SLA when there is one.
 
-- Excluded: confidently missing the SLA, or confidently worse than a configuration that confidently meets it.
+- Excluded: confidently missing the SLA, or confidently more than epsilon below a configuration that
+  confidently meets it: such a configuration can be neither the best nor a certified pick. (One that is
+  confidently worse by less than epsilon stays: it may be the cheapest certified pick.)
 - Certified group: confidently meets the SLA, and within epsilon of every configuration not excluded as
   missing the SLA. Among them the cheapest wins, where the p95 intervals separate them (and by more than
   `SAME_P95`, the run-to-run noise measured in BENCHMARKS.md); otherwise the higher objective wins.
@@ -153,7 +155,7 @@ class Evidence:
         self.scale = scale
         k, eps, w = len(self.config_ids), self.settings.epsilon, scale
         bounded = objective.interval == "wilson"
-        self.worse = stopping.Evidence.start((k, k), *((-w, w) if bounded else (None, None)))
+        self.far = stopping.Evidence.start((k, k), *((-w - eps, w - eps) if bounded else (None, None)))
         self.near = stopping.Evidence.start((k, k), *((eps - w, eps + w) if bounded else (None, None)))
         self.metric_bounds = [(m, side, v, metrics[m]) for m, side, v in sla.bounds()]
         self.tests = self._sla_tests(k)
@@ -194,7 +196,8 @@ class Evidence:
         w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
         s = np.asarray(scores, dtype=float) * sign * w[:, None]
         metrics = {m: np.asarray(v, dtype=float) * w[:, None] for m, v in metrics.items()}
-        self.worse = stopping.advance(self.worse, s[:, None, :] - s[:, :, None])  # [X, Y] = s_Y - s_X
+        diff = s[:, None, :] - s[:, :, None]  # [item, X, Y] = s_Y - s_X
+        self.far = stopping.advance(self.far, diff - self.settings.epsilon)
         self.near = stopping.advance(self.near, self.settings.epsilon + s[:, :, None] - s[:, None, :])
         self._add_sla(np.asarray(latency, dtype=float), metrics, w)
         self.n += (~np.isnan(s)).sum(axis=0)
@@ -281,14 +284,14 @@ def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decisio
     meets, misses, why = evidence.sla_state()
     gone = np.array([c in (dropped or {}) for c in ids])
     misses = misses & ~gone
-    worse_p, near_p = stopping.p_values(evidence.worse), stopping.p_values(evidence.near)
+    far_p, near_p = stopping.p_values(evidence.far), stopping.p_values(evidence.near)
     level = evidence.levels.pair
     others = ~np.eye(len(ids), dtype=bool)
     excluded = dict(dropped or {}) | {ids[c]: "; ".join(why[c]) for c in np.flatnonzero(misses)}
-    beaten = (worse_p <= level) & others & (meets & ~gone)[None, :]
+    beaten = (far_p <= level) & others & (meets & ~gone)[None, :]
     for c in np.flatnonzero(beaten.any(axis=1) & ~misses & ~gone):
         rival = int(np.flatnonzero(beaten[c])[np.argmax(means[beaten[c]])])
-        excluded[ids[c]] = f"worse than {ids[rival]} (which meets the SLA) with confidence"
+        excluded[ids[c]] = f"more than {s.epsilon:g} below {ids[rival]} (which meets the SLA) with confidence"
     live = np.array([i not in excluded for i in ids])
     n_items = evidence.n_items
     sla_status = {
