@@ -22,15 +22,18 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _spec(chart: alt.TopLevelMixin) -> dict[str, Any]:
-    # Altair validates against the Vega-Lite schema on request; skipping it saves seconds per report.
-    return chart.configure_view(stroke=None).to_dict(validate=False)
+def _spec(chart: alt.TopLevelMixin, **datasets: pl.DataFrame) -> dict[str, Any]:
+    """The chart as a Vega-Lite dict, its data added by name afterwards: Altair neither validates nor walks
+    the rows (which costs seconds on a large run)."""
+    spec = chart.configure_view(stroke=None).to_dict(validate=False)
+    spec["datasets"] = {name: records(frame) for name, frame in datasets.items()}
+    return spec
 
 
 def scatter(points: pl.DataFrame, objective: str, sla_p95_ms: float | None, sla_min: float | None) -> dict:
     """One point per configuration (`label`, `objective`, `ci_low`, `ci_high`, `p95`, `status`, `pareto`),
     its interval as a vertical rule, the Pareto front joined, the SLA bounds as dashed lines."""
-    data = alt.Data(values=records(points))
+    data = alt.Data(name="points")
     x = alt.X("p95:Q", title="end-to-end p95 service time per item (ms)", scale=alt.Scale(zero=False))
     y = alt.Y("objective:Q", title=objective, scale=alt.Scale(zero=False))
     tooltip = [
@@ -63,12 +66,12 @@ def scatter(points: pl.DataFrame, objective: str, sla_p95_ms: float | None, sla_
     if sla_min is not None:
         rule = alt.Chart(alt.Data(values=[{"objective": sla_min}]))
         layers.append(rule.mark_rule(color="#1f77b4", strokeDash=[6, 4]).encode(y="objective:Q"))
-    return _spec(alt.layer(*layers).properties(width=WIDTH, height=360))
+    return _spec(alt.layer(*layers).properties(width=WIDTH, height=360), points=points)
 
 
 def heatmap(cells: pl.DataFrame, objective: str, n_configs: int) -> dict:
     """Configuration (`label`) x slice cell (`slice`): colour the objective, text the n, a star the winner."""
-    data = alt.Data(values=records(cells))
+    data = alt.Data(name="cells")
     x = alt.X("slice:N", title="slice cell", axis=alt.Axis(labelAngle=-40, labelLimit=160))
     y = alt.Y("label:N", title=None, sort=alt.EncodingSortField("rank", order="ascending"))
     tooltip = [
@@ -97,7 +100,7 @@ def heatmap(cells: pl.DataFrame, objective: str, n_configs: int) -> dict:
         .encode(text=alt.value("★"))
     )
     height = max(120, 14 * n_configs)
-    return _spec(alt.layer(rects, counts, stars).properties(width=alt.Step(34), height=height))
+    return _spec(alt.layer(rects, counts, stars).properties(width=alt.Step(34), height=height), cells=cells)
 
 
 def stage_latency(rows: pl.DataFrame, options: list[str], first: str) -> dict:
@@ -105,7 +108,7 @@ def stage_latency(rows: pl.DataFrame, options: list[str], first: str) -> dict:
     pick = alt.param(
         name="config", value=first, bind=alt.binding_select(options=options, name="configuration ")
     )
-    data = alt.Data(values=records(rows))
+    data = alt.Data(name="stages")
     bars = (
         alt.Chart(data)
         .add_params(pick)
@@ -120,14 +123,14 @@ def stage_latency(rows: pl.DataFrame, options: list[str], first: str) -> dict:
         )
         .properties(width=WIDTH, height=260, name="stage_bars")
     )
-    return _spec(bars)
+    return _spec(bars, stages=rows)
 
 
 def live_set(configs: pl.DataFrame, looks: pl.DataFrame | None, n_items: int) -> dict:
     """A race: each configuration's bar runs to the items it was raced on (dropped ones end early, with the
     reason on hover), over the number of configurations still live at each look."""
     bars = (
-        alt.Chart(alt.Data(values=records(configs)))
+        alt.Chart(alt.Data(name="raced"))
         .mark_bar(height=9)
         .encode(
             x=alt.X("raced:Q", title="items", scale=alt.Scale(domain=[0, n_items])),
@@ -138,9 +141,9 @@ def live_set(configs: pl.DataFrame, looks: pl.DataFrame | None, n_items: int) ->
         .properties(width=WIDTH, height=max(100, 13 * configs.height), name="race_bars")
     )
     if looks is None or looks.is_empty():
-        return _spec(bars)
+        return _spec(bars, raced=configs)
     line = (
-        alt.Chart(alt.Data(values=records(looks)))
+        alt.Chart(alt.Data(name="looks"))
         .mark_line(point=True, interpolate="step-after")
         .encode(
             x=alt.X("items:Q", scale=alt.Scale(domain=[0, n_items])),
@@ -149,4 +152,4 @@ def live_set(configs: pl.DataFrame, looks: pl.DataFrame | None, n_items: int) ->
         )
         .properties(width=WIDTH, height=140)
     )
-    return _spec(alt.vconcat(line, bars))
+    return _spec(alt.vconcat(line, bars), raced=configs, looks=looks)
