@@ -12,7 +12,14 @@ from scipy import stats
 from raypipe.monitor import drift
 from raypipe.monitor.drift import DriftTest, correct_family, holm_adjusted, mmd_test, univariate_test
 from raypipe.monitor.estimate import mix_reweighted, score_calibrated, slice_means
-from raypipe.monitor.mix import FeatureEncoder, MixModel, estimate_mix, fit_mix_model, share_test
+from raypipe.monitor.mix import (
+    FeatureEncoder,
+    MixModel,
+    estimate_mix,
+    fit_mix_model,
+    share_test,
+    stratified_share_test,
+)
 from raypipe.task import Metric
 
 ACCURACY = Metric("accuracy", "right or wrong")
@@ -114,39 +121,65 @@ def test_a_separable_mix_is_learnt_and_estimated_exactly():
     features, bins = _separable(30, 0)
     model = fit_mix_model(features, bins, {"a": "continuous", "b": "continuous"})
     assert model.labels == ["clean", "dark", "rotated"] and model.accuracy == 1.0
-    assert np.allclose(model.confusion, np.eye(3))
+    assert np.allclose(model.confusion, np.eye(3)) and model.folds == 5
+    assert model.reference_counts.sum() == 90 and model.reference_counts.sum(axis=0).tolist() == [30, 30, 30]
     batch, _ = _separable(10, 1)
     batch = pl.concat([batch, batch[20:30], batch[20:30]])  # rotated: 30 of 50
-    estimate = estimate_mix(model, model.predict(batch))
+    predicted = model.predict(batch)
+    assert predicted.shape == (5, 3) and predicted.sum(axis=1).tolist() == [10] * 5  # one part per fold
+    estimate = estimate_mix(model, predicted)
     assert estimate.as_dict() == pytest.approx({"clean": 0.2, "dark": 0.2, "rotated": 0.6})
-    found = share_test(model, model.predict(batch))
+    found = share_test(model, predicted)
     pooled = 60 / 140  # rotated among the reference's 90 and the batch's 50 predictions
     z = (0.6 - 1 / 3) / math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 90))
     assert found.statistic == pytest.approx(z)
-    assert found.p_value == pytest.approx(3 * 2 * stats.norm.sf(z))  # Bonferroni over the three slices
-    assert share_test(model, model.predict(_separable(10, 2)[0])).p_value == 1.0
+    assert found.p_value < 0.01 and "rotated: predicted share 0.33 -> 0.60" in found.detail
+    assert share_test(model, model.predict(_separable(10, 2)[0])).p_value > 0.5
+
+
+def test_the_share_test_holds_its_level_on_simulated_counts():
+    """1,000 draws of a reference (40 items in 5 folds) and a batch (20) from one mix: the permutation
+    test fires at most its level plus 2 points, at the mix test's own share of the family's level."""
+    rng = np.random.default_rng(7)
+    shares = np.array([0.3, 0.1, 0.12, 0.12, 0.12, 0.12, 0.12])
+    level = drift.GROUP_WEIGHTS["mix"] * drift.FAMILY_ALPHA
+    fired = 0
+    for draw in range(1000):
+        reference = np.array([rng.multinomial(8, shares) for _ in range(5)])
+        batch = np.array([rng.multinomial(4, shares) for _ in range(5)])
+        fired += stratified_share_test(reference, batch, permutations=500, seed=draw)[1] <= level
+    assert fired / 1000 <= level + 0.02
+    assert fired >= 5  # the test can fire: a level of 3.5 % is not spent on nothing
+
+
+def test_the_share_test_sees_a_rise_of_twenty_points():
+    reference = np.array([[30, 10, 10]] * 5)
+    batch = np.array([[10, 10, 20]] * 5)  # the third label from 20 % to 50 %, the first from 60 % to 25 %
+    statistic, p_value, worst = stratified_share_test(reference, batch)
+    assert worst == 0 and p_value == pytest.approx(1 / 4001) and statistic > 5  # the largest |z|
 
 
 def test_bbse_undoes_a_known_confusion():
     confusion = np.array([[0.8, 0.3], [0.2, 0.7]])
-    model = MixModel(
-        "profile",
-        ["a", "b"],
-        FeatureEncoder([], {}, {}),
-        None,
-        confusion,
-        np.array([55.0, 45.0]),
-        np.array([0.5, 0.5]),
-        0.75,
-    )
-    predicted = np.array([0] * 55 + [1] * 45)  # C @ (0.5, 0.5) = (0.55, 0.45)
+    model = _model(["a", "b"], confusion, true_counts=[1e9, 1e9])  # a confusion known exactly
+    predicted = np.array([55, 45])  # C @ (0.5, 0.5) = (0.55, 0.45)
     estimate = estimate_mix(model, predicted)
     assert estimate.shares == pytest.approx([0.5, 0.5])
     low, high = estimate.interval(0)
     # q's standard error (add-one shares 56/102 and 46/102, over 100 items), divided by det(C) = 0.5
     se = math.sqrt(56 / 102 * 46 / 102 / 100) / 0.5
     assert high - low == pytest.approx(2 * 1.959964 * se, rel=1e-6)
-    assert share_test(model, predicted).p_value == 1.0
+    # a confusion learnt from 50 items per label widens the interval
+    wider = estimate_mix(_model(["a", "b"], confusion, true_counts=[50, 50]), predicted).interval(0)
+    assert wider[1] - wider[0] > (high - low) * 1.2
+
+
+def _model(labels: list[str], confusion: np.ndarray, true_counts: list[float]) -> MixModel:
+    k = len(labels)
+    return MixModel(
+        "profile", labels, FeatureEncoder([], {}, {}), [None] * 5, confusion, np.ones((5, k)),
+        np.full(k, 1 / k), np.array(true_counts, dtype=float), 0.75,
+    )  # fmt: skip
 
 
 def test_mix_reweighted_objective_and_its_interval():
@@ -154,17 +187,8 @@ def test_mix_reweighted_objective_and_its_interval():
         {"bin_profile": ["clean"] * 96 + ["rotated"] * 46, "accuracy": [True] * 96 + [False] * 46}
     )
     per_slice = slice_means(outputs, "bin_profile", ACCURACY)
-    model = MixModel(
-        "profile",
-        ["clean", "rotated"],
-        FeatureEncoder([], {}, {}),
-        None,
-        np.eye(2),
-        np.array([50.0, 50.0]),
-        np.array([0.5, 0.5]),
-        1.0,
-    )
-    estimate = mix_reweighted(per_slice, estimate_mix(model, np.array([0] * 25 + [1] * 75)), ACCURACY)
+    model = _model(["clean", "rotated"], np.eye(2), true_counts=[50, 50])
+    estimate = mix_reweighted(per_slice, estimate_mix(model, np.array([25, 75])), ACCURACY)
     assert estimate.value == pytest.approx(0.25)
     # Agresti-Coull variances of the two slice means, then the multinomial variance of the mix
     var_clean, var_rotated = (98 / 100 * 2 / 100) / 96, (2 / 50 * 48 / 50) / 46
@@ -178,3 +202,40 @@ def test_score_calibrated_maps_scores_to_the_reference_objective():
     # smoothed bin means: (50 + 2 * 0.5) / 52 and (0 + 1) / 52
     assert estimate.value == pytest.approx(0.75 * 51 / 52 + 0.25 * 1 / 52)
     assert estimate.ci_low < estimate.value < estimate.ci_high
+
+
+def test_ks_on_a_column_with_a_point_mass_holds_its_level_and_can_fire():
+    """Card widths: most are 640, a skewed card is wider. Ties broken at random keep KS exact."""
+    rng = np.random.default_rng(3)
+
+    def widths(n: int, skewed: float = 0.12) -> np.ndarray:
+        return np.where(rng.random(n) < skewed, rng.uniform(650, 760, n).round(), 640.0)
+
+    p_values = np.array([drift.ks_test(widths(40), widths(20), seed=s)[1] for s in range(1000)])
+    assert np.mean(p_values <= 0.05) <= 0.05 + 0.02
+    assert np.mean(p_values <= 0.05) >= 0.02  # scipy's own KS on these ties fired 0 of 2,000 times
+    assert drift.ks_test(widths(200), widths(100, skewed=0.4))[1] < 1e-4
+
+
+def test_a_test_too_small_steps_aside_and_gives_its_share_to_the_others():
+    small = univariate_test("noise", "feature", "continuous", np.arange(40.0), np.arange(3.0))
+    assert small.stepped_aside == "40 reference and 3 batch values: the test needs 5 of each"
+    assert (small.p_value, small.test) == (1.0, "none")
+    tests = [
+        small,
+        DriftTest("brightness", "feature", "ks", 0.5, 0.02),
+        DriftTest("profile", "mix", "mix-share", 3, 0.5),
+    ]
+    corrected = correct_family(tests)
+    assert corrected[0].weight == 0.0 and not corrected[0].drifted
+    assert corrected[1].weight == pytest.approx(0.15 / 0.85)  # the only feature test that ran
+    assert sum(t.weight for t in corrected) == pytest.approx(1.0)
+
+
+def test_mmd_scales_on_the_pooled_sample():
+    """A batch far out in one feature: scaled by the reference alone, the permutations would not move the
+    scale; scaled on the pooled sample, the p-values under no shift stay uniform."""
+    rng = np.random.default_rng(5)
+    null = [mmd_test(rng.normal(size=(40, 3)), rng.normal(size=(20, 3)), 200, seed=s)[1] for s in range(100)]
+    assert np.mean(np.array(null) <= 0.05) <= 0.05 + 0.05
+    assert mmd_test(rng.normal(size=(40, 3)), rng.normal(size=(20, 3)) + 3, 200)[1] <= 1 / 201 + 1e-9

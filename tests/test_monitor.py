@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -15,7 +18,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from raypipe.datasets import write_table
+from raypipe.errors import DatasetError
 from raypipe.evaluation import evaluate
+from raypipe.monitor.check import load_batch
 from raypipe.monitor.cli import monitor_app
 from raypipe.monitor.features import compute_features
 from raypipe.monitor.profile import load_profile, write_profile
@@ -196,6 +201,73 @@ def test_bad_usage_exits_2_with_one_clear_message(digits_profile, cards, tmp_pat
     assert result.exit_code == 2 and "empty" in result.output
 
 
+def test_a_batch_no_image_of_which_decodes_exits_2_with_one_message(digits_profile, tmp_path):
+    table = unlabelled(resolve_task("digits").generate("mixed", 30, seed=13))
+    garbage = pa.array([b"not a png"] * table.num_rows, pa.binary())
+    write_table(
+        table.set_column(table.column_names.index("image"), "image", garbage), str(tmp_path / "b.parquet")
+    )
+    result, report = check(digits_profile / "profile", str(tmp_path / "b.parquet"), tmp_path / "out")
+    assert result.exit_code == 2 and report is None
+    assert result.output.count("error:") == 1
+    assert "no item of the batch could be read: all 30 failed to decode" in result.output
+    assert not (tmp_path / "out" / "run").exists()  # refused before the pipeline ran
+
+
+def test_a_column_of_the_wrong_type_is_refused_by_name(digits_profile, tmp_path):
+    table = unlabelled(resolve_task("digits").generate("mixed", 10, seed=14))
+    wrong = table.set_column(table.column_names.index("image"), "image", pa.array(["x"] * 10))
+    write_table(wrong, str(tmp_path / "wrong.parquet"))
+    result, _ = check(digits_profile / "profile", str(tmp_path / "wrong.parquet"), tmp_path / "out")
+    assert result.exit_code == 2 and "mistypes the columns image (binary)" in result.output
+    cards = resolve_task("idcard").generate("clean", 2, seed=0)
+    quality = cards.column_names.index("jpeg_quality")
+    write_table(cards.set_column(quality, "jpeg_quality", pa.array([1.5, 2.5])), str(tmp_path / "c.parquet"))
+    with pytest.raises(DatasetError, match=r"column 'jpeg_quality' \(double, expected int32\) has the wrong"):
+        load_batch(SimpleNamespace(task=resolve_task("idcard")), str(tmp_path / "c.parquet"))
+
+
+def test_a_reference_too_small_for_the_mix_test_says_it_stepped_aside(ray_cluster, tmp_path):
+    task = resolve_task("digits")
+    write_table(task.generate("mixed", 12, seed=3), str(tmp_path / "small.parquet"))
+    evaluate(
+        request_for(spec("small", "digits", DIGITS, str(tmp_path / "small.parquet"), 50), tmp_path / "run")
+    )
+    write_profile(str(tmp_path / "run"), str(tmp_path / "profile"))
+    batch = write_batch(task.generate("mixed", 30, seed=4), tmp_path / "batch.parquet")
+    result, report = check(tmp_path / "profile", batch, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    why = "the reference has 12 items with a bin: the mix test needs 20"
+    assert report["stepped_aside"] == {"profile": why}
+    assert f"stepped aside: mix test of profile: {why}" in result.output
+    assert report["mix"] is None and {t["name"] for t in report["tests"]} >= {"profile", "sharpness"}
+
+
+def test_a_folder_of_batches_is_checked_oldest_first_into_a_history(digits_profile, tmp_path, monkeypatch):
+    task, folder = resolve_task("digits"), tmp_path / "incoming"
+    folder.mkdir()
+    for day, seed in enumerate(range(21, 26)):
+        path = write_batch(
+            task.generate("mixed" if day < 4 else "blurred", 40, seed=seed), folder / f"d{9 - day}.parquet"
+        )
+        os.utime(path, (1_800_000_000 + day, 1_800_000_000 + day))  # time order is not name order
+    monkeypatch.chdir(tmp_path)  # without --out nothing may land in the working directory
+    profile = digits_profile / "profile"
+    result = CliRunner().invoke(monitor_app, ["check", str(profile), "--batch", str(folder), "--no-cache"])
+    assert result.exit_code == 1, result.output  # the last batch is all blurred
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["incoming"]
+    history = pl.read_parquet(profile / "history.parquet").tail(5)
+    assert [Path(b).name for b in history["batch"]] == [f"d{9 - d}.parquet" for d in range(5)]
+    assert history["drifted"].to_list()[-1] and history["n_items"].to_list() == [40] * 5
+    assert all(Path(r).is_relative_to(profile / "checks") for r in history["report"])
+    again = CliRunner().invoke(monitor_app, ["check", str(profile), "--batch", str(folder), "--no-cache"])
+    assert again.exit_code == 0 and again.output.count("already in the history") == 5
+    shown = CliRunner().invoke(monitor_app, ["history", str(profile)])
+    assert shown.exit_code == 0, shown.output
+    assert "checks over time" in shown.output and "d5.parquet" in shown.output and "drift" in shown.output
+    assert (profile / "history.png").stat().st_size > 5000
+
+
 def test_a_profile_of_another_task_version_is_refused_naming_both(digits_profile, tmp_path):
     copy = tmp_path / "old-profile"
     copy.mkdir()
@@ -245,7 +317,8 @@ def test_idcard_upside_down_cards_drift_and_the_advice_names_the_cnn(ray_cluster
     assert {b["bin"]: b["estimated"] for b in report["mix"]["bins"]}["rotated"] > 0.8
     advice = report["recommendation"]
     assert advice["changed"] and orient[advice["recommended"]] == "cnn" and advice["gain"] > 0.2
-    same = write_batch(task.generate("mixed", 16, seed=1), tmp_path / "same.parquet")
+    same = write_batch(task.generate("mixed", 40, seed=1), tmp_path / "same.parquet")  # the case
     result, report = check(tmp_path / "profile", same, tmp_path / "same")
     assert result.exit_code == 0, result.output
+    assert not report["drifted"] and not report["recommendation"]["changed"]
     assert report["config_id"] == configs.sort("rank")["config_id"][0]

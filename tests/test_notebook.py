@@ -3,6 +3,7 @@ table, the plots, the reweighted ranking and the racing looks."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -85,6 +86,16 @@ def test_notebook_shows_a_racing_run(runs, monkeypatch):
     assert stopped["config_id"][0] in text_of(cells[6])
 
 
+def upside_down(table):
+    """The digits batch with every image turned 180 degrees."""
+    import pyarrow as pa
+
+    from raypipe.tasks.digits.data import decode_png, encode_png
+
+    images = [encode_png(np.rot90(decode_png(data), 2).copy()) for data in table["image"].to_pylist()]
+    return table.set_column(table.column_names.index("image"), "image", pa.array(images, pa.binary()))
+
+
 def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
@@ -97,17 +108,25 @@ def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypat
         monitor_app, ["profile", str(full.run_dir), "--out", str(tmp_path / "profile")]
     )
     assert profile.exit_code == 0, profile.output
-    batch = tmp_path / "rotated.parquet"
-    write_table(resolve_task("digits").generate("rotated", 80, seed=41), str(batch))
-    check = CliRunner().invoke(
-        monitor_app,
-        ["check", str(tmp_path / "profile"), "--batch", str(batch), "--out", str(tmp_path / "check")],
-    )
-    assert check.exit_code in (0, 1), check.output
-    monkeypatch.setenv("RAYPIPE_CHECK_DIR", str(tmp_path / "check"))
+    task = resolve_task("digits")
+    write_table(task.generate("mixed", 80, seed=42), str(tmp_path / "same.parquet"))
+    write_table(upside_down(task.generate("mixed", 80, seed=41)), str(tmp_path / "flipped.parquet"))
+    codes = {}
+    for name in ("same", "flipped"):
+        check = CliRunner().invoke(
+            monitor_app,
+            ["check", str(tmp_path / "profile"), "--batch", str(tmp_path / f"{name}.parquet"),
+             "--out", str(tmp_path / name)],
+        )  # fmt: skip
+        codes[name] = check.exit_code
+        assert check.exit_code in (0, 1), check.output
+    assert codes == {"same": 0, "flipped": 1}
+    monkeypatch.setenv("RAYPIPE_CHECK_DIR", str(tmp_path / "flipped"))
     cells = execute(full.run_dir, monkeypatch)
     assert "search: exhaustive" in text_of(cells[0])
     assert "there are no looks" in text_of(cells[6])
-    assert images(cells) == 3 + 2  # the run's three, then feature distributions and the estimated mix
+    # the run's three, then feature distributions, the estimated mix and the reference's history
+    assert images(cells) == 3 + 3
     monitoring = text_of(cells[7])
-    assert "drifted: " in monitoring and "80 items" in monitoring
+    assert "drifted: True" in monitoring and "80 items" in monitoring
+    assert "2 checks, 1 with drift" in text_of(cells[8])

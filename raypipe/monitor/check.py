@@ -10,6 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,14 @@ import pyarrow as pa
 from raypipe.errors import DatasetError, RaypipeError
 from raypipe.monitor import drift, estimate
 from raypipe.monitor.features import ERROR, compute_features
-from raypipe.monitor.mix import MixEstimate, MixModel, estimate_mix, fit_mix_model, share_test
+from raypipe.monitor.mix import (
+    MixEstimate,
+    MixModel,
+    estimate_mix,
+    fit_mix_model,
+    mix_model_unfit,
+    share_test,
+)
 from raypipe.monitor.profile import MonitorProfile, load_profile
 from raypipe.monitor.rerecommend import rerecommend
 from raypipe.run import Request, RunDir
@@ -39,16 +47,20 @@ class Reference:
     mix_model: MixModel | None
     features: pl.DataFrame  # the reference's error-free feature rows
     outputs: pl.DataFrame  # the checked configuration's reference rows
+    mix_aside: str = ""  # why the mix test steps aside for this reference (empty: it runs)
 
 
 def prepare(profile: MonitorProfile, config_id: str | None = None, seed: int = 0) -> Reference:
+    """The reference ready for checks; the slice classifier is fitted here, or the reason it cannot be."""
     config_id = profile.config_id(config_id)
     features = profile.features.filter(pl.col(ERROR).is_null())
-    model = None
+    model, aside = None, ""
     if profile.attribute is not None:
         column = bin_column(profile.attribute)
-        model = fit_mix_model(features, features[column], profile.task.features, seed)
-    return Reference(profile, config_id, model, features, profile.outputs_of(config_id))
+        aside = mix_model_unfit(features[column]) or ""
+        if not aside:
+            model = fit_mix_model(features, features[column], profile.task.features, seed)
+    return Reference(profile, config_id, model, features, profile.outputs_of(config_id), aside)
 
 
 @dataclass
@@ -79,6 +91,7 @@ class CheckReport:
             "n_feature_errors": self.n_feature_errors,
             "n_pipeline_errors": self.n_pipeline_errors,
             "tests": [vars(t) for t in self.tests],
+            "stepped_aside": {t.name: t.stepped_aside for t in self.tests if t.stepped_aside},
             "mix": None if self.mix is None else {"attribute": self.mix.attribute, "bins": self.mix.rows()},
             "estimates": [e.as_dict() for e in self.estimates],
             "observed": None if self.observed is None else self.observed.as_dict(),
@@ -130,29 +143,41 @@ def drift_tests(
     continuous = [c for c, k in kinds.items() if k == "continuous"]
     reference_matrix = ref.features.select(continuous).drop_nulls().to_numpy()
     batch_matrix = features.select(continuous).drop_nulls().to_numpy()
-    if continuous and len(batch_matrix) >= 2 and len(reference_matrix) >= 2:
+    name, least = "all continuous features", drift.MIN_ROWS_MMD
+    if continuous and min(len(batch_matrix), len(reference_matrix)) < least:
+        why = (
+            f"{len(reference_matrix)} reference and {len(batch_matrix)} batch rows: "
+            f"the MMD needs {least} of each"
+        )
+        tests.append(drift.stepped_aside(name, "multivariate", why))
+    elif continuous:
         statistic, p_value = drift.mmd_test(reference_matrix, batch_matrix)
-        tests.append(drift.DriftTest("all continuous features", "multivariate", "mmd", statistic, p_value))
+        tests.append(drift.DriftTest(name, "multivariate", "mmd", statistic, p_value))
     return tests
 
 
-def check_batch(ref: Reference, features: pl.DataFrame, outputs: pl.DataFrame | None) -> CheckReport:
+def check_batch(
+    ref: Reference, features: pl.DataFrame, outputs: pl.DataFrame | None, advise: bool = True
+) -> CheckReport:
     """Test, estimate and re-recommend for one batch: its features (one row per item, `feature_error` set
-    on corrupt items) and the checked configuration's per-item rows on it (None: not run)."""
+    on corrupt items) and the checked configuration's per-item rows on it (None: not run). `advise=False`
+    leaves the re-recommendation out (the benchmark's detection cells)."""
     started = time.perf_counter()
     profile, valid = ref.profile, features.filter(pl.col(ERROR).is_null())
     if valid.is_empty():
-        raise DatasetError(f"no item of the batch could be read ({features.height} errors): nothing to check")
+        raise no_readable_item(features)
     tests = drift_tests(ref, valid, outputs)
     mix = None
     if ref.mix_model is not None:
         predicted = ref.mix_model.predict(valid)
         tests.append(share_test(ref.mix_model, predicted))
         mix = estimate_mix(ref.mix_model, predicted)
+    elif ref.mix_aside:
+        tests.append(drift.stepped_aside(profile.attribute, "mix", ref.mix_aside))
     tests = drift.correct_family(tests)
     estimates = _estimates(ref, mix, outputs)
     observed = None if outputs is None else estimate.observed(outputs, profile.objective)
-    recommendation = rerecommend(profile, ref.config_id, None if mix is None else mix.as_dict())
+    recommendation = rerecommend(profile, ref.config_id, mix) if advise else {"message": "not advised"}
     n_errors = None if outputs is None else int(outputs["error"].is_not_null().sum())
     seconds = {"tests_and_estimates": time.perf_counter() - started}
     return CheckReport(
@@ -165,6 +190,16 @@ def check_batch(ref: Reference, features: pl.DataFrame, outputs: pl.DataFrame | 
         observed,
         recommendation,
         seconds,
+    )
+
+
+def no_readable_item(features: pl.DataFrame) -> DatasetError:
+    """The one message for a batch none of whose items decode, with the first item's error."""
+    first = features[ERROR].drop_nulls()
+    example = f" (first: {first[0]})" if len(first) else ""
+    return DatasetError(
+        f"no item of the batch could be read: all {features.height} failed to decode{example}; "
+        "nothing to check"
     )
 
 
@@ -210,9 +245,33 @@ def load_batch(profile: MonitorProfile, batch: str) -> pa.Table:
         raise DatasetError(
             f"batch {batch} cannot be read as a '{task.name}' dataset (the profile's task): {exc}"
         ) from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        wrong = ", ".join(mistyped_columns(task, batch)) or "a column"
+        raise DatasetError(
+            f"batch {batch}: {wrong} has the wrong type for a '{task.name}' dataset ({exc}); write the "
+            f"batch with the types `raypipe data generate --task {task.name}` writes"
+        ) from exc
     if table.num_rows == 0:
         raise DatasetError(f"batch {batch} is empty: it holds no items to check")
     return table
+
+
+def mistyped_columns(task: Any, batch: str) -> list[str]:
+    """The batch's Parquet columns whose type differs from the task's own (a generated item's), as
+    `name (found, expected)`; empty where the batch is not local Parquet."""
+    import pyarrow.parquet as pq
+
+    path = Path(batch)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path] if path.suffix == ".parquet" else []
+    if not files or not task.profiles:
+        return []
+    found = pq.read_schema(files[0])
+    expected = task.generate(task.profiles[0].name, 1, 0).schema
+    return [
+        f"column '{f.name}' ({f.type}, expected {expected.field(f.name).type})"
+        for f in found
+        if f.name in expected.names and f.type != expected.field(f.name).type
+    ]
 
 
 def run_check(
@@ -228,8 +287,10 @@ def run_check(
     profile = load_profile(profile_location)
     source = batch if "://" in batch or ":" in batch.split("/", 1)[0] else os.path.abspath(batch)
     table = load_batch(profile, source)
-    ref = prepare(profile, config)
     features = compute_features(profile.task, table)
+    if features.n_errors == features.frame.height:
+        raise no_readable_item(features.frame)  # before Ray starts: a usage error, not a verdict
+    ref = prepare(profile, config)
     store = RunDir(out)
     store.fs.create_dir(store.root, recursive=True)
     store.write_parquet(BATCH_FEATURES, features.frame)

@@ -78,16 +78,26 @@ def profile(
 @monitor_app.command("check")
 def check(
     profile_dir: Annotated[
-        str, typer.Argument(help="A profile directory written by `raypipe monitor profile`.")
+        str,
+        typer.Argument(help="The reference (profile directory) written by `raypipe monitor profile`."),
     ],
     batch: Annotated[
-        str, typer.Option(help="The unlabelled batch: any source the task loads (path, URI, hf:REPO).")
+        str,
+        typer.Option(
+            help="The unlabelled batch: any source the task loads (path, URI, hf:REPO); or a folder of "
+            "Parquet batch files or a quoted glob ('incoming/*.parquet'): each new batch is checked, "
+            "oldest first, and added to the reference's history."
+        ),
     ],
     config: Annotated[
         str | None, typer.Option(help="Check this configuration instead of the deployed one.")
     ] = None,
     out: Annotated[
-        str | None, typer.Option(help="Where to write report.json, features.parquet and the run.")
+        str | None,
+        typer.Option(
+            help="Where to write report.json, features.parquet and the run (one folder per batch when "
+            "several); default: REFERENCE/checks/<time>-<batch>."
+        ),
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="Existing Ray cluster ('auto'); default: embedded.")
@@ -96,27 +106,124 @@ def check(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own log lines on the terminal.")] = False,
 ) -> None:
-    """Run the deployed configuration over a batch on Ray, test each feature and output for drift (corrected
-    for multiple tests), estimate the slice mix and the objective without labels, and re-recommend."""
+    """Run the deployed configuration over each batch on Ray, test each feature and output for drift
+    (corrected for multiple tests), estimate the slice mix and the objective without labels, re-recommend,
+    and append each check to the reference's history (exit 1 when any batch drifted)."""
     from raypipe.cache import default_cache_dir
-    from raypipe.logs import ray_logs_to
-    from raypipe.monitor.check import RUN, run_check
+    from raypipe.monitor.history import already_checked, batch_sources
 
-    out = out or os.path.join("runs", f"check-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}")
     cache_location = str((cache_dir or default_cache_dir()).resolve()) if cache else None
     try:
-        with ray_logs_to(os.path.join(out, RUN), verbose):
-            report = run_check(profile_dir, batch, out, config, address, cache_location)
+        sources = batch_sources(batch)
+        seen = already_checked(profile_dir, sources) if len(sources) > 1 else set()
     except RaypipeError as exc:
         raise _fail(exc) from exc
+    for source in seen:
+        console.print(f"already in the history, not checked again: {source}")
+    todo = [s for s in sources if s not in seen]
+    drifted = False
+    for source in todo:
+        target = _check_out(profile_dir, source, out, len(todo) > 1)
+        drifted |= _check_one(profile_dir, source, target, config, address, cache_location, verbose)
+    raise typer.Exit(code=EXIT_DRIFT if drifted else 0)
+
+
+def _check_out(profile_dir: str, source: str, out: str | None, several: bool) -> str:
+    """A check's folder: --out (a folder per batch inside it when several), else under the reference."""
+    from raypipe.monitor.history import CHECKS
+    from raypipe.run import RunDir
+
+    stem = Path(source.rstrip("/")).stem or "batch"
+    if out is not None:
+        return os.path.join(out, stem) if several else out
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return RunDir(profile_dir).path(f"{CHECKS}/{stamp}-{stem}")
+
+
+def _check_one(
+    profile_dir: str,
+    source: str,
+    out: str,
+    config: str | None,
+    address: str | None,
+    cache_location: str | None,
+    verbose: bool,
+) -> bool:
+    """Check one batch, print it, add it to the history; True when it drifted."""
+    from raypipe.logs import ray_logs_to
+    from raypipe.monitor.check import RUN, run_check
+    from raypipe.monitor.history import append_history, history_row
+
+    try:
+        with ray_logs_to(os.path.join(out, RUN), verbose):
+            report = run_check(profile_dir, source, out, config, address, cache_location)
+        append_history(profile_dir, history_row(report, out))
+    except RaypipeError as exc:
+        raise _fail(exc) from exc
+    console.print(f"[bold]{escape(source)}[/]")
     print_report(report, console)
     console.print(f"report: [bold]{os.path.join(out, 'report.json')}[/]")
-    raise typer.Exit(code=EXIT_DRIFT if report.drifted else 0)
+    return report.drifted
+
+
+@monitor_app.command("history")
+def history(
+    profile_dir: Annotated[str, typer.Argument(help="The reference (profile directory) the checks used.")],
+    out: Annotated[
+        str | None, typer.Option(help="Where to write the plot (PNG); default: REFERENCE/history.png.")
+    ] = None,
+) -> None:
+    """Print the checks of a reference over time (verdicts, label-free estimates, advice) and plot them."""
+    from raypipe.monitor.history import PLOT, plot_history, read_history
+    from raypipe.monitor.profile import load_profile
+    from raypipe.run import RunDir
+
+    try:
+        profile = load_profile(profile_dir)
+        found = read_history(profile_dir)
+    except RaypipeError as exc:
+        raise _fail(exc) from exc
+    if found is None or found.is_empty():
+        hint = f"`raypipe monitor check {profile_dir} --batch ...` adds to it"
+        raise _fail(RaypipeError(f"{profile_dir} has no history yet: {hint}"))
+    console.print(history_table(found, profile.objective.name))
+    target = out or RunDir(profile_dir).path(PLOT)
+    plot_history(found, profile.objective.name, target)
+    console.print(f"plot: [bold]{target}[/]")
+
+
+def history_table(found, objective: str) -> Table:
+    table = Table(title=f"checks over time ({found.height})")
+    for header in (
+        "checked",
+        "batch",
+        "items",
+        "verdict",
+        "fired / stepped aside",
+        f"estimated {objective}",
+        "advice",
+    ):
+        table.add_column(header)
+    for row in found.iter_rows(named=True):
+        estimate = next((m for m in ("mix_reweighted", "score_calibrated") if row.get(m) is not None), None)
+        shown = (
+            ""
+            if estimate is None
+            else f"{row[estimate]:.3f} [{row[estimate + '_low']:.3f}, {row[estimate + '_high']:.3f}]"
+        )
+        verdict = "[bold red]drift[/]" if row["drifted"] else "[green]no drift[/]"
+        fired = row["fired"] + (f" (aside: {row['stepped_aside']})" if row["stepped_aside"] else "")
+        table.add_row(str(row["checked"])[:19], Path(row["batch"]).name, str(row["n_items"]), verdict,
+                      escape(fired), shown, "switch" if row["switch"] else "stay")  # fmt: skip
+    return table
 
 
 def print_report(report, console: Console) -> None:
     """The tests table, the mix, the estimates and the recommendation."""
     console.print(tests_table(report))
+    for t in report.tests:
+        if t.stepped_aside:
+            console.print(f"stepped aside: {t.group} test of {t.name}: {escape(t.stepped_aside)}")
     errors = f"{report.n_feature_errors} unreadable"
     if report.n_pipeline_errors is not None:
         errors += f", {report.n_pipeline_errors} pipeline errors"
@@ -139,7 +246,7 @@ def tests_table(report) -> Table:
     table = Table(title="drift tests (weighted Holm across all tests)")
     for header in ("group", "feature", "test", "statistic", "p-value", "corrected p", "drifted"):
         table.add_column(header)
-    for t in sorted(report.tests, key=lambda t: t.p_corrected):
+    for t in sorted((t for t in report.tests if not t.stepped_aside), key=lambda t: t.p_corrected):
         table.add_row(
             t.group,
             t.name,

@@ -1,11 +1,17 @@
 """A batch's slice mix from label-free features (black-box shift estimation) and a test of its shares.
 
-A random forest learns the slice from the task's features on the reference. Its out-of-fold predictions
-there give the confusion matrix C[predicted, true] and the reference's predicted shares. Under no shift a
-batch's predicted shares are drawn like the reference's, whatever the classifier's errors, so comparing
-them is a valid test (Lipton et al. 2018, Rabanser et al. 2019); the mix itself is the w >= 0, sum 1,
-that best solves C w = predicted shares, with a covariance from the multinomial noise of the batch's
-predictions.
+A random forest learns the slice from the task's features on the reference, cross-fitted: the reference
+is split at random into FOLDS folds and each fold's items are predicted by a forest that never saw them.
+The batch is split at random into as many parts, and part k is predicted by fold k's forest. So within
+each fold, the reference's and the batch's predictions come from the same classifier, which saw neither:
+under no shift they are exchangeable, whatever that classifier's errors. The share test permutes them
+within each fold (exactly: multivariate hypergeometric draws of the batch's counts), so its level holds
+at any size (an earlier version set out-of-fold predictions against a forest fitted on the whole reference;
+their difference read as drift, and the mix estimate inherited the bias).
+
+The mix itself is the w >= 0, sum 1, that best solves C w = q (C[predicted, true] from the out-of-fold
+predictions, q the batch's predicted shares; Lipton et al. 2018), with a covariance that carries both the
+batch's multinomial noise and the confusion matrix's own sampling error.
 """
 
 from __future__ import annotations
@@ -16,14 +22,20 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import optimize, stats
+from scipy import optimize
 
-from raypipe.monitor.drift import DriftTest
+from raypipe.monitor.drift import DriftTest, stepped_aside
 from raypipe.stats import Z_95
 
 FOLDS = 5
-TREES = 200
+TREES = 60
+PERMUTATIONS = 4000  # the smallest p-value is 1/4001, far under the mix test's share of the level
 SUM_TO_ONE_WEIGHT = 1e3  # the row that makes nnls's shares add up to 1 outweighs every other
+# Below these the mix test steps aside: a forest learns nothing from fewer items, and a batch of a few items
+# cannot move a share test at the level the test is given.
+MIN_REFERENCE = 20
+MIN_BATCH = 5
+MIN_PER_BIN = 2
 
 
 @dataclass(frozen=True)
@@ -57,20 +69,34 @@ class FeatureEncoder:
 
 @dataclass
 class MixModel:
-    """The slice classifier of one attribute, its reference confusion matrix and predicted shares."""
+    """The cross-fitted slice classifiers of one attribute, their out-of-fold predictions and confusion."""
 
     attribute: str
     labels: list[str]
     encoder: FeatureEncoder
-    classifier: Any
+    classifiers: list[Any]  # one per fold, fitted without that fold
     confusion: np.ndarray  # [predicted, true]; each column sums to 1
-    reference_predicted: np.ndarray  # out-of-fold predictions per label (counts)
+    reference_counts: np.ndarray  # [fold, predicted label]: out-of-fold predictions of each fold's items
     reference_shares: np.ndarray  # the reference's true shares
+    true_counts: np.ndarray  # the reference's items per true label
     accuracy: float  # out-of-fold
+    seed: int = 0
+
+    @property
+    def folds(self) -> int:
+        return len(self.classifiers)
 
     def predict(self, features: pl.DataFrame) -> np.ndarray:
-        """The predicted label index of each row."""
-        return self.classifier.predict(self.encoder.transform(features)).astype(int)
+        """[fold, predicted label] counts of the batch: its items split at random (seeded) into the folds,
+        each part predicted by its fold's classifier."""
+        matrix = self.encoder.transform(features)
+        parts = np.random.default_rng(self.seed).permutation(np.arange(len(matrix)) % self.folds)
+        counts = np.zeros((self.folds, len(self.labels)))
+        for fold, classifier in enumerate(self.classifiers):
+            rows = matrix[parts == fold]
+            if len(rows):
+                np.add.at(counts[fold], _predict(classifier, rows), 1.0)
+        return counts
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,9 @@ class MixEstimate:
 
     def as_dict(self) -> dict[str, float]:
         return {label: float(s) for label, s in zip(self.labels, self.shares, strict=True)}
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        return {label: self.interval(k) for k, label in enumerate(self.labels)}
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -113,10 +142,30 @@ def _forest(seed: int) -> Any:
     return RandomForestClassifier(TREES, min_samples_leaf=2, n_jobs=1, random_state=seed)
 
 
+def _predict(classifier: Any, rows: np.ndarray) -> np.ndarray:
+    """Label indices (the forest knows only the labels its training folds held). The trees are summed here
+    rather than through the forest's joblib dispatch, which cost two thirds of a check's time."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    votes = sum(tree.predict_proba(rows, check_input=False) for tree in classifier.estimators_)
+    return classifier.classes_[np.asarray(votes).argmax(axis=1)].astype(int)
+
+
+def mix_model_unfit(bins: pl.Series) -> str | None:
+    """Why the mix test must step aside for this reference, or None."""
+    counts = bins.drop_nulls().cast(pl.String).value_counts()
+    kept = counts.filter(pl.col("count") >= MIN_PER_BIN)
+    binned = bins.drop_nulls().len()
+    if binned < MIN_REFERENCE:
+        return f"the reference has {binned} items with a bin: the mix test needs {MIN_REFERENCE}"
+    if kept.height < 2:
+        return f"the reference has fewer than two bins with {MIN_PER_BIN} items or more"
+    return None
+
+
 def fit_mix_model(features: pl.DataFrame, bins: pl.Series, kinds: dict[str, str], seed: int = 0) -> MixModel:
-    """Learn the slice (`bins`, one label per row of `features`) from the features; rows without a bin are
-    left out. Needs two bins or more."""
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+    """Learn the slice (`bins`, one label per row of `features`) from the features, cross-fitted over
+    random folds; rows without a bin are left out. Needs two bins or more."""
+    from sklearn.model_selection import KFold
 
     keep = bins.is_not_null().to_numpy()
     features, bins = features.filter(keep), bins.filter(keep)
@@ -124,58 +173,99 @@ def fit_mix_model(features: pl.DataFrame, bins: pl.Series, kinds: dict[str, str]
     target = np.array([labels.index(b) for b in bins.cast(pl.String).to_list()])
     encoder = FeatureEncoder.fit(features, kinds)
     matrix = encoder.transform(features)
-    counts = np.bincount(target, minlength=len(labels))
-    folds = min(FOLDS, int(counts.min())) if counts.min() >= 2 else FOLDS
-    splitter = (StratifiedKFold if counts.min() >= folds else KFold)(folds, shuffle=True, random_state=seed)
-    out_of_fold = cross_val_predict(_forest(seed), matrix, target, cv=splitter).astype(int)
-    confusion = np.zeros((len(labels), len(labels)))
+    folds = min(FOLDS, len(target))
+    # Plain random folds, not stratified: each fold must be a random sample of the reference, as the batch's
+    # parts are of the batch, for the within-fold permutation to be exact.
+    splitter = KFold(folds, shuffle=True, random_state=seed)
+    out_of_fold, classifiers = np.zeros(len(target), dtype=int), []
+    fold_of = np.zeros(len(target), dtype=int)
+    for fold, (train, held) in enumerate(splitter.split(matrix)):
+        classifier = _forest(seed).fit(matrix[train], target[train])
+        out_of_fold[held], fold_of[held] = _predict(classifier, matrix[held]), fold
+        classifiers.append(classifier)
+    k = len(labels)
+    reference_counts = np.zeros((folds, k))
+    np.add.at(reference_counts, (fold_of, out_of_fold), 1.0)
+    counts = np.bincount(target, minlength=k)
+    confusion = np.zeros((k, k))
     np.add.at(confusion, (out_of_fold, target), 1.0)
     confusion /= np.maximum(confusion.sum(axis=0, keepdims=True), 1.0)
-    classifier = _forest(seed).fit(matrix, target)
+    accuracy = float(np.mean(out_of_fold == target))
     return MixModel(
-        bins.name.removeprefix("bin_"),
-        labels,
-        encoder,
-        classifier,
-        confusion,
-        np.bincount(out_of_fold, minlength=len(labels)).astype(float),
-        counts / counts.sum(),
-        float(np.mean(out_of_fold == target)),
-    )
+        bins.name.removeprefix("bin_"), labels, encoder, classifiers, confusion, reference_counts,
+        counts / counts.sum(), counts.astype(float), accuracy, seed,
+    )  # fmt: skip
 
 
 def estimate_mix(model: MixModel, predicted: np.ndarray) -> MixEstimate:
-    """The mix w (w >= 0, sum 1) that best explains the batch's predicted shares q through C w = q."""
-    k, n = len(model.labels), max(len(predicted), 1)
-    q = np.bincount(predicted, minlength=k) / n
+    """The mix w (w >= 0, sum 1) that best explains the batch's predicted shares q through C w = q.
+
+    `predicted`: the batch's [fold, label] counts (or per-label counts). The covariance adds the confusion
+    matrix's sampling error (each true label's column is a multinomial share of its reference items) to
+    the batch's multinomial noise, both through C's inverse (delta method)."""
+    counts = predicted.sum(axis=0) if predicted.ndim == 2 else predicted
+    k, n = len(model.labels), max(float(counts.sum()), 1.0)
+    q = counts / n
     system = np.vstack([model.confusion, np.full((1, k), SUM_TO_ONE_WEIGHT)])
     target = np.concatenate([q, [SUM_TO_ONE_WEIGHT]])
     shares, _ = optimize.nnls(system, target)
     shares = shares / shares.sum() if shares.sum() > 0 else np.full(k, 1.0 / k)
     inverse = np.linalg.pinv(model.confusion)
     # Add-one shares for the covariance only: a slice the batch never shows still gets an interval.
-    smoothed = (np.bincount(predicted, minlength=k) + 1) / (n + k)
-    covariance = inverse @ ((np.diag(smoothed) - np.outer(smoothed, smoothed)) / n) @ inverse.T
+    smoothed = (counts + 1) / (n + k)
+    noise = (np.diag(smoothed) - np.outer(smoothed, smoothed)) / n
+    for j in range(k):
+        column, items = model.confusion[:, j], max(model.true_counts[j], 1.0)
+        noise = noise + shares[j] ** 2 * (np.diag(column) - np.outer(column, column)) / items
+    covariance = inverse @ noise @ inverse.T
     return MixEstimate(model.attribute, model.labels, shares, covariance, q, model.reference_shares)
 
 
-def share_test(model: MixModel, predicted: np.ndarray) -> DriftTest:
-    """Does any predicted share differ from the reference's? Two-sample z-tests of each label's share
-    (reference out-of-fold predictions against the batch's), Bonferroni over the labels."""
-    k = len(model.labels)
-    batch = np.bincount(predicted, minlength=k).astype(float)
-    reference = model.reference_predicted
-    n_batch, n_reference = batch.sum(), reference.sum()
-    pooled = (batch + reference) / (n_batch + n_reference)
-    tested = (pooled > 0) & (pooled < 1)
-    if not tested.any() or n_batch == 0:
-        return DriftTest(model.attribute, "mix", "mix-share", 0.0, 1.0, "one predicted slice only")
+def share_z(reference: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Per label, the z of the batch's share against the reference's (pooled standard error); `batch` may
+    hold many draws, one per row ([draw, label])."""
+    n_reference, n_batch = reference.sum(axis=-1, keepdims=True), batch.sum(axis=-1, keepdims=True)
+    pooled = (reference + batch) / (n_reference + n_batch)
     se = np.sqrt(pooled * (1 - pooled) * (1 / n_batch + 1 / n_reference))
-    z = np.where(tested, (batch / n_batch - reference / n_reference) / np.where(tested, se, 1.0), 0.0)
+    safe = np.where(se > 0, se, 1.0)
+    return np.where(se > 0, (batch / n_batch - reference / n_reference) / safe, 0.0)
+
+
+def stratified_share_test(
+    reference: np.ndarray, batch: np.ndarray, permutations: int = PERMUTATIONS, seed: int = 0
+) -> tuple[float, float, int]:
+    """(statistic, p-value, worst label) of a permutation test of per-label counts, permuted within each
+    stratum: `reference` and `batch` are [stratum, label] counts. Each stratum's batch counts are redrawn
+    from its pooled counts (multivariate hypergeometric), which is the permutation distribution exactly."""
+    rng = np.random.default_rng(seed)
+    totals = reference + batch
+    observed_r, observed_b = reference.sum(axis=0), batch.sum(axis=0)
+    z = share_z(observed_r, observed_b)
+    statistic = float(np.abs(z).max())
+    drawn = np.zeros((permutations, reference.shape[1]))
+    for stratum, colors in enumerate(totals.astype(np.int64)):
+        size = int(batch[stratum].sum())
+        if size and size < colors.sum():
+            drawn += rng.multivariate_hypergeometric(colors, size, size=permutations)
+        elif size:
+            drawn += colors
+    null = np.abs(share_z(totals.sum(axis=0) - drawn, drawn)).max(axis=1)
+    p_value = (1 + int(np.sum(null >= statistic - 1e-9))) / (permutations + 1)
     worst = int(np.argmax(np.abs(z)))
-    p_value = min(1.0, float(2 * stats.norm.sf(abs(z[worst]))) * int(tested.sum()))
+    return statistic, p_value, worst
+
+
+def share_test(model: MixModel, predicted: np.ndarray) -> DriftTest:
+    """Does any predicted share differ from the reference's? Within each fold, the batch part's predictions
+    against the fold's out-of-fold predictions (same classifier), permuted within folds."""
+    n_batch = int(predicted.sum())
+    if n_batch < MIN_BATCH:
+        why = f"the batch has {n_batch} items; the mix test needs {MIN_BATCH}"
+        return stepped_aside(model.attribute, "mix", why)
+    statistic, p_value, worst = stratified_share_test(model.reference_counts, predicted, seed=model.seed)
+    reference, batch = model.reference_counts.sum(axis=0), predicted.sum(axis=0)
     detail = (
-        f"{model.labels[worst]}: predicted share {reference[worst] / n_reference:.2f} -> "
-        f"{batch[worst] / n_batch:.2f} (classifier accuracy {model.accuracy:.2f})"
+        f"{model.labels[worst]}: predicted share {reference[worst] / reference.sum():.2f} -> "
+        f"{batch[worst] / batch.sum():.2f} (out-of-fold accuracy {model.accuracy:.2f})"
     )
-    return DriftTest(model.attribute, "mix", "mix-share", float(abs(z[worst])), p_value, detail)
+    return DriftTest(model.attribute, "mix", "mix-share", statistic, p_value, detail)
