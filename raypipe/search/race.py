@@ -3,8 +3,9 @@ and replay, so both take exactly the same decisions on the same numbers.
 
 A `Race` knows configurations only by position (0..K-1) and items only as rows of arrays: per item and
 configuration, the objective's score, the latency the SLA is judged on, and the SLA metrics (NaN where a
-configuration has no row). The statistics are `raypipe.search.stopping`'s; this module keeps the running
-evidence, splits alpha between the rules, and records what it dropped and why.
+configuration has no row). keep="best" decides by `raypipe.decision` (the run's own rule); keep="pareto" by
+`raypipe.search.stopping`'s Pareto rules. This module keeps the running evidence and records what it
+dropped and why.
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ class RaceSettings:
     decision: decision.DecisionSettings = field(default_factory=decision.DecisionSettings)
 
     def rules(self, sla: SLASpec) -> list[str]:
-        """The rules that can drop a configuration; alpha is split evenly between them (a union bound)."""
-        rules = ["objective"]
-        if self.keep == "best" and self.tolerance > 0:
-            rules.append("tie")
-        if self.keep == "pareto":
-            rules.append("latency")
+        """keep="pareto": the rules that can drop a configuration; alpha is split evenly between them (a
+        union bound). keep="best" races by the decision rule, whose delta is split inside it."""
+        if self.keep == "best":
+            return ["decision"]
+        rules = ["objective", "latency"]
         if sla.p95_latency_ms is not None or sla.bounds():
             rules.append("sla")
         return rules
@@ -74,14 +74,11 @@ class Race:
         self.n_looks = max(1, math.ceil(self.n_items / s.look_every))
         bounded = self.objective.interval == "wilson"
         self.worse = stopping.Evidence.start((k, k), *((-1.0, 1.0) if bounded else (None, None)))
-        tie_range = (s.tolerance - 1.0, s.tolerance + 1.0) if bounded else (None, None)
-        self.tie = stopping.Evidence.start((k, k), *tie_range) if "tie" in self.alpha else None
         self.bounds = [self._bound(m, side, v) for m, side, v in self.sla.bounds()]
         self.score_sum, self.score_n = np.zeros(k), np.zeros(k)
         self.metric_sum = {m: np.zeros(k) for m in self.metrics}
         self.metric_n = {m: np.zeros(k) for m in self.metrics}
         self.latency: list[np.ndarray] = []
-        self.absorbed: dict[int, set[int]] = {}
         self.drops: list[dict] = []
         self.looks: list[dict] = []
         # keep="best" races by the decision rule itself: it drops what the rule excludes, so a run that stops
@@ -114,8 +111,6 @@ class Race:
         block = np.ix_(idx, idx)
         diff = scores[:, None, idx] - scores[:, idx, None]  # [item, X, Y] = s_Y - s_X
         self.worse = _advance_block(self.worse, diff, block)
-        if self.tie is not None:
-            self.tie = _advance_block(self.tie, self.settings.tolerance + diff, block)
         for bound in self.bounds:
             values = np.asarray(metrics[bound.metric], dtype=float)[:, idx]
             x = bound.value - values if bound.side == "min" else values - bound.value
@@ -162,7 +157,6 @@ class Race:
             p95,
             self.feasible(p95),
             stopping.p_values(self.worse),
-            stopping.p_values(self.tie) if self.tie is not None else None,
         )
 
     def pick(self, snap: stopping.Snapshot | None = None) -> int | None:
@@ -230,40 +224,11 @@ class Race:
                 reasons[int(c)] = f"SLA: {b.metric} {word} {b.value:g} with confidence (mean {mean:.3f})"
         return reasons
 
-    def _worse_reasons(self, snap: stopping.Snapshot) -> dict[int, str]:
-        found = stopping.worse_drops(snap, self.alpha["objective"])
-        for dropped, rival in found.items():  # a tie keeper that falls passes its group on
-            self._absorb(rival, dropped, include_self=False)
-        return {c: self._compare(c, r, "objective: below") for c, r in found.items()}
-
-    def _tie_reasons(self, snap: stopping.Snapshot) -> dict[int, str]:
-        found = stopping.tie_drops(snap, self.alpha.get("tie", 0.0), self.absorbed)
-        tol = self.settings.tolerance
-        reasons = {}
-        for dropped, keeper in found.items():
-            self._absorb(keeper, dropped, include_self=True)
-            gap = snap.objective[keeper] - snap.objective[dropped]
-            reasons[dropped] = (
-                f"tied with {self.config_ids[keeper]} within tolerance {tol:g} "
-                f"(p95 {snap.p95[dropped]:.3g} vs {snap.p95[keeper]:.3g} ms)"
-                if gap <= tol
-                else self._compare(
-                    dropped, keeper, f"objective: not above (tolerance {tol:g}) and slower than"
-                )
-            )
-        return reasons
-
     def _pareto_reasons(self, snap: stopping.Snapshot) -> dict[int, str]:
         share = self.alpha["latency"] / (self.n_looks * len(self.config_ids))
         low, high = stopping.p95_bounds(*self.sorted_latency, share)
         found = stopping.pareto_drops(snap, low, high, self.alpha["objective"])
         return {c: self._compare(c, r, "Pareto: dominated with confidence by") for c, r in found.items()}
-
-    def _absorb(self, keeper: int, dropped: int, include_self: bool) -> None:
-        group = self.absorbed.setdefault(keeper, set())
-        group |= self.absorbed.pop(dropped, set())
-        if include_self:
-            group.add(dropped)
 
     def _compare(self, config: int, rival: int, words: str) -> str:
         means = self.objective_means() * (1.0 if self.objective.higher_is_better else -1.0)
@@ -291,7 +256,7 @@ class Race:
 def _without(snap: stopping.Snapshot, dropped: dict[int, str]) -> stopping.Snapshot:
     live = snap.live.copy()
     live[list(dropped)] = False
-    return stopping.Snapshot(live, snap.objective, snap.p95, snap.feasible, snap.worse_p, snap.tie_p)
+    return stopping.Snapshot(live, snap.objective, snap.p95, snap.feasible, snap.worse_p)
 
 
 def _advance_block(evidence: stopping.Evidence, x: np.ndarray, block: tuple) -> stopping.Evidence:

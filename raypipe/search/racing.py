@@ -2,25 +2,23 @@
 as they are out with confidence, so the engine stops spending on them while the items still flow.
 
 After every `look_every` new complete items the driver updates the race (`raypipe.search.race`) and tells
-the actors, through `execution.drop`, which configurations to skip. The rules (`raypipe.search.stopping`)
-decide on confidence bounds, never on point estimates:
+the actors, through `execution.drop`, which configurations to skip.
 
-- SLA: the p95 latency's lower bound above the SLA's bound, or a metric's mean confidently below its `min`
-  (above its `max`). During the race the latency is each row's `cpu_total_ms`, the per-call CPU time: the
-  calibrated service time (`latency_total_ms`) only exists after the run, and CPU time barely moves with
-  how many configurations share the cores.
-- Objective (`keep="best"`): confidently below some live SLA-meeting rival on the same items.
-- Tie: confidently not better than a faster SLA-meeting configuration by `tolerance`; the faster one keeps
-  the tie, so near-ties (and exact ties) stop instead of running to the end.
-- `keep="pareto"`: only configurations dominated with confidence on both the objective and p95 stop.
+- `keep="best"` (the default) races by the decision rule itself (`raypipe.decision`): at each look it drops
+  what the rule excludes (missing the SLA with confidence, or more than epsilon below a configuration that
+  meets it with confidence). Every test of the rule is anytime-valid, so the looks cost nothing and a
+  dropped configuration is one the final decision would exclude too. With `until_decided` the run stops
+  as soon as the rule certifies its pick, and a generated dataset grows with fresh items up to
+  `max_items`. During the race the SLA's latency is each row's `cpu_total_ms` (the calibrated service
+  time exists only after the run; CPU time barely moves with how many configurations share the cores);
+  the final table re-judges it on service time.
+- `keep="pareto"` drops only configurations dominated with confidence on both the objective and p95 (Holm
+  across configurations), and those missing the SLA on its bounds, with `alpha` split over those rules, so
+  the whole front survives.
 
-`alpha` bounds the chance that the rules drop the best SLA-meeting configuration (beyond the tolerance), or
-with `keep="pareto"` any member of the front; it is split evenly over the rules that apply. One decision
-uses point estimates, and only to choose who may eliminate others: a rival must *look* SLA-meeting to
-drop a configuration as worse or keep a tie (certifying a p95 from above takes ~60-200 items whatever the
-margin, which would forbid every early drop). Configurations that survive run on every item; the final
-ranking sees every row. Drops reach the actors from their next batch, so items already in flight still
-finish: with stages of microseconds (the digits task) the stream can run far ahead of the driver.
+`tolerance` is no longer a drop rule (the decision's epsilon is): replay still judges picks within it.
+Drops reach the actors from their next batch, so items already in flight still finish: with stages of
+microseconds (the digits task) the stream can run far ahead of the driver.
 """
 
 from __future__ import annotations

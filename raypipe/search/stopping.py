@@ -187,7 +187,6 @@ class Snapshot:
     p95: np.ndarray
     feasible: np.ndarray
     worse_p: np.ndarray  # p[X, Y]: H0 "X is at least as good as Y"
-    tie_p: np.ndarray | None = None  # p[X, Y]: H0 "X is better than Y by the tolerance or more"
 
     @property
     def size(self) -> int:
@@ -211,46 +210,6 @@ def bound_drops(live: np.ndarray, bound_p: np.ndarray, alpha: float, across: boo
     idx = np.flatnonzero(live)
     drops[idx[holm(p[idx], alpha) if across else p[idx] <= alpha]] = True
     return drops
-
-
-def worse_drops(snap: Snapshot, alpha: float) -> dict[int, int]:
-    """Live configurations that cannot be the best: below some live SLA-meeting rival with confidence.
-
-    Returns {dropped: the rival it is most clearly below}. Only the best configuration's own K-1
-    comparisons can wrongly drop it (a drop of any other is a true statement), so their Bonferroni share
-    is all the correction the pick needs (Hsu's multiple comparisons with the best)."""
-    others = ~np.eye(snap.size, dtype=bool)
-    eligible = (snap.live & snap.feasible)[None, :] & others
-    return _reject_over_live(snap.live, snap.worse_p, eligible, alpha, across=False)
-
-
-def tie_drops(snap: Snapshot, alpha: float, absorbed: dict[int, set[int]]) -> dict[int, int]:
-    """Live configurations that are, with confidence, not better than a faster live SLA-meeting one by the
-    tolerance: they stop, and the faster one keeps the tie. {dropped: keeper}.
-
-    A configuration that already keeps a tie may pass it on only to a keeper that none of the configurations
-    it absorbed beats by the tolerance either, so tolerances never add up along a chain. A keeper never
-    stops at the same look (the second round, with fewer keepers, can only reject fewer)."""
-    if snap.tie_p is None:
-        return {}
-    order = np.arange(snap.size)
-    faster = (snap.p95[None, :] < snap.p95[:, None]) | (
-        (snap.p95[None, :] == snap.p95[:, None]) & (order[None, :] < order[:, None])
-    )
-    group_p = group_tie_p(snap.tie_p, absorbed)
-    keepers = snap.live & snap.feasible
-    first = _reject_over_live(snap.live, group_p, keepers[None, :] & faster, alpha, across=False)
-    keepers = keepers & ~np.isin(order, list(first))
-    return _reject_over_live(snap.live, group_p, keepers[None, :] & faster, alpha, across=False)
-
-
-def group_tie_p(tie_p: np.ndarray, absorbed: dict[int, set[int]]) -> np.ndarray:
-    """p[X, Y] of "X or a configuration X absorbed in a tie is better than Y by the tolerance"."""
-    group_p = tie_p.copy()
-    for keeper, members in absorbed.items():
-        for member in members:
-            group_p[keeper] = np.maximum(group_p[keeper], tie_p[member])
-    return group_p
 
 
 def pareto_drops(snap: Snapshot, p95_low: np.ndarray, p95_high: np.ndarray, alpha: float) -> dict[int, int]:
