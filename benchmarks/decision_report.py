@@ -59,6 +59,7 @@ def rule_row(rows: pl.DataFrame) -> dict[str, Any]:
         "mean_regret_answered": _mean(answered["regret"]),
         "undecided": undecided.height,
         "mean_regret_undecided": _mean(undecided["regret"]),
+        "p_failure_undecided": _mean(undecided["failure"].cast(pl.Float64)),
         "undecided_pick_misses_sla": int((~undecided["truly_meets_sla"].fill_null(True)).sum()),
         "no_pick": rows.filter(pl.col("pick").is_null()).height,
         "mean_items": _mean(rows["items"].cast(pl.Float64)),
@@ -139,18 +140,20 @@ def headline(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """The table BENCHMARKS.md shows: one row per rule and size."""
     out = []
     for r in rows:
-        interval = "–" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        interval = "(none answered)" if r["ci_low"] is None else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
         out.append(
             {
                 "rule": r["rule"],
                 "n": r["n"],
                 "P(answer)": _cell(r["p_answered"]),
-                "P(fail | answer) [95 % CI]": f"{_cell(r['p_failure_given_answer'])} {interval}",
+                "P(fail given answer) [95 % CI]": f"{_cell(r['p_failure_given_answer'])} {interval}",
                 "failures / answers": f"{r['failures']} / {r['answered']}",
                 "mean regret, answered": _cell(r["mean_regret_answered"]),
                 "mean regret, undecided": _cell(r["mean_regret_undecided"]),
-                "items (mean / median)": f"{_cell(r['mean_items'])} / {_cell(r['median_items'])}",
-                "calls per run (mean)": _cell(r["mean_evaluations"]),
+                "undecided: P(fail)": _cell(r["p_failure_undecided"]),
+                "undecided picks truly missing the SLA": r["undecided_pick_misses_sla"],
+                "items (mean / median)": f"{r['mean_items']:.1f} / {r['median_items']:.0f}",
+                "calls per run (mean)": f"{r['mean_evaluations']:.0f}",
             }
         )
     return pl.DataFrame(out)
