@@ -114,8 +114,8 @@ def decision_line(decision: dict | None) -> str:
 def slice_summary_table(summary: pl.DataFrame, configs: pl.DataFrame, stage_names: list[str]) -> Table:
     """Per slice cell: items, the winner with its objective and interval, how many are tied, or why none."""
     label = {r["config_id"]: "/".join(str(r[s]) for s in stage_names) for r in configs.iter_rows(named=True)}
-    table = Table(title="raypipe: per slice, the best configuration that meets the SLA on the slice's items")
-    for header in ("slice", "cell", "items", "winner", "objective [95% CI]", "p95 ms", "tied"):
+    table = Table(title="raypipe: per slice, the decision on the slice's own items (SLA judged there)")
+    for header in ("slice", "cell", "items", "winner", "objective [95% CI]", "p95 ms", "group"):
         table.add_column(header)
     for r in summary.iter_rows(named=True):
         winner = r["winner"]
@@ -123,12 +123,20 @@ def slice_summary_table(summary: pl.DataFrame, configs: pl.DataFrame, stage_name
             r["dimension"],
             r["cell"],
             str(r["cell_items"]),
-            f"{winner[:8]} {label.get(winner, '')}" if winner else f"[yellow]{r['note']}[/]",
+            f"{winner[:8]} {label.get(winner, '')}" if winner else f"[yellow]{_no_winner(r, label)}[/]",
             _interval(r, "winner_objective", "ci_low", "ci_high") if winner else "",
             _ms(r["latency_p95_ms"]) if winner else "",
-            str(r["n_tied"]) if winner else "",
+            str(r["n_tied"] + 1) if winner or r.get("provisional") else "",
         )
     return table
+
+
+def _no_winner(r: dict, label: dict) -> str:
+    """Why a cell names no winner: too few items, or undecided with its provisional pick."""
+    provisional = r.get("provisional")
+    if provisional:
+        return f"undecided; provisional {provisional[:8]} {label.get(provisional, '')}"
+    return r["note"] or ""
 
 
 def print_ranked(

@@ -281,10 +281,12 @@ def cell_summary(slices: pl.DataFrame) -> pl.DataFrame:
         "ci_high",
         "latency_p95_ms",
     )
+    extra = [pl.col(c).first() for c in ("cell_status", "provisional") if c in slices.columns]
     cells = slices.group_by("dimension", "cell", maintain_order=True).agg(
         pl.col("cell_items").first(),
         pl.col("winner").first(),
         pl.col("tied").first().list.len().alias("n_tied"),
         pl.col("note").first(),
+        *extra,
     )
     return cells.join(winners, on=["dimension", "cell"], how="left").sort("dimension", "cell")

@@ -43,14 +43,27 @@ def test_the_table_says_how_many_rows_it_hides():
     assert "engine1" in text and "engine2" not in text
     assert "2 of 3 shown (1 more: `raypipe report RUN_DIR`)" in text
     assert "0.900 [0.80, 0.95]" in text and "1,500" in text and "3,000" in text and "pass" in text
-    assert "fail" in text and "confidence" in text and "ranked by accuracy" in text
+    assert "fail" in text and "confidence" in text and "decision order, by accuracy" in text
 
 
-def test_the_tied_group_is_marked_and_the_whole_table_hides_nothing():
+def test_an_older_runs_tied_group_is_marked_and_the_whole_table_hides_nothing():
     text = render(configs(3), top=None)
     assert "engine2" in text and "shown" not in text
     lines = [line for line in text.splitlines() if "engine" in line]
     assert [" = " in line for line in lines] == [True, True, False]
+
+
+def test_the_decision_marks_the_pick_its_group_and_dropped_rows_come_unranked():
+    frame = configs(4).with_columns(
+        pl.Series("rank", [1, 2, 3, None], dtype=pl.UInt32),
+        pl.Series("decision", ["pick", "candidate", "excluded", "dropped"]),
+        pl.Series("sla_status", ["undecided", "undecided", "misses", None]),
+    )
+    text = render(frame, top=None)
+    lines = [line for line in text.splitlines() if "engine" in line]
+    assert ">>" in lines[0] and "?" in lines[1] and " x " in lines[3]
+    assert lines[3].startswith("│ - │")  # a dropped configuration has no rank
+    assert "misses (fail)" in lines[2] and "? (pass)" in lines[0]
 
 
 def test_slice_table_names_winners_or_says_why_not():
