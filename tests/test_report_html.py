@@ -193,7 +193,7 @@ def test_idcard_run_report_draws_the_boxes_and_the_fields(browser, idcard_run, t
     folder = Path(os.environ.get("RAYPIPE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     page.page.locator("#items").screenshot(path=str(folder / "report-items.png"))
-    page.page.evaluate("window.scrollTo(0, 0); document.querySelectorAll('div').forEach(d => { d.scrollLeft = 0; })")
+    page.page.evaluate("scrollTo(0, 0); document.querySelectorAll('div').forEach(d => { d.scrollLeft = 0; })")
     page.page.screenshot(path=str(folder / "report.png"))
     assert (folder / "report.png").stat().st_size > 10_000
     page.assert_quiet()
