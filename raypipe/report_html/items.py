@@ -116,7 +116,11 @@ def build_browser(
     frame = items.select(*keep, wrong_column(items, objective).alias("wrong"))
     pick = configs[0]["config_id"] if configs else None
     ids = carried_items(frame, pick)
-    rows = dataset_rows(task, table, ids)
+    try:
+        rows = dataset_rows(task, table, ids)
+    except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:  # a dataset of another shape
+        rows, table = {}, None
+        browser.notes.append(f"the run's dataset has no inputs this task can show ({exc})")
     if table is None:
         browser.notes.append(
             "the run's dataset could not be read: no images and no truth (placeholders shown)"
