@@ -94,7 +94,7 @@ def target(until: pl.DataFrame, curve: list[dict[str, Any]]) -> dict[str, Any]:
     it, the fixed sizes that certify half and 90 % of the time."""
     masked = until.filter(pl.col("rule") == "until-decided")
     p_until = float((masked["status"] == "certified").mean())  # type: ignore[arg-type]
-    fixed_n = smallest_fixed_n(curve, p_until)
+    fixed_n = smallest_fixed_n(curve, p_until) if p_until > 0 else None  # nothing certified: no target
     mean_items = float(masked["items"].mean())  # type: ignore[arg-type]
     ratio = mean_items / fixed_n if fixed_n else None
     return {

@@ -34,6 +34,7 @@ from raypipe.decision import DecisionSettings, item_arrays
 from raypipe.results import assemble_items, complete_items
 from raypipe.run import ITEMS, MANIFEST, Request, RunDir
 from raypipe.space import expand_configurations
+from raypipe.spec import PipelineSpec
 from raypipe.task import Metric
 from raypipe.validation import task_of
 
@@ -55,6 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--asha-iterations", type=int, default=8, help="ASHA iterations over a subsample")
     p.add_argument("--epsilon", type=float, default=None, help="default: the run's spec")
     p.add_argument("--delta", type=float, default=None, help="default: the run's spec")
+    p.add_argument(
+        "--sla-min",
+        nargs="*",
+        default=None,
+        metavar="METRIC=VALUE",
+        help="replace the spec's SLA minimum bounds for the replay (none given: no minimum bound)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(OUT))
     return p.parse_args(argv)
@@ -76,11 +84,21 @@ def run_items(run_dir: RunDir, request: Request) -> tuple[pl.DataFrame, bool]:
     return items.with_columns(total.alias("latency_total_ms")), False
 
 
-def load_pool(location: str) -> tuple[rules.Pool, dict[str, Any]]:
-    """The truth run as a pool of items (every configuration has a row for each), and what describes it."""
+def with_sla_min(spec: PipelineSpec, entries: list[str] | None) -> PipelineSpec:
+    """The spec with its SLA's minimum bounds replaced by `entries` (METRIC=VALUE); None keeps them."""
+    if entries is None:
+        return spec
+    minimum = {m: float(v) for m, _, v in (e.partition("=") for e in entries)}
+    return spec.model_copy(update={"sla": spec.sla.model_copy(update={"min": minimum})})
+
+
+def load_pool(location: str, sla_min: list[str] | None = None) -> tuple[rules.Pool, dict[str, Any]]:
+    """The truth run as a pool of items (every configuration has a row for each), and what describes it;
+    `sla_min` replaces the SLA's minimum bounds (the replay judges the SLA offline)."""
     run_dir = RunDir(location)
     request = Request.load(location)
-    spec, task = request.spec, task_of(request.spec)
+    spec = with_sla_min(request.spec, sla_min)
+    task = task_of(spec)
     items, finished = run_items(run_dir, request)
     manifest = run_dir.read_json(MANIFEST) if run_dir.exists(MANIFEST) else {}
     name = (manifest.get("objective") or {}).get("metric") or (
@@ -208,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run:
         raise SystemExit("--run RUN_DIR is required (or --resummarize)")
     started = time.time()
-    pool, info = load_pool(args.run)
+    pool, info = load_pool(args.run, args.sla_min)
     decision = info["spec_decision"]
     settings = DecisionSettings(args.epsilon or decision["epsilon"], args.delta or decision["delta"])
     judge = Judge(pool, settings.epsilon)
