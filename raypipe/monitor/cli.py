@@ -163,6 +163,9 @@ def _check_one(
     console.print(f"[bold]{escape(source)}[/]")
     print_report(report, console)
     console.print(f"report: [bold]{os.path.join(out, 'report.json')}[/]")
+    from raypipe.report_html import write_check_report
+
+    console.print(f"HTML report: [bold]{write_check_report(out)}[/]")
     return report.drifted
 
 
