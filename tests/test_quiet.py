@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -16,18 +17,21 @@ pytestmark = pytest.mark.ray
 RAY_NOISE = ("core_worker", "Token authentication", "Progress bars disabled")
 
 
+# One configuration over a few digits: what is tested is where an embedded Ray's lines go, not the engine.
+SPEC = {
+    "name": "quiet",
+    "task": "digits",
+    "stages": [{"name": "preprocess", "choices": ["none"]}, {"name": "classify", "choices": ["linear"]}],
+    "dataset": {"source": "digits-8.parquet", "generate": {"profile": "mixed", "n": 8, "seed": 0}},
+}
+
+
 def run_digits(tmp_path, name: str, limit: int, *extra: str) -> tuple[str, str]:
-    """`raypipe run configs/digits.yaml --limit N` in its own embedded Ray; (terminal output, run dir)."""
-    out = tmp_path / name
-    cmd = [
-        sys.executable,
-        "-m",
-        "raypipe.cli",
-        "run",
-        str(REPO / "configs" / "digits.yaml"),
-        "--limit",
-        str(limit),
-    ]
+    """`raypipe run SPEC --limit N` (a one-configuration digits spec) in its own embedded Ray; (terminal
+    output, run dir)."""
+    out, config = tmp_path / name, tmp_path / "quiet.yaml"
+    config.write_text(yaml.safe_dump(SPEC))
+    cmd = [sys.executable, "-m", "raypipe.cli", "run", str(config), "--limit", str(limit)]
     cmd += ["--out", str(out), "--no-cache", "--no-calibrate", *extra]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # not the session's cluster
     env["PYTHONPATH"] = str(REPO)
@@ -40,7 +44,7 @@ def run_digits(tmp_path, name: str, limit: int, *extra: str) -> tuple[str, str]:
 
 
 def test_ray_lines_go_to_run_log_and_verbose_shows_them(tmp_path):
-    terminal, out = run_digits(tmp_path, "quiet", 40)
+    terminal, out = run_digits(tmp_path, "quiet", 8)
     assert [noise for noise in RAY_NOISE if noise in terminal] == []
     log = open(os.path.join(out, "run.log"), encoding="utf-8", errors="replace").read()
     assert "core_worker" in log  # Ray's C++ core writes straight to file descriptor 2
