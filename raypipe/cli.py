@@ -334,6 +334,8 @@ def print_result(result, top: int | None) -> None:
         console.print(
             f"{search['method']}: {search['engine_fraction']:.0%} of exhaustive's estimated engine time"
         )
+    if result.run_dir.exists("report.html"):
+        console.print(f"report: {result.run_dir.path('report.html')}")
     console.print(f"run directory: [bold]{result.run_dir}[/]")
 
 

@@ -2,7 +2,7 @@
 
 **Certified** means: with probability at least 1 - delta, the pick meets the SLA and its objective is within
 epsilon of the best configuration that meets the SLA. Every statement the rule relies on is a one-sided
-test from `raypipe.search.stopping`: anytime-valid (confidence sequences: betting for scores in [0, 1], the
+test from `raypipe.confseq`: anytime-valid (confidence sequences: betting for scores in [0, 1], the
 asymptotic sequence of Waudby-Smith et al. for unbounded ones), so the same rule is valid after a fixed-size
 run and at every look of a run that stops as soon as it is decided (`--until-decided`). The tests:
 
@@ -41,8 +41,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from raypipe import stats
-from raypipe.search import stopping
+from raypipe import confseq, stats
 from raypipe.spec import SLASpec
 from raypipe.task import Metric
 
@@ -136,8 +135,8 @@ class SLATest:
     """Both one-sided tests of one SLA bound for every configuration."""
 
     name: str
-    meets: stopping.Evidence
-    misses: stopping.Evidence
+    meets: confseq.Evidence
+    misses: confseq.Evidence
 
 
 class Evidence:
@@ -159,8 +158,8 @@ class Evidence:
         self.scale = scale
         k, eps, w = len(self.config_ids), self.settings.epsilon, scale
         bounded = objective.interval == "wilson"
-        self.far = stopping.Evidence.start((k, k), *((-w - eps, w - eps) if bounded else (None, None)))
-        self.near = stopping.Evidence.start((k, k), *((eps - w, eps + w) if bounded else (None, None)))
+        self.far = confseq.Evidence.start((k, k), *((-w - eps, w - eps) if bounded else (None, None)))
+        self.near = confseq.Evidence.start((k, k), *((eps - w, eps + w) if bounded else (None, None)))
         self.metric_bounds = [(m, side, v, metrics[m]) for m, side, v in sla.bounds()]
         self.tests = self._sla_tests(k)
         self.levels = Levels.of(self.settings, k, len(self.tests))
@@ -172,15 +171,15 @@ class Evidence:
         tests = []
         if self.sla.p95_latency_ms is not None:
             q = 1 - QUANTILE  # x = q - over for "meets", over - q for "misses"
-            meets = stopping.Evidence.start((k,), q - self.scale, q)
+            meets = confseq.Evidence.start((k,), q - self.scale, q)
             tests.append(SLATest(f"p95 <= {self.sla.p95_latency_ms:g} ms", meets, _flip(meets, k)))
         for metric, side, value, entry in self.metric_bounds:
             if entry.interval == "wilson":
                 over = (-value, self.scale - value)  # score - value
-                meets = stopping.Evidence.start((k,), *(over if side == "min" else _neg(over)))
-                misses = stopping.Evidence.start((k,), *(_neg(over) if side == "min" else over))
+                meets = confseq.Evidence.start((k,), *(over if side == "min" else _neg(over)))
+                misses = confseq.Evidence.start((k,), *(_neg(over) if side == "min" else over))
             else:
-                meets = misses = stopping.Evidence.start((k,))
+                meets = misses = confseq.Evidence.start((k,))
             sign = ">=" if side == "min" else "<="
             tests.append(SLATest(f"{metric} {sign} {value:g}", meets, misses))
         return tests
@@ -201,8 +200,8 @@ class Evidence:
         s = np.asarray(scores, dtype=float) * sign * w[:, None]
         metrics = {m: np.asarray(v, dtype=float) * w[:, None] for m, v in metrics.items()}
         diff = s[:, None, :] - s[:, :, None]  # [item, X, Y] = s_Y - s_X
-        self.far = stopping.advance(self.far, diff - self.settings.epsilon)
-        self.near = stopping.advance(self.near, self.settings.epsilon + s[:, :, None] - s[:, None, :])
+        self.far = confseq.advance(self.far, diff - self.settings.epsilon)
+        self.near = confseq.advance(self.near, self.settings.epsilon + s[:, :, None] - s[:, None, :])
         self._add_sla(np.asarray(latency, dtype=float), metrics, w)
         self.n += (~np.isnan(s)).sum(axis=0)
         self.score_sum += np.nansum(s, axis=0)
@@ -215,13 +214,13 @@ class Evidence:
             over = np.where(np.isnan(latency), np.nan, over)
             q = 1 - QUANTILE
             test = self.tests[0]
-            test.meets = stopping.advance(test.meets, q - over)
-            test.misses = stopping.advance(test.misses, over - q)
+            test.meets = confseq.advance(test.meets, q - over)
+            test.misses = confseq.advance(test.misses, over - q)
             k = 1
         for (metric, side, value, _), test in zip(self.metric_bounds, self.tests[k:], strict=True):
             x = np.asarray(metrics[metric], dtype=float) - value
-            test.meets = stopping.advance(test.meets, x if side == "min" else -x)
-            test.misses = stopping.advance(test.misses, -x if side == "min" else x)
+            test.meets = confseq.advance(test.meets, x if side == "min" else -x)
+            test.misses = confseq.advance(test.misses, -x if side == "min" else x)
 
     # -- what the data say ----------------------------------------------------------------------------------
     @property
@@ -245,8 +244,8 @@ class Evidence:
         meets, misses = np.ones(k, dtype=bool), np.zeros(k, dtype=bool)
         why: list[list[str]] = [[] for _ in range(k)]
         for test in self.tests:
-            meets &= stopping.p_values(test.meets) <= self.levels.sla
-            missed = stopping.p_values(test.misses) <= self.levels.sla
+            meets &= confseq.p_values(test.meets) <= self.levels.sla
+            missed = confseq.p_values(test.misses) <= self.levels.sla
             misses |= missed
             for c in np.flatnonzero(missed):
                 why[c].append(f"misses {test.name} with confidence")
@@ -257,8 +256,8 @@ def _neg(interval: tuple[float, float]) -> tuple[float, float]:
     return -interval[1], -interval[0]
 
 
-def _flip(meets: stopping.Evidence, k: int) -> stopping.Evidence:
-    return stopping.Evidence.start((k,), *_neg((meets.low, meets.high)))
+def _flip(meets: confseq.Evidence, k: int) -> confseq.Evidence:
+    return confseq.Evidence.start((k,), *_neg((meets.low, meets.high)))
 
 
 def p95_interval(values: np.ndarray, coverage: float = 0.95) -> tuple[float, float, float]:
@@ -288,7 +287,7 @@ def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decisio
     meets, misses, why = evidence.sla_state()
     gone = np.array([c in (dropped or {}) for c in ids])
     misses = misses & ~gone
-    far_p, near_p = stopping.p_values(evidence.far), stopping.p_values(evidence.near)
+    far_p, near_p = confseq.p_values(evidence.far), confseq.p_values(evidence.near)
     level = evidence.levels.pair
     others = ~np.eye(len(ids), dtype=bool)
     excluded = dict(dropped or {}) | {ids[c]: "; ".join(why[c]) for c in np.flatnonzero(misses)}
@@ -361,7 +360,7 @@ def blocking(
     ids, reasons, needs = evidence.config_ids, [], []
     if not meets[pick]:
         for test in evidence.tests:
-            if stopping.p_values(test.meets)[pick] > evidence.levels.sla:
+            if confseq.p_values(test.meets)[pick] > evidence.levels.sla:
                 reasons.append(f"{test.name} not yet shown")
                 needs.append(projected_items(test.meets, pick, evidence.levels.sla))
     open_rivals = [c for c in range(len(ids)) if c != pick and not misses[c] and near_p[pick, c] > level]
@@ -376,7 +375,7 @@ def blocking(
     return "; ".join(reasons), max(0, max(needs) - evidence.n_items) if needs else 0
 
 
-def projected_items(e: stopping.Evidence, cell, level: float) -> int | None:
+def projected_items(e: confseq.Evidence, cell, level: float) -> int | None:
     """Items in all a test would need to reject at `level` if the values keep their mean and spread: the
     bet's growth rate per item at the mean's optimal stake, into log(1 / level)."""
     n = float(e.n[cell])
@@ -388,7 +387,7 @@ def projected_items(e: stopping.Evidence, cell, level: float) -> int | None:
     if not e.bounded:  # the CLT sequence: roughly a z-test at the level
         var = max(second - mean * mean, 1e-12)
         return math.ceil(PROJECTION_SLACK * 2 * var * math.log(1 / level) / mean**2)
-    stake = min(mean / max(second, 1e-12), stopping.LAMBDA_CAP / max(-e.low, 1e-9))
+    stake = min(mean / max(second, 1e-12), confseq.LAMBDA_CAP / max(-e.low, 1e-9))
     # growth of log-wealth per item for values with this mean and second moment, to second order
     growth = stake * mean - stake * stake * second / 2
     if growth <= 0:

@@ -262,7 +262,20 @@ def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOu
     manifest["decision"] = decision_entry(decision, outcome, ctx.dataset.num_rows)
     ctx.run_dir.write_json(MANIFEST, manifest)
     ctx.run_dir.remove_parts()
+    write_report(ctx)
     return RunResult(ctx.run_dir, config_table, manifest)
+
+
+def write_report(ctx: RunContext) -> None:
+    """report.html beside the results. The results are already safe on disk, so a report that cannot be
+    drawn is said, not raised: `raypipe report RUN_DIR --html` draws it again."""
+    from raypipe.report_html import write_run_report
+
+    try:
+        write_run_report(ctx.run_dir)
+    except Exception as exc:  # noqa: BLE001 - any failure of the page must not cost the run
+        if ctx.on_progress:
+            ctx.on_progress(f"report.html not written ({exc}); `raypipe report RUN_DIR --html` retries", 0, 0)
 
 
 def decision_settings(spec: PipelineSpec) -> DecisionSettings:

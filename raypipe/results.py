@@ -194,7 +194,7 @@ def decide_and_rank(
     metrics = {m: task.metric(m) for m, _, _ in sla.bounds()}
     wanted = list(dict.fromkeys(["item_id", "config_id", objective.name, "latency_total_ms", *metrics]))
     rows = items.lazy().select(wanted).collect()
-    decision, evidence = decide_items(rows, live, objective, sla, metrics, settings)
+    decision, _ = decide_items(rows, live, objective, sla, metrics, settings)
     intervals = p95_intervals(rows, frame["config_id"].to_list())
     status = ["dropped" if c in dropped else decision.row_status(c) for c in frame["config_id"].to_list()]
     reasons = [dropped.get(c) or decision.excluded.get(c) for c in frame["config_id"].to_list()]

@@ -18,7 +18,7 @@ ACCURACY = Metric("accuracy", "right or wrong")
 
 
 def correlated_scores(rng: np.random.Generator, n: int, means: list[float]) -> np.ndarray:
-    """A shared difficulty per item, so configurations agree on most items (as pipelines sharing stages do)."""
+    """A shared difficulty per item: configurations agree on most items, as pipelines sharing stages do."""
     u = rng.random((n, 1))
     noise = rng.random((n, len(means)))
     mixed = np.where(rng.random((n, len(means))) < 0.7, u, noise)  # 70 % of the time the shared draw decides
