@@ -4,6 +4,7 @@ known best, through the Python API and the command line."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -11,6 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from raypipe.decision import DecisionSettings
 from raypipe.run import RunDir
 from raypipe.search.cli import search_app
 from raypipe.search.racing import Racing
@@ -81,8 +83,9 @@ def test_replay_spends_less_than_exhaustive_and_picks_the_known_best():
 
 
 def test_a_race_that_drops_nothing_costs_exactly_the_exhaustive_run():
-    # a bet gains at most ln(1.75) per item: 300 items cannot reach the ln(3e100) that alpha 1e-100 asks
-    never = Racing(alpha=1e-100, tolerance=0.0)
+    # a bet gains at most ln(1.75) per item: 300 items cannot reach the ln(1e100) that delta 1e-100 asks
+    never = Racing()
+    never.settings = replace(never.settings, decision=DecisionSettings(delta=1e-100))
     result = replay(never, synthetic_items(), STAGES, ACCURACY, SLASpec(p95_latency_ms=10), {}, orders=2)
     assert [o["engine_fraction"] for o in result["orders"]] == [1.0, 1.0]
     assert [o["survivors"] for o in result["orders"]] == [6, 6]
