@@ -107,7 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--digits-minutes", type=float, default=25, help="stop drawing digits pairs after")
     parser.add_argument("--idcard-minutes", type=float, default=10, help="stop drawing idcard pairs after")
     parser.add_argument("--tables-only", action="store_true", help="tables from the checks-*.csv written")
+    parser.add_argument("--first-replicate", type=int, default=0, help="continue a run from this replicate")
+    parser.add_argument("--tag", default="", help="suffix of this invocation's checks-TASK*.csv")
     parser.add_argument("--skip-idcard", action="store_true", help="digits only")
+    parser.add_argument("--tasks", default="digits,idcard", help="the pools to run, comma-separated")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, --doc ignored")
     args = parser.parse_args(argv)
     vars(args).update(FULL)
@@ -148,12 +151,26 @@ def pool_dataset(task_name: str, args: argparse.Namespace, out: Path) -> Path:
     return path
 
 
+def own_ray() -> None:
+    """A Ray of this process's own: without an address `ray.init` joins the newest cluster already running
+    on the machine (seen: another user's test cluster on this shared machine), which the runner's
+    embedded mode does not prevent."""
+    import ray
+
+    from raypipe.runner import WORKER_ENV
+
+    if not ray.is_initialized():
+        env = {"env_vars": dict(WORKER_ENV)}
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=env)
+
+
 def build_pool(task_name: str, spec: dict, args: argparse.Namespace, out: Path) -> Pool:
     """Run the spec once over the pool (on Ray), profile the run; reused when already there."""
     started = time.perf_counter()
     data = pool_dataset(task_name, args, out)
     run, profile_dir = out / f"{task_name}-run", out / f"{task_name}-profile"
     if not (run / "manifest.json").exists():
+        own_ray()
         # No latency calibration: it times a sample alone, minutes on a busy machine, and the benchmark
         # measures the tests, not the SLA
         spec_ = parse_spec({**spec, "dataset": {"source": str(data)}})
@@ -284,17 +301,17 @@ def run_all(pool: Pool, args: argparse.Namespace, out: Path, minutes: float) -> 
     deadline = time.perf_counter() + minutes * 60
     sizes = args.references if pool.task == "digits" else args.idcard_references
     rows: list[dict] = []
-    for replicate in range(max(args.pairs, args.detect_pairs)):
+    for replicate in range(args.first_replicate, max(args.pairs, args.detect_pairs)):
         for m in sizes:
             rows += check_replicate(pool, args, m, replicate)
         if replicate % 10 == 9:
             print(f"{pool.task} replicate {replicate + 1}: {len(rows)} checks", flush=True)
-            pl.DataFrame(rows).write_csv(out / f"checks-{pool.task}.csv", float_precision=4)
+            pl.DataFrame(rows).write_csv(out / f"checks-{pool.task}{args.tag}.csv", float_precision=4)
         if time.perf_counter() > deadline:
             print(f"{pool.task}: time is up after {replicate + 1} replicates", flush=True)
             break
     results = pl.DataFrame(rows)
-    results.write_csv(out / f"checks-{pool.task}.csv", float_precision=4)
+    results.write_csv(out / f"checks-{pool.task}{args.tag}.csv", float_precision=4)
     return results
 
 
@@ -420,7 +437,9 @@ def header(args: argparse.Namespace, pools: list[Pool], results: pl.DataFrame, w
         f"{args.detect_pairs} --advice-pairs {args.advice_pairs} --digits-minutes {args.digits_minutes:g} "
         f"--idcard-minutes {args.idcard_minutes:g}` "
         f"({wall_s / 60:.0f} min wall on the shared 2-core machine; tests, fits and "
-        f"estimates {cpu / 60:.1f} CPU-min). Pools: " + "; ".join(parts) + ". Every pair draws a fresh "
+        f"estimates {cpu / 60:.1f} min of check time). Pools: "
+        + "; ".join(parts)
+        + ". Every pair draws a fresh "
         f"reference and a disjoint batch from its pool; family-wise level {drift.FAMILY_ALPHA:g}."
     )
 
@@ -451,19 +470,24 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tasks = [("digits", DIGITS_SPEC, args.digits_minutes)]
-    tasks += [] if args.skip_idcard else [("idcard", IDCARD_SPEC, args.idcard_minutes)]
+    tasks = [("digits", DIGITS_SPEC, args.digits_minutes), ("idcard", IDCARD_SPEC, args.idcard_minutes)]
+    tasks = [
+        t for t in tasks if t[0] in args.tasks.split(",") and not (args.skip_idcard and t[0] == "idcard")
+    ]
     for task_name, _, _ in tasks:
         pool_dataset(task_name, args, out)  # before Ray starts in this process
     pools, frames = [], []
     for task_name, spec, minutes in tasks:
         pools.append(build_pool(task_name, spec, args, out))
-        found = out / f"checks-{task_name}.csv"
-        frames.append(pl.read_csv(found) if args.tables_only else run_all(pools[-1], args, out, minutes))
-    results = pl.concat(frames, how="diagonal_relaxed")
+        if args.tables_only:  # every invocation's checks (--tag), e.g. more false-alarm pairs
+            types = {"switch": pl.Boolean, "stepped_aside": pl.String, "observed": pl.Float64}
+            files = sorted(out.glob(f"checks-{task_name}*.csv")) or [out / "checks.csv"]
+            found = [pl.read_csv(f, schema_overrides=types) for f in files]
+            frames += [f.filter(pl.col("task") == task_name) for f in found]
+        else:
+            frames.append(run_all(pools[-1], args, out, minutes))
+    results = pl.concat(frames, how="diagonal_relaxed").with_columns(pl.col("stepped_aside").fill_null(""))
     results.write_csv(out / "checks.csv", float_precision=4)
-    for task_name, _, _ in tasks:
-        (out / f"checks-{task_name}.csv").unlink(missing_ok=True)
     cells(results).write_csv(out / "cells.csv", float_precision=4)
     block = tables(args, pools, results, time.perf_counter() - started)
     (out / "monitoring.md").write_text(block + "\n")
