@@ -81,7 +81,7 @@ def test_killed_run_resumes_without_losing_or_duplicating_rows(ray_cluster, tmp_
                     {
                         "name": "tests.plugin_stages:Sleepy",
                         "label": "sleepy",
-                        "params": {"seconds": 1},
+                        "params": {"seconds": 0.5},
                         "resources": {"num_cpus": 0.25},  # one slow actor: results trickle out
                     }
                 ],
