@@ -50,7 +50,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory) -> tuple[Path, dict]:
-    """The fault spec (Sleepy preprocessing, 1 s per item), and each row's prediction computed here."""
+    """The fault spec (Sleepy preprocessing, 0.5 s per item: runs last long enough to be killed midway),
+    and each row's prediction computed here."""
     folder = tmp_path_factory.mktemp("multinode")
     source = digits_source(folder)
     task = resolve_task("digits")
@@ -60,7 +61,7 @@ def spec(tmp_path_factory) -> tuple[Path, dict]:
         classify = resolve("classify", name, task)()
         ids, inputs = table.column("item_id").to_pylist(), task.inputs(table).to_pylist()
         expected |= {(i, name): str(classify(task.decode(d)).label) for i, d in zip(ids, inputs, strict=True)}
-    return write_yaml(folder / "multinode.yaml", digits_spec(source, sleepy(1.0))), expected
+    return write_yaml(folder / "multinode.yaml", digits_spec(source, sleepy(0.5))), expected
 
 
 @pytest.fixture
