@@ -327,8 +327,9 @@ def test_idcard_upside_down_cards_drift_and_the_advice_names_the_cnn(ray_cluster
     advice = report["recommendation"]
     if advice["changed"]:  # advised only where it holds across the mix's intervals
         assert orient[advice["recommended"]] == "cnn" and advice["gain"] > 0.2 and advice["advice"]["holds"]
-    else:
-        assert not advice["advice"]["holds"] and "stays" in result.output
+    else:  # the decision rule keeps the deployed one, or the switch did not hold on bounds
+        assert advice.get("advice") is None or not advice["advice"]["holds"]
+        assert "stays" in result.output or "still the choice" in result.output
     same = write_batch(task.generate("mixed", 40, seed=1), tmp_path / "same.parquet")  # the case
     result, report = check(tmp_path / "profile", same, tmp_path / "same")
     assert result.exit_code == 0, result.output

@@ -3,7 +3,6 @@ table, the plots, the reweighted ranking and the racing looks."""
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -86,16 +85,6 @@ def test_notebook_shows_a_racing_run(runs, monkeypatch):
     assert stopped["config_id"][0] in text_of(cells[6])
 
 
-def upside_down(table):
-    """The digits batch with every image turned 180 degrees."""
-    import pyarrow as pa
-
-    from raypipe.tasks.digits.data import decode_png, encode_png
-
-    images = [encode_png(np.rot90(decode_png(data), 2).copy()) for data in table["image"].to_pylist()]
-    return table.set_column(table.column_names.index("image"), "image", pa.array(images, pa.binary()))
-
-
 def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
@@ -110,7 +99,10 @@ def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypat
     assert profile.exit_code == 0, profile.output
     task = resolve_task("digits")
     write_table(task.generate("mixed", 80, seed=42), str(tmp_path / "same.parquet"))
-    write_table(upside_down(task.generate("mixed", 80, seed=41)), str(tmp_path / "flipped.parquet"))
+    # Every digits feature is unchanged by a 180-degree turn (intensity, ink, |centre offset|, slant,
+    # sharpness), so an upside-down digits batch is invisible to them (measured: exit 0); an all-blurred
+    # batch is the digits case here, and tests/test_monitor.py checks upside-down ID cards
+    write_table(task.generate("blurred", 80, seed=41), str(tmp_path / "flipped.parquet"))
     codes = {}
     for name in ("same", "flipped"):
         check = CliRunner().invoke(
