@@ -213,11 +213,11 @@ def estimate_mix(model: MixModel, predicted: np.ndarray) -> MixEstimate:
     inverse = np.linalg.pinv(model.confusion)
     # Add-one shares for the covariance only: a slice the batch never shows still gets an interval.
     smoothed = (counts + 1) / (n + k)
-    noise = (np.diag(smoothed) - np.outer(smoothed, smoothed)) / n
+    spread = (np.diag(smoothed) - np.outer(smoothed, smoothed)) / n
     for j in range(k):
         column, items = model.confusion[:, j], max(model.true_counts[j], 1.0)
-        noise = noise + shares[j] ** 2 * (np.diag(column) - np.outer(column, column)) / items
-    covariance = inverse @ noise @ inverse.T
+        spread = spread + shares[j] ** 2 * (np.diag(column) - np.outer(column, column)) / items
+    covariance = inverse @ spread @ inverse.T
     return MixEstimate(model.attribute, model.labels, shares, covariance, q, model.reference_shares)
 
 
