@@ -86,7 +86,13 @@ def _init(address: str | None, num_cpus: int | None) -> None:
             runtime_env["py_modules"] = [os.path.dirname(os.path.abspath(__file__))]
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        # "local" starts this run's own Ray: without it, ray.init() joins whatever cluster another session
+        # on the machine started last. Inside a Ray job (RAY_ADDRESS set) the job's cluster is the one.
+        local = None if os.environ.get("RAY_ADDRESS") else "local"
+        ray.init(
+            address=local, num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+            log_to_driver=False,
+        )  # fmt: skip
 
 
 def cluster_resources() -> tuple[float, float]:
