@@ -22,6 +22,7 @@ def ray_cluster():
     os.environ.update(WORKER_ENV)
     temp_dir = tempfile.mkdtemp(prefix="rp-", dir="/tmp")
     ray.init(
+        address="local",  # never another session's cluster on the same machine
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
