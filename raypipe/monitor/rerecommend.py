@@ -6,8 +6,10 @@ the switch holds across the mix's uncertainty, judged on bounds. Every mix in th
 intervals (the simplex part of it) is considered: the candidate's gain over the deployed configuration
 must have a lower confidence bound above 0 at the least favourable of those mixes (a linear programme),
 or the deployed configuration must miss the p95 SLA with confidence under every sampled mix of the box
-while the candidate meets it with confidence under each. Otherwise the deployed configuration stays, and
-the report says what the point estimate alone would have said.
+while the candidate meets it with confidence under each. On top, the decision rule (`raypipe.decision`)
+under the estimated mix must certify its pick with the deployed configuration outside the certified group
+(`certified_switch`). Otherwise the deployed configuration stays, and the report says what the point
+estimate alone would have said.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import polars as pl
 from scipy import optimize
 
+from raypipe.decision import DecisionSettings
 from raypipe.monitor.mix import MixEstimate
 from raypipe.monitor.profile import MonitorProfile
 from raypipe.recommend import Recommendation, recommend
@@ -43,11 +46,14 @@ def rerecommend(profile: MonitorProfile, deployed: str, mix: MixEstimate | None)
         attribute if point else None,
         point or {},
         profile.stage_names,
+        DecisionSettings(profile.spec.decision.epsilon, profile.spec.decision.delta),
     )
     out = describe(rec, profile, deployed)
+    if rec.decision is not None:
+        out["decision"] = rec.decision.to_json() | {"headline": rec.decision.headline()}
     if not out["changed"] or not point or mix is None:
         return out
-    advice = switch_advice(profile, deployed, rec.recommended, mix)
+    advice = certified_switch(rec, deployed, switch_advice(profile, deployed, rec.recommended, mix))
     if advice["holds"]:
         return out | {"advice": advice}
     held = (
@@ -60,6 +66,19 @@ def rerecommend(profile: MonitorProfile, deployed: str, mix: MixEstimate | None)
         "message": held,
         "advice": advice,
     }
+
+
+def certified_switch(rec: Recommendation, deployed: str, advice: dict[str, Any]) -> dict[str, Any]:
+    """The switch holds only where the decision rule (raypipe.decision) under the estimated mix certifies a
+    pick and the deployed configuration is not among the certified ones, as well as across the mix's box."""
+    decision = rec.decision
+    if not advice["holds"] or decision is None:
+        return advice
+    if decision.status != "certified":
+        return advice | {"holds": False, "why": f"the decision under this mix is {decision.status}"}
+    if deployed in decision.certified:
+        return advice | {"holds": False, "why": "the deployed configuration is certified under this mix too"}
+    return advice
 
 
 def _known_mix(profile: MonitorProfile, mix: dict[str, float]) -> dict[str, float] | None:
