@@ -23,10 +23,11 @@ between the objective and the SLA when there is one.
 - Excluded: confidently missing the SLA, or confidently more than epsilon below a configuration that
   confidently meets it: such a configuration can be neither the best nor a certified pick. (One that is
   confidently worse by less than epsilon stays: it may be the cheapest certified pick.)
-- Certified group: confidently meets the SLA, and within epsilon of every configuration not excluded as
-  missing the SLA. Among them the cheapest wins where the latency evidence separates them (p95 intervals
-  apart, or a paired per-item comparison; and p95s more than `SAME_P95` apart, the run-to-run noise
-  measured in BENCHMARKS.md); otherwise the higher objective wins.
+- Certified group: confidently meets the SLA, and within epsilon of every configuration not excluded (k* is
+  excluded only through a false statement, which the budget already counts). Among them the cheapest
+  wins where the latency evidence separates them (p95 intervals apart, or a paired per-item comparison;
+  and p95s more than `SAME_P95` apart, the run-to-run noise measured in BENCHMARKS.md); otherwise the
+  higher objective wins.
 - Undecided: the candidates are the configurations not excluded; the provisional pick is the best point
   estimate among them (never the fastest of a group that merely was not shown worse), and `items_needed`
   projects, from the evidence so far, how many more items the slowest blocking test needs.
@@ -304,8 +305,8 @@ def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decisio
     if not live.any():
         return Decision("no_feasible", None, candidates=[], certified=[], items_needed=None,
                         reason="every configuration misses the SLA with confidence", **common)  # fmt: skip
-    rivals = ~misses & ~gone  # k* can be any configuration not excluded as missing the SLA or by a race
-    near_all = ((near_p <= level) | ~others | ~rivals[None, :]).all(axis=1)
+    # k* is among the configurations not excluded, unless an exclusion was false (an error already counted)
+    near_all = ((near_p <= level) | ~others | ~live[None, :]).all(axis=1)
     certified = np.flatnonzero(meets & near_all & live)
     candidates = [ids[c] for c in np.flatnonzero(live)]
     point, low, high = evidence.p95()
@@ -317,7 +318,7 @@ def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decisio
                         reason="certified", **common)  # fmt: skip
     order = sorted(np.flatnonzero(live), key=lambda c: (-means[c], point[c]))
     pick = int(order[0])
-    reason, needed = blocking(evidence, pick, meets, misses, near_p, level)
+    reason, needed = blocking(evidence, pick, meets, live, near_p, level)
     return Decision("undecided", ids[pick], candidates=candidates, certified=[], items_needed=needed,
                     reason=reason, **common)  # fmt: skip
 
@@ -354,7 +355,7 @@ def confidently_faster(latency: np.ndarray, point: np.ndarray, low: np.ndarray, 
 
 
 def blocking(
-    evidence: Evidence, pick: int, meets: np.ndarray, misses: np.ndarray, near_p: np.ndarray, level: float
+    evidence: Evidence, pick: int, meets: np.ndarray, live: np.ndarray, near_p: np.ndarray, level: float
 ) -> tuple[str, int | None]:
     """Why the provisional pick is not certified, and how many more items its slowest test would need."""
     ids, reasons, needs = evidence.config_ids, [], []
@@ -363,7 +364,7 @@ def blocking(
             if confseq.p_values(test.meets)[pick] > evidence.levels.sla:
                 reasons.append(f"{test.name} not yet shown")
                 needs.append(projected_items(test.meets, pick, evidence.levels.sla))
-    open_rivals = [c for c in range(len(ids)) if c != pick and not misses[c] and near_p[pick, c] > level]
+    open_rivals = [c for c in range(len(ids)) if c != pick and live[c] and near_p[pick, c] > level]
     if open_rivals:
         shown = ", ".join(ids[c] for c in open_rivals[:3]) + (" ..." if len(open_rivals) > 3 else "")
         reasons.append(
