@@ -71,4 +71,4 @@ def test_your_own_task_runs_from_its_spec(ray_cluster, tmp_path, monkeypatch):
     configs = pl.read_parquet(tmp_path / "run" / "configs.parquet")
     ranked = dict(zip(configs["guess"], configs["correct"], strict=True))
     assert ranked["classifier"] > 0.85 and ranked["ink"] < 0.7  # the classifier beats the ink rule
-    assert configs["guess"][0] == "classifier" and "ranked by correct" in out.output
+    assert configs["guess"][0] == "classifier" and "decision order, by correct" in out.output
