@@ -1,35 +1,19 @@
-"""The statistics of racing as pure functions on NumPy arrays: anytime-valid one-sided tests and drop rules.
+"""The drop rules of `keep="pareto"` racing as pure functions on NumPy arrays (keep="best" races by
+`raypipe.decision`).
 
-Racing looks at its data again and again (after every few items) and compares every configuration with
-every other, so each test must stay valid however often it is looked at and whichever configuration
-happens to lead. The tests here are *anytime-valid*: the chance that one ever rejects a true null hypothesis,
-at any look, is at most its level (Ville's inequality). That is how alpha is spent over the looks: no
-number of looks has to be planned, and a look costs no power.
-
-- Bounded per-item values (metrics with a Wilson interval lie in [0, 1]) are tested by *betting*
-  (Waudby-Smith and Ramdas, "Estimating means of bounded random variables by betting", JRSS-B 2024): to test
-  H0: E[x] <= 0, a gambler starting with wealth 1 stakes a fraction lambda_i of it on each new x_i, with
-  lambda_i >= 0 chosen from the earlier items only (aGRAPA: the running mean over the running second
-  moment, capped). Under H0 the wealth prod(1 + lambda_i x_i) is a nonnegative supermartingale, so
-  p = 1 / max wealth is an anytime-valid p-value. Unlike a normal interval, it is exact at small n, and
-  unlike Hoeffding it tightens when the values barely vary: two configurations that never disagree stop as
-  tied after about ln(1/level) / tolerance items, the least any valid test needs (a discordance rate of
-  `tolerance` hides in n agreeing items with probability (1 - tolerance)^n).
-- Unbounded values (metrics with a normal interval) use the asymptotic confidence sequence of Waudby-Smith,
-  Arnold, Wu, Howard and Ramdas ("Time-uniform central limit theory", 2021): the time-uniform analogue of a
-  z-test, valid as n grows, used only after `CLT_MIN_ITEMS` items.
-- p95 latency is bounded from order statistics (`raypipe.stats.quantile_bounds`) with alpha split evenly
-  over the planned looks (Bonferroni), since an order-statistic bound is not anytime-valid.
+Racing looks at its data again and again (after every few items), so each test must stay valid however
+often it is looked at and whichever configuration happens to lead: the tests are the anytime-valid
+confidence sequences of `raypipe.confseq` (betting for values in [0, 1], the asymptotic sequence
+otherwise), re-exported here. p95 latency is bounded from order statistics (`raypipe.stats.quantile_bounds`)
+with alpha split evenly over the planned looks (Bonferroni), since an order-statistic bound is not
+anytime-valid.
 
 Configurations are compared pairwise on the items both have seen (paired, like McNemar: every configuration
 reads the same items). A configuration is dropped when its test against *some* rival rejects at a
 Bonferroni share alpha/(K-1), K the number of configurations raced: the test is valid whichever rival
-leads, so no leader is selected on the items it is tested on. Correction across configurations: with
-`keep="best"` the only drop that can cost the pick is a drop of the best configuration itself (dropping
-any other one as "not the best" is a true statement), and its K-1 comparisons are exactly what the
-Bonferroni share covers (the argument of Hsu's multiple comparisons with the best), so no further factor
-is paid. With `keep="pareto"` every member of the front must survive, so Holm's step-down runs across the
-configurations on top (`holm`), keeping the chance of dropping any front member under alpha.
+leads, so no leader is selected on the items it is tested on. Every member of the Pareto front must
+survive, so Holm's step-down runs across the configurations on top (`holm`), keeping the chance of
+dropping any front member under alpha.
 """
 
 from __future__ import annotations
