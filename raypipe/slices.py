@@ -244,12 +244,7 @@ SLICE_SCHEMA = {
     "ci_low": pl.Float64,
     "ci_high": pl.Float64,
     "latency_p95_ms": pl.Float64,
-    "cell_items": pl.Int64,
-    "cell_status": pl.String,
-    "winner": pl.String,
-    "provisional": pl.String,
-    "tied": pl.List(pl.String),
-    "note": pl.String,
+    **CELL_SCHEMA,  # each cell's decision, repeated on its configurations' rows
     "is_winner": pl.Boolean,
     "is_tied": pl.Boolean,
     "eligible": pl.Boolean,
