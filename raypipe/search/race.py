@@ -108,9 +108,10 @@ class Race:
         self.evidence.add(raw, np.where(self.live, np.asarray(latency, dtype=float), np.nan), live_metrics)
         scores = raw * (1.0 if self.objective.higher_is_better else -1.0)  # dropped: late rows count no more
         idx = np.flatnonzero(self.live)
-        block = np.ix_(idx, idx)
-        diff = scores[:, None, idx] - scores[:, idx, None]  # [item, X, Y] = s_Y - s_X
-        self.worse = _advance_block(self.worse, diff, block)
+        if self.settings.keep == "pareto":  # keep="best" compares through self.evidence alone
+            block = np.ix_(idx, idx)
+            diff = scores[:, None, idx] - scores[:, idx, None]  # [item, X, Y] = s_Y - s_X
+            self.worse = _advance_block(self.worse, diff, block)
         for bound in self.bounds:
             values = np.asarray(metrics[bound.metric], dtype=float)[:, idx]
             x = bound.value - values if bound.side == "min" else values - bound.value
