@@ -1,8 +1,8 @@
 """The peers raypipe replaces, written the way the course code works: every configuration on every item,
 independently, with no sharing of prefixes and no reuse of identical inputs.
 
-They build the same stage classes (`raypipe.registry.resolve(kind, name, task)`), decode items with the
-task's `decode`, time each call the same way (`raypipe.execution.timed_call`) and score with the task's
+They build the same stage classes (`raypipe.spec.registry.resolve(kind, name, task)`), decode items with the
+task's `decode`, time each call the same way (`raypipe.engine.execution.timed_call`) and score with the task's
 `score`, so the work they do and the predictions they make are the ones raypipe makes. Ray Tune's trials
 (benchmarks/tune.py) run one configuration with `run_configuration` too.
 """
@@ -19,12 +19,12 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from raypipe.execution import timed_call
-from raypipe.registry import resolve
-from raypipe.space import Configuration, expand_configurations
-from raypipe.spec import PipelineSpec
-from raypipe.task import Task
-from raypipe.validation import task_of
+from raypipe.engine.execution import timed_call
+from raypipe.spec.registry import resolve
+from raypipe.spec.schema import PipelineSpec
+from raypipe.spec.space import Configuration, expand_configurations
+from raypipe.spec.task import Task
+from raypipe.spec.validation import task_of
 
 Item = tuple[str, bytes, dict[str, Any]]
 Implementations = dict[tuple[int, str], Any]

@@ -34,14 +34,14 @@ if __package__ in (None, ""):  # run as a script: import `benchmarks` from the r
 from benchmarks import baselines, summary
 from benchmarks.measure import Measured, measure
 from benchmarks.tune import ASHA, GRID, run_tune
-from raypipe.datasets import write_table
-from raypipe.evaluation import RunResult, choose_objective, evaluate
-from raypipe.run import CALIBRATION, ITEMS, Request, SearchRequest
-from raypipe.runner import WORKER_ENV
-from raypipe.space import expand_configurations
-from raypipe.spec import PipelineSpec
-from raypipe.task import Metric, Task
-from raypipe.validation import load_spec, task_of
+from raypipe.engine.datasets import write_table
+from raypipe.engine.rundir import CALIBRATION, ITEMS, Request, SearchRequest
+from raypipe.evaluate.driver import RunResult, choose_objective, evaluate
+from raypipe.ray.cluster import WORKER_ENV
+from raypipe.spec.schema import PipelineSpec
+from raypipe.spec.space import expand_configurations
+from raypipe.spec.task import Metric, Task
+from raypipe.spec.validation import load_spec, task_of
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "bench.yaml"
 QUICK_ITEMS = 3

@@ -1,7 +1,7 @@
 """The rules the decision benchmark compares, each on (items, configurations) arrays of a truth run's items.
 
-- `decision`: raypipe's rule (`raypipe.decision`), fed the items in their (random) order.
-- `previous`: the rule before issue 16 (`rank`, `tied_with` and `by_speed` of raypipe/results.py at
+- `decision`: raypipe's rule (`raypipe.decide.decision`), fed the items in their (random) order.
+- `previous`: the rule before issue 16 (`rank`, `tied_with` and `by_speed` of raypipe/decide/results.py at
   ad55b23): the SLA on point estimates; the best SLA-meeting configuration and every one a one-sided exact
   sign test at 5 % cannot tell below it form a group; rank 1 is its fastest p95 (p95s within 2 % count as
   equal and go by the objective). With nothing meeting the SLA, rank 1 was the best objective.
@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from raypipe import stats
-from raypipe.decision import DecisionSettings, Evidence, decide
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
+from raypipe.decide import stats
+from raypipe.decide.decision import DecisionSettings, Evidence, decide
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric
 
 PREVIOUS_ALPHA = 0.05  # results.TIE_ALPHA at ad55b23
 PREVIOUS_SAME_P95 = 0.02  # results.SAME_P95 at ad55b23

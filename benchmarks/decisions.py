@@ -30,13 +30,13 @@ if __package__ in (None, ""):  # run as a script: import `benchmarks` from the r
 
 from benchmarks import decision_rules as rules
 from benchmarks.decision_report import summarize, write_outputs
-from raypipe.decision import DecisionSettings, item_arrays
-from raypipe.results import assemble_items, complete_items
-from raypipe.run import ITEMS, MANIFEST, Request, RunDir
-from raypipe.space import expand_configurations
-from raypipe.spec import PipelineSpec
-from raypipe.task import Metric
-from raypipe.validation import task_of
+from raypipe.decide.decision import DecisionSettings, item_arrays
+from raypipe.decide.results import assemble_items, complete_items
+from raypipe.engine.rundir import ITEMS, MANIFEST, Request, RunDir
+from raypipe.spec.schema import PipelineSpec
+from raypipe.spec.space import expand_configurations
+from raypipe.spec.task import Metric
+from raypipe.spec.validation import task_of
 
 OUT = Path(__file__).resolve().parent / "results" / "decisions"
 

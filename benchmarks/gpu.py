@@ -69,17 +69,17 @@ def cuda_missing(engine: str, status: dict[str, Any]) -> str | None:
 def make_engine(engine: str, device: str) -> tuple[Callable[[Any], Any], str]:
     """(the stage, the device it really runs on) for `engine` on 'cpu' or 'cuda'."""
     if engine == "easyocr":
-        from raypipe.stages.ocr_easyocr import EasyOCR
+        from raypipe.tasks.idcard.stages.ocr_easyocr import EasyOCR
 
         stage = EasyOCR(lang=("en",), gpu=device == "cuda")
         return stage, stage.device
     if engine == "rapidocr":
-        from raypipe.stages.ocr_rapid import RapidOCR
+        from raypipe.tasks.idcard.stages.ocr_rapid import RapidOCR
 
         stage = RapidOCR(device=device)
         return stage, stage.device
-    from raypipe.models import onnx_session
-    from raypipe.stages.orient_cnn import OrientCNN, variant_path
+    from raypipe.engine.models import onnx_session
+    from raypipe.tasks.idcard.stages.orient_cnn import OrientCNN, variant_path
 
     stage = OrientCNN(variant=CNN_VARIANT)
     if device == "cuda":
@@ -90,7 +90,7 @@ def make_engine(engine: str, device: str) -> tuple[Callable[[Any], Any], str]:
 
 def card_images(n: int) -> list[Any]:
     """`n` generated cards of the mixed profile, decoded (RGB arrays), the same on every device."""
-    from raypipe.registry import resolve_task
+    from raypipe.spec.registry import resolve_task
 
     task = resolve_task("idcard")
     table = task.generate("mixed", n, seed=0)

@@ -21,12 +21,12 @@ import yaml
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raypipe.cache import default_cache_dir
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
-from raypipe.registry import resolve_task
-from raypipe.run import Request
-from raypipe.validation import parse_spec
+from raypipe.engine.cache import default_cache_dir
+from raypipe.engine.datasets import write_table
+from raypipe.engine.rundir import Request
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.validation import parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SETS = {"standard generator, mixed": "standard", "holdout renderer, mixed": "holdout"}

@@ -21,12 +21,12 @@ import yaml
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raypipe import runner
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
-from raypipe.registry import resolve_task
-from raypipe.run import Request
-from raypipe.validation import parse_spec
+from raypipe.engine.datasets import write_table
+from raypipe.engine.rundir import Request
+from raypipe.evaluate.driver import evaluate
+from raypipe.ray import cluster
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.validation import parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 TESSERACT = {
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     source, clean = str(out / "mixed.parquet"), str(out / "clean.parquet")
     write_table(task.generate("mixed", args.n, 0), source)
     write_table(task.generate("clean", args.clean_n, 3), clean)
-    runner.connect(None)
+    cluster.connect(None)
     rows = []
     for name, raw in runs(source, clean).items():
         print(f"running: {name}", flush=True)

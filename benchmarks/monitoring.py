@@ -37,15 +37,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
+from raypipe.decide.stats import wilson_interval
+from raypipe.engine.datasets import write_table
+from raypipe.engine.rundir import Request
+from raypipe.evaluate.driver import evaluate
 from raypipe.monitor import drift
 from raypipe.monitor.check import Reference, check_batch, prepare
 from raypipe.monitor.profile import MonitorProfile, load_profile, write_profile
-from raypipe.registry import resolve_task
-from raypipe.run import Request
-from raypipe.stats import wilson_interval
-from raypipe.validation import parse_spec
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.validation import parse_spec
 
 DIGITS_SPEC = {
     "name": "monitoring-digits",
@@ -157,7 +157,7 @@ def own_ray() -> None:
     embedded mode does not prevent."""
     import ray
 
-    from raypipe.runner import WORKER_ENV
+    from raypipe.ray.cluster import WORKER_ENV
 
     if not ray.is_initialized():
         env = {"env_vars": dict(WORKER_ENV)}

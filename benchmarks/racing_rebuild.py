@@ -24,8 +24,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from benchmarks import racing, summary
-from raypipe.run import ITEMS
-from raypipe.validation import load_spec, task_of
+from raypipe.engine.rundir import ITEMS
+from raypipe.spec.validation import load_spec, task_of
 
 
 def span_seconds(run_dir: Path) -> float:

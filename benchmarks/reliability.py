@@ -81,7 +81,7 @@ def with_images(table: pa.Table, images: dict[str, bytes]) -> pa.Table:
 
 def bad_image_table(good: int = 2, seed: int = 1) -> pa.Table:
     """`good` clean cards followed by one card per malformed image, ids naming each."""
-    from raypipe.registry import resolve_task
+    from raypipe.spec.registry import resolve_task
 
     cards = resolve_task("idcard").generate("clean", good + 8, seed)
     first = cards.column("image")[0].as_py()["bytes"]
@@ -91,8 +91,8 @@ def bad_image_table(good: int = 2, seed: int = 1) -> pa.Table:
 
 def dataset_cases(folder: Path) -> dict[str, str]:
     """Datasets a loader must refuse or read, by case: name -> source path (files written under folder)."""
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     cards = resolve_task("idcard").generate("clean", 2, seed=3)
     png = cards.column("image")[0].as_py()["bytes"]

@@ -89,7 +89,7 @@ def run_to_end(
 
 
 def bad_image_outcomes(folder: Path) -> list[Outcome]:
-    from raypipe.datasets import write_table
+    from raypipe.engine.datasets import write_table
 
     source = write_table(bad_image_table(), str(folder / "bad-images.parquet"))
     ocr = {"name": "tesseract", "params": {"lang": "eng", "psm": 11}}
@@ -109,8 +109,8 @@ def bad_image_outcomes(folder: Path) -> list[Outcome]:
 
 def huge_outcome(folder: Path) -> Outcome:
     """One 16k x 16k card through the cheap stages and the plumbing-only OCR stage (reads the mean)."""
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     table = with_images(resolve_task("idcard").generate("clean", 1, seed=1), {"16k-x-16k": huge_png()})
     source = write_table(table, str(folder / "huge.parquet"))
@@ -142,8 +142,8 @@ def loader_outcomes(folder: Path) -> list[Outcome]:
 
 
 def digits_source(folder: Path, marked: int | None = None) -> Path:
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     table = resolve_task("digits").generate("clean", FAULT_ITEMS, seed=9)
     if marked is not None:  # the first pixel HangOn hangs on
@@ -182,7 +182,7 @@ def hung_call_outcome(folder: Path) -> Outcome:
 def start_cluster(temp_dir: str):
     from ray.cluster_utils import Cluster
 
-    from raypipe.runner import WORKER_ENV
+    from raypipe.ray.cluster import WORKER_ENV
 
     os.environ.update({**WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0"})
     common = {"num_cpus": 1, "temp_dir": temp_dir}

@@ -30,7 +30,7 @@ import pyarrow as pa
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raypipe.task import Metric, Task
+from raypipe.spec.task import Metric, Task
 
 STAGE_SIZES = (7, 5, 15)
 
@@ -142,10 +142,10 @@ def spilled_bytes() -> int:
 
 
 def measure(n_items: int, out: Path) -> dict:
-    from raypipe.datasets import write_table
-    from raypipe.evaluation import evaluate
-    from raypipe.run import Request
-    from raypipe.validation import parse_spec
+    from raypipe.engine.datasets import write_table
+    from raypipe.engine.rundir import Request
+    from raypipe.evaluate.driver import evaluate
+    from raypipe.spec.validation import parse_spec
 
     source = out / f"null-{n_items}.parquet"
     write_table(NullTask().generate("random", n_items, 0), str(source))
@@ -189,9 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from raypipe import runner
+    from raypipe.ray import cluster
 
-    runner.connect(None)
+    cluster.connect(None)
     rows = []
     for n in args.items:
         print(f"measuring {n} items x 525 configurations", flush=True)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from raypipe import results
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
+from raypipe.decide import results
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric
 
 SEQUENTIAL, POOL, UNSHARED, EXHAUSTIVE, REPEAT, RACING, TUNE_GRID, TUNE_ASHA = (
     "sequential",

@@ -22,10 +22,10 @@ from typing import Any
 import polars as pl
 
 from benchmarks.baselines import Item, build_implementations, rows_frame, run_configuration
-from raypipe.space import expand_configurations
-from raypipe.spec import PipelineSpec
-from raypipe.task import Metric
-from raypipe.validation import task_of
+from raypipe.spec.schema import PipelineSpec
+from raypipe.spec.space import expand_configurations
+from raypipe.spec.task import Metric
+from raypipe.spec.validation import task_of
 
 GRID, ASHA = "grid", "asha"
 

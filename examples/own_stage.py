@@ -7,8 +7,8 @@ from typing import ClassVar
 import numpy as np
 
 from raypipe.errors import StageError
-from raypipe.registry import register
-from raypipe.stages.base import Resources, Stage
+from raypipe.spec.registry import register
+from raypipe.spec.stage import Resources, Stage
 
 
 @register("preprocess", "dilate")  # the spec can now say `choices: [none, dilate]`

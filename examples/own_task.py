@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from raypipe.registry import register_task
-from raypipe.stages.base import Resources, Stage
-from raypipe.task import Metric, Profile, SliceAttribute, Task
+from raypipe.spec.registry import register_task
+from raypipe.spec.stage import Resources, Stage
+from raypipe.spec.task import Metric, Profile, SliceAttribute, Task
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +29,7 @@ class ByInk(Stage):
         self.threshold = threshold
 
     def __call__(self, image: np.ndarray) -> bool:  # outputs are cached: numbers, strings, arrays, or
-        return bool(image.mean() > self.threshold)  # dataclasses declared with raypipe.codec.plain
+        return bool(image.mean() > self.threshold)  # dataclasses declared with raypipe.engine.codec.plain
 
 
 class ByClassifier(Stage):

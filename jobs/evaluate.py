@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from raypipe.cli import app
 from raypipe.errors import RaypipeError
-from raypipe.submit import prepare_job
+from raypipe.evaluate.submit import prepare_job
 
 if __name__ == "__main__":
     try:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from types import ModuleType
 from typing import Any
 
-from raypipe.stages.orient_cnn import ROTATIONS
+from raypipe.tasks.idcard.stages.orient_cnn import ROTATIONS
 
 
 @dataclass(frozen=True)

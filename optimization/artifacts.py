@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from raypipe.models import MANIFEST_NAME, file_sha256
+from raypipe.engine.models import MANIFEST_NAME, file_sha256
 
 
 def read_manifest(models_dir: Path) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from optimization.report import Context, render_report
 from optimization.runtime import configure_environment, preload_torch
 from optimization.training import QUICK_SETTINGS, Progress, TrainSettings, training_data, with_data_of
 from raypipe.errors import RaypipeError
-from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES
-from raypipe.stages.orient_cnn import FORMATS, artifact_name
+from raypipe.tasks.idcard.stages.easyocr_onnx import RECOGNIZER_FILES
+from raypipe.tasks.idcard.stages.orient_cnn import FORMATS, artifact_name
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,8 @@ def ensure_artifacts(
 
 def benchmark_dataset(settings: BenchmarkSettings, path: Path) -> Path:
     """Mixed cards plus rotated ones (so orientation matters), from seeds no training stream uses."""
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     task = resolve_task("idcard")
     table = pa.concat_tables(

@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 
 from optimization.runtime import configure_environment
+from raypipe.engine.models import default_models_dir
 from raypipe.errors import RaypipeError
-from raypipe.models import default_models_dir
 
 if TYPE_CHECKING:
     from optimization.training import TrainSettings

@@ -29,7 +29,7 @@ from optimization.training import (
     weights_digest,
     with_data_of,
 )
-from raypipe.stages.orient_cnn import ROTATIONS, artifact_name
+from raypipe.tasks.idcard.stages.orient_cnn import ROTATIONS, artifact_name
 
 MIN_COMPRESSION = 4.0
 

@@ -19,8 +19,8 @@ import numpy as np
 from optimization.artifacts import record_artifact, replace_atomically
 from optimization.runtime import configure_environment, preload_torch
 from optimization.training import Progress
-from raypipe.models import file_sha256
-from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES, use_onnx_recognizer
+from raypipe.engine.models import file_sha256
+from raypipe.tasks.idcard.stages.easyocr_onnx import RECOGNIZER_FILES, use_onnx_recognizer
 
 ONNX_OPSET = 17
 QUANTIZED_OPS = ["MatMul", "LSTM", "Gemm"]
@@ -38,7 +38,11 @@ def packaged_reader(quantize: bool, detector: bool = False) -> Any:
     preload_torch()
     import easyocr
 
-    from raypipe.stages.ocr_easyocr import easyocr_cache_dir, packaged_model_dir, verify_packaged_weights
+    from raypipe.tasks.idcard.stages.ocr_easyocr import (
+        easyocr_cache_dir,
+        packaged_model_dir,
+        verify_packaged_weights,
+    )
 
     weights = packaged_model_dir()
     verify_packaged_weights(weights)
@@ -142,7 +146,7 @@ def compare_with_torch(reader: Any, onnx_path: Path, cards: list[CardCrops]) -> 
 
 def export_easyocr(models_dir: Path, progress: Progress = print) -> dict[str, dict]:
     """Export and quantize the recognizer into `models_dir`; returns the manifest entries by variant."""
-    from raypipe.stages.ocr_easyocr import packaged_model_dir
+    from raypipe.tasks.idcard.stages.ocr_easyocr import packaged_model_dir
 
     reader = packaged_reader(quantize=False)
     cards = card_crops(CHECK_CARDS)

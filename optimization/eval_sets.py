@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raypipe.stages.imaging import as_gray, decode_image
-from raypipe.stages.orient_cnn import ROTATIONS, model_input
+from raypipe.tasks.idcard.stages.imaging import as_gray, decode_image
+from raypipe.tasks.idcard.stages.orient_cnn import ROTATIONS, model_input
 
 ORIENT_PROFILES = ("clean", "skewed", "blurred", "dark", "photo")
 STANDARD_CROP_PROFILES = ("clean", "skewed", "blurred", "noisy", "jpeg", "dark")
@@ -56,7 +56,7 @@ class Card:
 
 def cards(renderer: str, profile: str, n: int, seed: int = SEED) -> Iterator[Card]:
     """Cards of the idcard task's `renderer` ("standard" or "holdout"), decoded to gray one at a time."""
-    from raypipe.registry import resolve_task
+    from raypipe.spec.registry import resolve_task
 
     for row in resolve_task("idcard").generate(profile, n, seed, renderer=renderer).to_pylist():
         gray = as_gray(decode_image(row.pop("image")["bytes"]))  # the bytes are not needed again

@@ -16,8 +16,14 @@ import numpy as np
 
 from optimization.eval_sets import IdCrop, OrientSet
 from optimization.paired import paired_change
-from raypipe.stages.orient_cnn import VARIANTS, as_batch, load_backend, variant_parts, variant_path
 from raypipe.tasks.idcard.scoring import levenshtein
+from raypipe.tasks.idcard.stages.orient_cnn import (
+    VARIANTS,
+    as_batch,
+    load_backend,
+    variant_parts,
+    variant_path,
+)
 
 ID_LENGTH = 18
 RECOGNIZER_REFERENCE = "torch-fp32"

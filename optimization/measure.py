@@ -18,8 +18,8 @@ from optimization.distill import agreement
 from optimization.easyocr_export import RECOGNIZER_WEIGHTS, CardCrops, card_crops, packaged_reader, read_crops
 from optimization.orient_data import OrientData
 from optimization.training import accuracy, log_loss
-from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES
-from raypipe.stages.orient_cnn import (
+from raypipe.tasks.idcard.stages.easyocr_onnx import RECOGNIZER_FILES
+from raypipe.tasks.idcard.stages.orient_cnn import (
     VARIANTS,
     artifact_name,
     as_batch,
@@ -124,8 +124,8 @@ def recognizers(models_dir: Path) -> tuple[Any, dict[str, Any], dict[str, int]]:
 
     import torch
 
-    from raypipe.stages.easyocr_onnx import OnnxRecognizer
-    from raypipe.stages.ocr_easyocr import packaged_model_dir
+    from raypipe.tasks.idcard.stages.easyocr_onnx import OnnxRecognizer
+    from raypipe.tasks.idcard.stages.ocr_easyocr import packaged_model_dir
 
     reader = packaged_reader(quantize=False)
     quantized = packaged_reader(quantize=True).recognizer

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from raypipe.stages.orient_cnn import ROTATIONS, model_input
 from raypipe.tasks.idcard.identity import draw_identity
 from raypipe.tasks.idcard.profiles import apply_attributes, draw_attributes, encode_image
 from raypipe.tasks.idcard.render import draw_card
+from raypipe.tasks.idcard.stages.orient_cnn import ROTATIONS, model_input
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from raypipe.stats import sign_test_p
+from raypipe.decide.stats import sign_test_p
 
 RESAMPLES = 4000
 LEVEL = 0.95

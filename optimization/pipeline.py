@@ -15,9 +15,9 @@ import polars as pl
 
 from optimization.paired import two_sided_sign_test
 from optimization.stages import easyocr_choice
-from raypipe.spec import PipelineSpec
-from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES
-from raypipe.stages.orient_cnn import VARIANTS, variant_parts, variant_path
+from raypipe.spec.schema import PipelineSpec
+from raypipe.tasks.idcard.stages.easyocr_onnx import RECOGNIZER_FILES
+from raypipe.tasks.idcard.stages.orient_cnn import VARIANTS, variant_parts, variant_path
 
 RECOGNIZERS = ("torch", "torch-fp32", "onnx", "onnx-int8")
 REFERENCE_ORIENT = "cnn-keras"
@@ -43,7 +43,7 @@ def pipeline_spec(
 ) -> PipelineSpec:
     """Orientation choices (`variants`; None: every CNN variant and OSD) with Tesseract; the EasyOCR
     recognizers (when asked) only after the Keras CNN."""
-    from raypipe.validation import parse_spec
+    from raypipe.spec.validation import parse_spec
 
     has_tesseract = shutil.which("tesseract") is not None
     orient = orient_choices(models_dir, variants, has_tesseract and variants is None)
@@ -75,8 +75,8 @@ def pipeline_spec(
 
 def run_pipeline(spec: PipelineSpec, run_dir: Path) -> Path:
     """Evaluate `spec` into `run_dir` (replaced), with latency calibration; returns the run directory."""
-    from raypipe.evaluation import evaluate
-    from raypipe.run import Request
+    from raypipe.engine.rundir import Request
+    from raypipe.evaluate.driver import evaluate
 
     if run_dir.exists():
         shutil.rmtree(run_dir)

@@ -28,9 +28,9 @@ from optimization.training import (
     training_data,
     with_data_of,
 )
+from raypipe.engine.models import file_sha256
 from raypipe.errors import StageError
-from raypipe.models import file_sha256
-from raypipe.stages.orient_cnn import FORMATS, artifact_name, as_batch, load_backend
+from raypipe.tasks.idcard.stages.orient_cnn import FORMATS, artifact_name, as_batch, load_backend
 
 CALIBRATION_IMAGES = 256
 ONNX_OPSET = 17

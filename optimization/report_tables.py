@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from raypipe.stages.orient_cnn import variant_parts
+from raypipe.tasks.idcard.stages.orient_cnn import variant_parts
 
 QUANTIZED = ("tflite-dynamic", "tflite-int8", "onnx-int8", "onnx-int8-static")
 # A speed ratio below this counts as slower, not as noise.

@@ -15,7 +15,7 @@ from optimization.architectures import CNN, Architecture, build_model
 from optimization.artifacts import record_artifact, replace_atomically
 from optimization.orient_data import DataProfile, OrientData, data_digest, load_orient_data
 from optimization.runtime import import_keras
-from raypipe.stages.orient_cnn import artifact_name, as_batch
+from raypipe.tasks.idcard.stages.orient_cnn import artifact_name, as_batch
 
 Progress = Callable[[str], None]
 

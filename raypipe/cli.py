@@ -68,8 +68,8 @@ def validate(config: ConfigArg) -> None:
     """Check a spec: schema, task, every choice's name and parameters, exclusions, objective, SLA, slices.
     Lists every problem at once, each with its YAML path. A choice named 'package.module:Class' is imported
     to check it: a spec is code."""
-    from raypipe.space import expand_configurations
-    from raypipe.validation import load_spec
+    from raypipe.spec.space import expand_configurations
+    from raypipe.spec.validation import load_spec
 
     try:
         spec = load_spec(config)
@@ -85,8 +85,8 @@ def configs(
     count: Annotated[bool, typer.Option("--count", help="Print only the number of configurations.")] = False,
 ) -> None:
     """List every configuration with its stable id (a hash of choices and parameters)."""
-    from raypipe.space import expand_configurations
-    from raypipe.validation import load_spec
+    from raypipe.spec.space import expand_configurations
+    from raypipe.spec.validation import load_spec
 
     try:
         found = expand_configurations(load_spec(config))
@@ -115,8 +115,8 @@ def data_generate(
     ] = None,
 ) -> None:
     """Generate synthetic items of a task under a distribution profile."""
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     try:
         chosen = resolve_task(task)
@@ -130,7 +130,7 @@ def data_generate(
 @data_app.command("profiles")
 def data_profiles(task: Annotated[str, typer.Option(help="The task.")] = "idcard") -> None:
     """List a task's generator profiles."""
-    from raypipe.registry import resolve_task
+    from raypipe.spec.registry import resolve_task
 
     try:
         chosen = resolve_task(task)
@@ -146,7 +146,7 @@ def tasks(
 ) -> None:
     """List the tasks, or describe one: its metrics (the objective and SLA may name any), slice attributes,
     stage kinds with their built-in choices, and generator profiles."""
-    from raypipe.registry import STAGE_BUILTINS, resolve_task, task_names
+    from raypipe.spec.registry import STAGE_BUILTINS, resolve_task, task_names
 
     try:
         if name is None:
@@ -170,8 +170,8 @@ def tasks(
         )
         console.print(f"  {m.name:20} {m.description} ({flags}; {m.interval} interval)")
     console.print("slice attributes: " + ", ".join(f"{a.name} ({a.kind})" for a in task.slice_attributes))
-    kinds = {**STAGE_BUILTINS, **task.stages}
-    console.print("stage kinds: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in kinds.items()))
+    console.print("stage kinds: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in task.stages.items()))
+    console.print("task-neutral: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in STAGE_BUILTINS.items()))
     console.print("profiles: " + ", ".join(task.profile_names()))
 
 
@@ -222,7 +222,9 @@ def run(
         bool, typer.Option(help="Compute each byte-identical stage input once per item.")
     ] = True,
     cache: Annotated[bool, typer.Option(help="Read and fill the persistent stage-output cache.")] = True,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache directory (default .raypipe/engine/cache).")
+    ] = None,
     search: Annotated[
         str,
         typer.Option(
@@ -257,10 +259,10 @@ def run(
     """Evaluate every configuration over the dataset on Ray; write Parquet results and print the ranking.
 
     Results stream to RUN_DIR/parts as items finish; a killed run is finished with --resume RUN_DIR."""
-    from raypipe import evaluation
-    from raypipe.cache import default_cache_dir
-    from raypipe.logs import ray_logs_to
-    from raypipe.run import Request
+    from raypipe.engine.cache import default_cache_dir
+    from raypipe.engine.logs import ray_logs_to
+    from raypipe.engine.rundir import Request
+    from raypipe.evaluate import driver
 
     if (config is None) == (resume is None):
         raise fail(RaypipeError("give a spec to run, or --resume RUN_DIR (not both)"))
@@ -289,7 +291,7 @@ def run(
         if resume and address:  # the cluster may have moved since the run started
             request = request.model_copy(update={"address": address})
         with ray_logs_to(request.out, verbose) as terminal, progress_bar(terminal) as progress:
-            result = evaluation.evaluate(request, progress_printer(progress))
+            result = driver.evaluate(request, progress_printer(progress))
     except RaypipeError as exc:
         raise fail(exc) from exc
     print_result(result, top)
@@ -304,8 +306,8 @@ def build_request(
 ):
     """The typed request `raypipe run` (and jobs/evaluate.py) sends to evaluate; `decision` overrides the
     spec's epsilon and delta (checked as the spec's own are)."""
-    from raypipe.run import Request, SearchRequest, default_out
-    from raypipe.validation import load_spec, parse_spec
+    from raypipe.engine.rundir import Request, SearchRequest, default_out
+    from raypipe.spec.validation import load_spec, parse_spec
 
     spec = load_spec(config)
     if decision:
@@ -318,7 +320,7 @@ def build_request(
 
 
 def print_result(result, top: int | None) -> None:
-    from raypipe.reading import RunView
+    from raypipe.report.reading import RunView
 
     view = RunView(result.run_dir)
     view.print_ranked(console, top)
@@ -352,7 +354,7 @@ def report(
     ] = None,
 ) -> None:
     """Print a run's ranked table (and slice winners) again and write pareto.png beside its results."""
-    from raypipe.reading import RunView
+    from raypipe.report.reading import RunView
 
     try:
         view = RunView(run_dir)
@@ -361,7 +363,7 @@ def report(
             view.print_slices(console)
         console.print(f"wrote {view.write_pareto_plot()}")
         if html or out:
-            from raypipe.report_html import write_run_report
+            from raypipe.report.html import write_run_report
 
             console.print(f"wrote {write_run_report(view.run_dir, out)}")
     except RaypipeError as exc:
@@ -392,7 +394,7 @@ def recommend(
     Without --mix it recommends for the run's own data. It prints the recommended configuration (the fastest
     of those tied with the best), its expected objective and interval, its p95, the configurations tied with
     it, and what changed against the run's own mix."""
-    from raypipe.advice import advise
+    from raypipe.report.advice import advise
 
     try:
         advise(run_dir, mix or [], parse_pairs(sla, "--sla"), top, console)
@@ -400,9 +402,9 @@ def recommend(
         raise fail(exc) from exc
 
 
+from raypipe.evaluate.submit import SUBMIT_CONTEXT, submit_command  # noqa: E402
 from raypipe.monitor.cli import monitor_app  # noqa: E402 - sub-apps and commands of their own modules
 from raypipe.search.cli import search_app  # noqa: E402
-from raypipe.submit import SUBMIT_CONTEXT, submit_command  # noqa: E402
 
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(search_app, name="search")
@@ -410,13 +412,13 @@ app.command("submit", context_settings=SUBMIT_CONTEXT)(submit_command)
 
 cache_app = typer.Typer(help="Inspect or clear the persistent stage-output cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CacheDir = Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")]
+CacheDir = Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/engine/cache).")]
 
 
 @cache_app.command("info")
 def cache_info(cache_dir: CacheDir = None) -> None:
     """Where the cache is, how many stage outputs it holds, and its size against its bound."""
-    from raypipe.cache import CacheConfig, StageCache, default_cache_dir
+    from raypipe.engine.cache import CacheConfig, StageCache, default_cache_dir
 
     stats = StageCache(CacheConfig(str((cache_dir or default_cache_dir()).resolve()))).stats()
     console.print(
@@ -428,7 +430,7 @@ def cache_info(cache_dir: CacheDir = None) -> None:
 @cache_app.command("clear")
 def cache_clear(cache_dir: CacheDir = None) -> None:
     """Remove every cached stage output."""
-    from raypipe.cache import CacheConfig, StageCache, default_cache_dir
+    from raypipe.engine.cache import CacheConfig, StageCache, default_cache_dir
 
     removed = StageCache(CacheConfig(str((cache_dir or default_cache_dir()).resolve()))).clear()
     console.print(f"removed {removed} cached stage outputs")

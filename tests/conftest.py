@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from raypipe.runner import WORKER_ENV
+from raypipe.ray.cluster import WORKER_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,8 +39,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
     """Four generated ID cards: two clean, one rotated, one dark; written once per session."""
     import pyarrow as pa
 
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     task = resolve_task("idcard")
     parts = [task.generate("clean", 2, seed=1), task.generate("rotated", 1, seed=2)]
@@ -56,8 +56,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_dataset(tmp_path_factory) -> Path:
     """120 generated digits of the mixed profile: the engine's fast test data."""
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     path = tmp_path_factory.mktemp("digits") / "digits-120.parquet"
     write_table(resolve_task("digits").generate("mixed", 120, seed=7), str(path))
@@ -66,7 +66,7 @@ def digits_dataset(tmp_path_factory) -> Path:
 
 def request_for(raw: dict[str, Any], out: Path | str, **options: Any):
     """A run request for a spec given as a dict (validated as a YAML spec would be)."""
-    from raypipe.run import Request
-    from raypipe.validation import parse_spec
+    from raypipe.engine.rundir import Request
+    from raypipe.spec.validation import parse_spec
 
     return Request(spec=parse_spec(raw), out=str(out), **options)

@@ -7,7 +7,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from raypipe.stages.base import OcrResult, Stage, Word
+from raypipe.spec.stage import Stage
+from raypipe.tasks.idcard.stages.words import OcrResult, Word
 
 
 class Counting(Stage):

@@ -33,8 +33,8 @@ def _prediction(rng: np.random.Generator, row: dict, skill: float) -> tuple[str,
 
 
 def build_idcard_run(root: Path, n_cards: int = 24, seed: int = 0) -> Path:
-    from raypipe.datasets import write_table
-    from raypipe.registry import resolve_task
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
 
     rng = np.random.default_rng(seed)
     dataset = root / "data.parquet"

@@ -12,10 +12,10 @@ import yaml
 
 from benchmarks import compare, racing, summary
 from benchmarks.tune import running_metrics
-from raypipe.space import expand_configurations
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
-from raypipe.validation import load_spec
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.space import expand_configurations
+from raypipe.spec.task import Metric
+from raypipe.spec.validation import load_spec
 from tests.conftest import REPO
 
 STAGES = ["pre", "ocr"]
@@ -316,7 +316,7 @@ def test_a_ranked_run_is_judged_on_its_rank_one_not_the_argmax():
 def digits_replay_run(tmp_path) -> str:
     """A small digits run directory to replay: the spec's run.json and items.parquet of 300 items, where
     deskew/onnx is right 97 % of the time, the other configurations 40-60 %, every call 0.5 ms."""
-    from raypipe.run import Request, RunDir
+    from raypipe.engine.rundir import Request, RunDir
 
     spec = load_spec(REPO / "configs" / "digits.yaml")
     run_dir = RunDir(tmp_path / "digits-run").make()

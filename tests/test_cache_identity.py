@@ -12,20 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raypipe.cache import CacheConfig, StageCache, stage_key
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
-from raypipe.execution import content_digest
-from raypipe.models import file_sha256
-from raypipe.plan import choice_identity
-from raypipe.registry import STAGE_BUILTINS, import_target, resolve, resolve_task
-from raypipe.stages import ocr_tesseract
-from raypipe.stages.ocr_easyocr import PACKAGED_WEIGHTS_SHA256, EasyOCR
-from raypipe.stages.ocr_rapid import RapidOCR
-from raypipe.stages.ocr_tesseract import TesseractOCR
-from raypipe.stages.orient import TesseractOSD
-from raypipe.stages.orient_cnn import OrientCNN
+from raypipe.engine.cache import CacheConfig, StageCache, stage_key
+from raypipe.engine.datasets import write_table
+from raypipe.engine.execution import content_digest
+from raypipe.engine.models import file_sha256
+from raypipe.engine.plan import choice_identity
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.registry import STAGE_BUILTINS, import_target, resolve, resolve_task
+from raypipe.tasks.idcard.stages import ocr_tesseract
+from raypipe.tasks.idcard.stages.ocr_easyocr import PACKAGED_WEIGHTS_SHA256, EasyOCR
+from raypipe.tasks.idcard.stages.ocr_rapid import RapidOCR
+from raypipe.tasks.idcard.stages.ocr_tesseract import TesseractOCR
+from raypipe.tasks.idcard.stages.orient import TesseractOSD
+from raypipe.tasks.idcard.stages.orient_cnn import OrientCNN
 from tests.conftest import REPO, request_for
+
+IDCARD = resolve_task("idcard")  # its image and OCR stage kinds resolve with the task
 
 ORIENT_ONNX = REPO / "models" / "orient-cnn-int8.onnx"
 
@@ -102,11 +104,11 @@ def test_image_stage_identities_name_opencv():
     for kind, name in (("enhance", "clahe"), ("orient", "hough"), ("channel", "gray")):
         engines = resolve(kind, name).cache_identity()["engines"]
         assert engines["cv2"].endswith(f"=={cv2.__version__}") or cv2.__version__ in engines["cv2"]
-    assert resolve("channel", "red").cache_identity() == {}  # array slicing: nothing else decides it
+    assert resolve("channel", "red", IDCARD).cache_identity() == {}  # array slicing: nothing else decides it
 
 
 def test_a_changed_default_changes_the_key(monkeypatch):
-    sharpen = resolve("enhance", "sharpen")
+    sharpen = resolve("enhance", "sharpen", IDCARD)
     key = choice_identity(sharpen, {})
     assert choice_identity(sharpen, {"amount": 1.0, "sigma": 1.0}) == key  # defaults filled in
     monkeypatch.setattr(sharpen.__init__, "__defaults__", (2.0, 1.0))  # a release changes `amount`
@@ -115,7 +117,7 @@ def test_a_changed_default_changes_the_key(monkeypatch):
 
 def test_identity_defaults_agree_with_the_constructors():
     """cache_identity is called with the written parameters: its defaults must be the constructor's."""
-    for choices in STAGE_BUILTINS.values():
+    for choices in [*STAGE_BUILTINS.values(), *IDCARD.stages.values()]:
         for target in choices.values():
             cls = import_target(target)
             init = inspect.signature(cls.__init__).parameters

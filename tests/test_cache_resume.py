@@ -16,10 +16,10 @@ import yaml
 from typer.testing import CliRunner
 
 from raypipe.cli import app
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
-from raypipe.registry import resolve_task
-from raypipe.run import Request
+from raypipe.engine.datasets import write_table
+from raypipe.engine.rundir import Request
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.registry import resolve_task
 from tests.conftest import REPO, request_for
 
 pytestmark = pytest.mark.ray

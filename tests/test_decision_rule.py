@@ -1,4 +1,4 @@
-"""The decision rule (raypipe.decision) on simulated data: its guarantee holds by repeated fresh draws,
+"""The decision rule (raypipe.decide.decision) on simulated data: its guarantee holds by repeated fresh draws,
 undecided runs name the best point estimate, and the SLA is judged on bounds."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from raypipe.decision import DecisionSettings, Evidence, decide, from_arrays, p95_interval
+from raypipe.decide.decision import DecisionSettings, Evidence, decide, from_arrays, p95_interval
+from raypipe.decide.recommend import parse_mix
 from raypipe.errors import ConfigError, RaypipeError
-from raypipe.recommend import parse_mix
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric
 
 ACCURACY = Metric("accuracy", "right or wrong")
 
@@ -167,7 +167,7 @@ def test_parse_mix_joint_cells_and_one_attribute():
 def test_epsilon_and_delta_outside_their_ranges_are_refused_with_their_yaml_path(decision, message):
     import yaml
 
-    from raypipe.validation import parse_spec
+    from raypipe.spec.validation import parse_spec
 
     raw = yaml.safe_load(open("configs/digits.yaml")) | {"decision": decision}
     with pytest.raises(ConfigError, match=message):

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from raypipe.cli import app
+from raypipe.decide.recommend import mix_weights, parse_mix, recommend
 from raypipe.errors import RaypipeError
-from raypipe.evaluation import evaluate
-from raypipe.reading import RunView
-from raypipe.recommend import mix_weights, parse_mix, recommend
-from raypipe.registry import register
-from raypipe.stages.base import Stage
+from raypipe.evaluate.driver import evaluate
+from raypipe.report.reading import RunView
+from raypipe.spec.registry import register
+from raypipe.spec.stage import Stage
 from tests.conftest import request_for
 
 pytestmark = pytest.mark.ray

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from raypipe import codec
+from raypipe.engine import codec
 from raypipe.errors import DatasetError, StageError
-from raypipe.registry import params_model, resolve, resolve_task
+from raypipe.spec.registry import params_model, resolve, resolve_task
 from raypipe.tasks.digits import data, imaging, stages
 from raypipe.tasks.digits.features import FEATURES, image_features
 from raypipe.tasks.digits.task import DigitsTask
@@ -369,8 +369,8 @@ def test_task_declares_its_catalogue_stages_and_objective():
 
 
 def test_the_digits_config_validates_to_sixteen_configurations():
-    from raypipe.space import expand_configurations
-    from raypipe.validation import load_spec
+    from raypipe.spec.space import expand_configurations
+    from raypipe.spec.validation import load_spec
 
     spec = load_spec(REPO / "configs" / "digits.yaml")
     assert (spec.task, spec.objective.metric, spec.sla.min) == ("digits", "accuracy", {"accuracy": 0.8})

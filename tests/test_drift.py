@@ -20,7 +20,7 @@ from raypipe.monitor.mix import (
     share_test,
     stratified_share_test,
 )
-from raypipe.task import Metric
+from raypipe.spec.task import Metric
 
 ACCURACY = Metric("accuracy", "right or wrong")
 

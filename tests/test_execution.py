@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from raypipe.cache import CacheConfig, StageCache
-from raypipe.execution import StageWorker, finish_item, start_item, timed_call
-from raypipe.plan import choice_ref
-from raypipe.registry import resolve_task
-from raypipe.space import expand_configurations
-from raypipe.stages.imaging import decode_image
-from raypipe.validation import parse_spec
+from raypipe.engine.cache import CacheConfig, StageCache
+from raypipe.engine.execution import StageWorker, finish_item, start_item, timed_call
+from raypipe.engine.plan import choice_ref
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.space import expand_configurations
+from raypipe.spec.validation import parse_spec
+from raypipe.tasks.idcard.stages.imaging import decode_image
 from tests.plugin_stages import Counting
 
 T = "tests.plugin_stages:"

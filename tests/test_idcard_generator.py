@@ -207,9 +207,9 @@ def test_write_dataset_leaves_the_old_file_when_writing_fails(tmp_path: Path, mo
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    import raypipe.datasets
+    import raypipe.engine.datasets
 
-    monkeypatch.setattr(raypipe.datasets.pq, "write_table", fail)
+    monkeypatch.setattr(raypipe.engine.datasets.pq, "write_table", fail)
     with pytest.raises(OSError, match="disk full"):
         write_dataset(generate_dataset("clean", 3, seed=0), target)
     assert target.read_bytes() == before

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.errors import DatasetError
-from raypipe.evaluation import dataset_fingerprint
+from raypipe.evaluate.driver import dataset_fingerprint
 from raypipe.tasks.idcard.generator import generate_dataset, write_dataset
 from raypipe.tasks.idcard.loaders import load_dataset
 from raypipe.tasks.idcard.schema import CANONICAL_SCHEMA, SLICE_ATTRIBUTES, TRUTH_FIELDS, normalise_box

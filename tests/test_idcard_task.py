@@ -10,15 +10,16 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from raypipe import codec, registry
+from raypipe.engine import codec
 from raypipe.errors import DatasetError
-from raypipe.stages.words import OcrResult, Word, quad_box
+from raypipe.spec import registry
 from raypipe.tasks.idcard.extract import LabelValue, Layout
 from raypipe.tasks.idcard.fields import CardFields, parse_fields
 from raypipe.tasks.idcard.generator import generate_dataset, write_dataset
 from raypipe.tasks.idcard.profiles import PROFILES
 from raypipe.tasks.idcard.schema import CANONICAL_SCHEMA, SLICE_ATTRIBUTES, TRUTH_FIELDS
 from raypipe.tasks.idcard.scoring import METRICS, score
+from raypipe.tasks.idcard.stages.words import OcrResult, Word, quad_box
 from raypipe.tasks.idcard.task import IdCardTask
 
 CHECKS = [m.name for m in METRICS if m.name not in ("assertion_score", "cer")]

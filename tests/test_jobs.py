@@ -16,10 +16,17 @@ import polars as pl
 import pytest
 import yaml
 
-from raypipe.datasets import write_table
+from raypipe.engine.datasets import write_table
 from raypipe.errors import RaypipeError
-from raypipe.registry import resolve_task
-from raypipe.submit import JOB_ENV, SUBMIT_DIR_ENV, SUBMIT_HOST_ENV, host_identity, option_value, prepare_job
+from raypipe.evaluate.submit import (
+    JOB_ENV,
+    SUBMIT_DIR_ENV,
+    SUBMIT_HOST_ENV,
+    host_identity,
+    option_value,
+    prepare_job,
+)
+from raypipe.spec.registry import resolve_task
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
@@ -154,7 +161,16 @@ def test_job_with_an_absolute_out_writes_there(head_node, digits_job, tmp_path):
 @pytest.mark.ray
 def test_raypipe_submit_keeps_relative_paths_relative_to_the_submitter(head_node, digits_job):
     address, env = head_node
-    cmd = [sys.executable, "-m", "raypipe.submit", "job.yaml", "--address", address, "--out", "runs/job"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "raypipe.evaluate.submit",
+        "job.yaml",
+        "--address",
+        address,
+        "--out",
+        "runs/job",
+    ]
     cmd += ["--dataset", "digits.parquet", "--no-calibrate", "--no-cache"]
     result = submit_when_ready(cmd, {**env, "PYTHONPATH": str(REPO)}, cwd=digits_job)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from raypipe.stages.words import OcrResult, Word, quad_box, rect_box
 from raypipe.tasks.idcard.extract import LabelValue, Layout
 from raypipe.tasks.idcard.fields import FIELD_NAMES, LABELS, id_check_digit, id_checksum_valid, parse_fields
 from raypipe.tasks.idcard.generator import generate_dataset
 from raypipe.tasks.idcard.layout import read_fields
 from raypipe.tasks.idcard.layout_geometry import skew_degrees, upright_words
+from raypipe.tasks.idcard.stages.words import OcrResult, Word, quad_box, rect_box
 
 FIXTURES = Path(__file__).parent / "fixtures" / "layout"
 CARD_WIDTH, CARD_HEIGHT = 640, 400
@@ -219,8 +219,8 @@ def test_skew_is_read_from_box_edges_whatever_the_corner_order():
 
 @pytest.fixture(scope="module")
 def upside_down_readings() -> list[tuple[dict, OcrResult]]:
-    from raypipe.stages.imaging import decode_image
-    from raypipe.stages.ocr_rapid import RapidOCR
+    from raypipe.tasks.idcard.stages.imaging import decode_image
+    from raypipe.tasks.idcard.stages.ocr_rapid import RapidOCR
 
     engine = RapidOCR(device="cpu")
     rows = [row for row in generate_dataset("rotated", 12, seed=0).to_pylist() if row["rotation"] == 180]

@@ -10,7 +10,7 @@ import uuid
 import polars as pl
 import pytest
 
-from raypipe.evaluation import evaluate
+from raypipe.evaluate.driver import evaluate
 from tests.conftest import request_for
 
 pytestmark = pytest.mark.ray

@@ -17,14 +17,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from raypipe.datasets import write_table
+from raypipe.engine.datasets import write_table
 from raypipe.errors import DatasetError
-from raypipe.evaluation import evaluate
+from raypipe.evaluate.driver import evaluate
 from raypipe.monitor.check import load_batch
 from raypipe.monitor.cli import monitor_app
 from raypipe.monitor.features import compute_features
 from raypipe.monitor.profile import load_profile, write_profile
-from raypipe.registry import resolve_task
+from raypipe.spec.registry import resolve_task
 from tests.conftest import request_for
 
 DIGITS = {"preprocess": ["none", "deskew"], "classify": ["linear", "onnx"]}

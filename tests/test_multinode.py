@@ -19,7 +19,7 @@ import pytest
 
 from benchmarks.reliability import CLASSIFIERS, PartWatcher, start_driver
 from benchmarks.reliability_runs import FAULT_ITEMS, QUIET, digits_source, digits_spec, sleepy, write_yaml
-from raypipe.registry import resolve, resolve_task
+from raypipe.spec.registry import resolve, resolve_task
 
 pytestmark = pytest.mark.ray
 WHERE = ("item_id", "config_index", "_node_preprocess")
@@ -32,7 +32,7 @@ def cluster():
     On the machine's own address, not 127.0.0.1: Ray sends a driver given 127.0.0.1 there anyway."""
     from ray.cluster_utils import Cluster
 
-    from raypipe.runner import WORKER_ENV
+    from raypipe.ray.cluster import WORKER_ENV
 
     saved = dict(os.environ)
     os.environ.update({**WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0"})  # the raylets pass these on

@@ -6,8 +6,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from raypipe.evaluation import evaluate
-from raypipe.run import SearchRequest
+from raypipe.engine.rundir import SearchRequest
+from raypipe.evaluate.driver import evaluate
 from tests.conftest import REPO, request_for
 
 pytestmark = pytest.mark.ray
@@ -90,9 +90,9 @@ def test_notebook_shows_a_racing_run(runs, monkeypatch):
 def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from raypipe.datasets import write_table
+    from raypipe.engine.datasets import write_table
     from raypipe.monitor.cli import monitor_app
-    from raypipe.registry import resolve_task
+    from raypipe.spec.registry import resolve_task
 
     _, full = runs
     profile = CliRunner().invoke(

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from raypipe import registry
+from raypipe.engine.plan import CPU_HEADROOM, plan_operators
 from raypipe.errors import StageError
-from raypipe.plan import CPU_HEADROOM, plan_operators
-from raypipe.registry import resolve_task
-from raypipe.stages.words import OcrResult
+from raypipe.spec import registry
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.validation import parse_spec
 from raypipe.tasks.idcard.extract import LabelValue
 from raypipe.tasks.idcard.generator import generate_dataset
-from raypipe.validation import parse_spec
+from raypipe.tasks.idcard.stages.words import OcrResult
+
+IDCARD = registry.resolve_task("idcard")  # its image and OCR stage kinds resolve with the task
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 
@@ -60,21 +62,21 @@ def clean_cards() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def tesseract():
-    from raypipe.stages.ocr_tesseract import TesseractOCR
+    from raypipe.tasks.idcard.stages.ocr_tesseract import TesseractOCR
 
     return TesseractOCR()
 
 
 @pytest.fixture(scope="module")
 def rapidocr():
-    from raypipe.stages.ocr_rapid import RapidOCR
+    from raypipe.tasks.idcard.stages.ocr_rapid import RapidOCR
 
     return RapidOCR()
 
 
 @pytest.fixture(scope="module")
 def easyocr():
-    from raypipe.stages.ocr_easyocr import EasyOCR
+    from raypipe.tasks.idcard.stages.ocr_easyocr import EasyOCR
 
     return EasyOCR()
 
@@ -107,7 +109,7 @@ def test_tesseract_words_have_boxes_confidences_and_reading_order(tesseract, cle
 
 @requires_tesseract
 def test_tesseract_preflight_names_the_language_pack_to_install():
-    from raypipe.stages.ocr_tesseract import TesseractOCR
+    from raypipe.tasks.idcard.stages.ocr_tesseract import TesseractOCR
 
     with pytest.raises(StageError, match=r"no language data for xyz .*apt-get install tesseract-ocr-xyz"):
         TesseractOCR.preflight(lang="eng+xyz")
@@ -119,8 +121,8 @@ def test_tesseract_preflight_names_the_language_pack_to_install():
 def test_tesseract_preflight_names_the_binary_to_install(monkeypatch):
     import pytesseract
 
-    from raypipe.stages.ocr_tesseract import TesseractOCR
-    from raypipe.stages.orient import TesseractOSD
+    from raypipe.tasks.idcard.stages.ocr_tesseract import TesseractOCR
+    from raypipe.tasks.idcard.stages.orient import TesseractOSD
 
     monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
     for stage_class in (TesseractOCR, TesseractOSD):
@@ -129,7 +131,7 @@ def test_tesseract_preflight_names_the_binary_to_install(monkeypatch):
 
 
 def test_tesseract_params_are_checked_against_the_signature():
-    model = registry.params_model(registry.resolve("ocr", "tesseract"))
+    model = registry.params_model(registry.resolve("ocr", "tesseract", IDCARD))
     assert model().model_dump() == {"lang": "chi_sim+eng", "psm": 11, "oem": 1}
     with pytest.raises(ValueError, match="psm"):
         model(psm=14)
@@ -156,7 +158,7 @@ def test_rapidocr_reads_a_card_turned_upside_down(rapidocr, clean_cards):
 
 @requires_rapidocr
 def test_rapidocr_reports_its_device_and_refuses_cuda_it_cannot_use(rapidocr):
-    from raypipe.stages.ocr_rapid import RapidOCR, onnxruntime_has_cuda
+    from raypipe.tasks.idcard.stages.ocr_rapid import RapidOCR, onnxruntime_has_cuda
 
     assert rapidocr.device == ("cuda" if onnxruntime_has_cuda() else "cpu")
     if onnxruntime_has_cuda():
@@ -195,7 +197,7 @@ def test_easyocr_reads_the_digits_of_the_id_number(easyocr, clean_cards):
 
 @requires_easyocr
 def test_easyocr_refuses_weights_that_do_not_match_the_pinned_hashes(monkeypatch):
-    from raypipe.stages import ocr_easyocr
+    from raypipe.tasks.idcard.stages import ocr_easyocr
 
     tampered = dict.fromkeys(ocr_easyocr.PACKAGED_WEIGHTS_SHA256, "0" * 64)
     monkeypatch.setattr(ocr_easyocr, "PACKAGED_WEIGHTS_SHA256", tampered)
@@ -207,7 +209,7 @@ def test_easyocr_refuses_weights_that_do_not_match_the_pinned_hashes(monkeypatch
 
 @requires_easyocr
 def test_easyocr_needs_a_model_dir_for_languages_no_package_ships(tmp_path):
-    from raypipe.stages.ocr_easyocr import EasyOCR
+    from raypipe.tasks.idcard.stages.ocr_easyocr import EasyOCR
 
     with pytest.raises(StageError, match="pass model_dir"):
         EasyOCR.preflight(lang=("ch_sim", "en"))
@@ -219,7 +221,7 @@ def test_easyocr_needs_a_model_dir_for_languages_no_package_ships(tmp_path):
 
 
 def test_easyocr_boxes_that_miss_the_image_are_dropped_before_recognition():
-    from raypipe.stages.ocr_easyocr import boxes_inside
+    from raypipe.tasks.idcard.stages.ocr_easyocr import boxes_inside
 
     horizontal = [[10, 200, 20, 50], [10, 200, 400, 412], [-30, -2, 20, 50], [630, 700, 390, 420]]
     free = [[[10, 10], [90, 12], [90, 40], [10, 38]], [[10, 401], [90, 402], [90, 415], [10, 414]]]
@@ -229,10 +231,10 @@ def test_easyocr_boxes_that_miss_the_image_are_dropped_before_recognition():
 
 
 def test_ocr_engines_are_registered_with_their_resources():
-    easy = registry.resolve("ocr", "easyocr")
+    easy = registry.resolve("ocr", "easyocr", IDCARD)
     assert (easy.resources.num_cpus, easy.resources.num_gpus, easy.resources.batch_size) == (1, 0.25, 4)
-    assert registry.resolve("ocr", "rapidocr").resources.num_gpus == 0
-    assert registry.resolve("ocr", "tesseract").resources.num_cpus == 1
+    assert registry.resolve("ocr", "rapidocr", IDCARD).resources.num_gpus == 0
+    assert registry.resolve("ocr", "tesseract", IDCARD).resources.num_cpus == 1
     model = registry.params_model(easy)
     assert model(lang=["en"], gpu="auto").lang == ("en",)
     with pytest.raises(ValueError, match="gpu"):

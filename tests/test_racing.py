@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from raypipe.decision import DecisionSettings
+from raypipe.decide.decision import DecisionSettings
 from raypipe.errors import ConfigError
 from raypipe.search import stopping
 from raypipe.search.costs import CostTracker, group_costs, live_cost, prefix_groups
-from raypipe.search.race import Race, RaceSettings
+from raypipe.search.race_state import Race, RaceSettings
 from raypipe.search.racing import Racing
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric
 from tests.conftest import REPO
 
 ACCURACY = Metric("accuracy", "correct", interval="wilson")
@@ -240,9 +240,9 @@ def test_the_best_is_falsely_dropped_less_often_than_alpha_with_a_close_faster_r
 
 def exhaustive_accuracy(raw: dict, limit: int) -> dict[str, float]:
     """Every configuration's accuracy on the first `limit` items, by calling the stages directly."""
-    from raypipe.registry import resolve, resolve_task
-    from raypipe.space import expand_configurations
-    from raypipe.validation import parse_spec
+    from raypipe.spec.registry import resolve, resolve_task
+    from raypipe.spec.space import expand_configurations
+    from raypipe.spec.validation import parse_spec
 
     spec = parse_spec(raw)
     task = resolve_task(spec.task)
@@ -263,8 +263,8 @@ def exhaustive_accuracy(raw: dict, limit: int) -> dict[str, float]:
 
 @pytest.mark.ray
 def test_a_live_race_drops_configurations_while_the_items_flow(ray_cluster, tmp_path):
-    from raypipe.evaluation import evaluate
-    from raypipe.run import SearchRequest
+    from raypipe.engine.rundir import SearchRequest
+    from raypipe.evaluate.driver import evaluate
     from tests.conftest import request_for
 
     raw = yaml.safe_load((REPO / "configs" / "digits.yaml").read_text())

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from raypipe.cli import app
-from raypipe.evaluation import evaluate
+from raypipe.evaluate.driver import evaluate
 from tests.conftest import REPO, request_for
 
 README = (REPO / "README.md").read_text()

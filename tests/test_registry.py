@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from raypipe import registry
 from raypipe.errors import UnknownComponentError
-from raypipe.validation import parse_spec
+from raypipe.spec import registry
+from raypipe.spec.validation import parse_spec
 from tests.plugin_stages import EchoOCR, Invert
+
+IDCARD = registry.resolve_task("idcard")  # its image and OCR stage kinds resolve with the task
 
 
 def test_builtin_names_resolve_lazily():
-    assert "clahe" in registry.available("enhance")
-    assert registry.resolve("channel", "gray").__name__ == "Gray"
+    assert "clahe" in registry.available("enhance", IDCARD)
+    assert registry.resolve("channel", "gray", IDCARD).__name__ == "Gray"
 
 
 def test_unknown_name_suggests_and_lists():
@@ -21,7 +23,7 @@ def test_unknown_name_suggests_and_lists():
         match=r"Unknown channel 'grey'\. Did you mean 'gray', 'green'\? "
         r"Available: blue, gray, green, original, red\.",
     ):
-        registry.resolve("channel", "grey")
+        registry.resolve("channel", "grey", IDCARD)
     with pytest.raises(UnknownComponentError, match=r"Unknown stage kind 'colour'"):
         registry.resolve("colour", "gray")
 
@@ -29,7 +31,7 @@ def test_unknown_name_suggests_and_lists():
 def test_register_decorator(monkeypatch):
     monkeypatch.setattr(registry, "_STAGES", {})
     registry.register("enhance", "invert")(Invert)
-    assert registry.resolve("enhance", "invert") is Invert
+    assert registry.resolve("enhance", "invert", IDCARD) is Invert
     assert Invert.registered_as == ("enhance", "invert")
 
 
@@ -39,7 +41,7 @@ def test_a_name_a_builtin_holds_is_refused(monkeypatch):
         registry.register("enhance", "clahe")(Invert)
     with pytest.raises(registry.RegistryError, match=r"task 'idcard' is a built-in"):
         registry.register_task("idcard")(object)
-    with pytest.raises(registry.RegistryError, match=r"is not a subclass of raypipe\.task\.Task"):
+    with pytest.raises(registry.RegistryError, match=r"is not a subclass of raypipe\.spec\.task\.Task"):
         registry.register_task("mine")(Invert)
 
 
@@ -52,11 +54,11 @@ def test_a_plugin_that_takes_a_builtin_name_is_refused(tmp_path, monkeypatch):
     registry._plugins.cache_clear()
     try:
         with pytest.raises(registry.RegistryError, match=r"enhance plugin 'enhance\.clahe' .* is a built-in"):
-            registry.resolve("enhance", "clahe")
+            registry.resolve("enhance", "clahe", IDCARD)
     finally:
         monkeypatch.undo()
         registry._plugins.cache_clear()
-    assert registry.resolve("enhance", "clahe").__name__ == "Clahe"
+    assert registry.resolve("enhance", "clahe", IDCARD).__name__ == "Clahe"
 
 
 def test_task_stage_kinds_resolve_only_with_their_task():
@@ -64,14 +66,19 @@ def test_task_stage_kinds_resolve_only_with_their_task():
     assert registry.resolve("extract", "layout", idcard).__name__ == "Layout"
     with pytest.raises(UnknownComponentError, match=r"Unknown stage kind 'extract'"):
         registry.resolve("extract", "layout")
+    with pytest.raises(UnknownComponentError, match=r"Unknown stage kind 'ocr'"):
+        registry.resolve("ocr", "tesseract")  # idcard's OCR stages are idcard's, not the engine's
+    digits = registry.resolve_task("digits")
+    assert registry.kinds(digits) == sorted({*digits.stages, *registry.STAGE_BUILTINS})
+    assert "ocr" not in registry.kinds(digits)
 
 
 def test_import_path_errors_name_the_target():
-    assert registry.resolve("ocr", "tests.plugin_stages:EchoOCR") is EchoOCR
+    assert registry.resolve("ocr", "tests.plugin_stages:EchoOCR", IDCARD) is EchoOCR
     with pytest.raises(UnknownComponentError, match=r"module 'tests\.plugin_stages' has no 'Nope'"):
-        registry.resolve("ocr", "tests.plugin_stages:Nope")
+        registry.resolve("ocr", "tests.plugin_stages:Nope", IDCARD)
     with pytest.raises(UnknownComponentError, match=r"cannot import 'no_such_module'"):
-        registry.resolve("ocr", "no_such_module:X")
+        registry.resolve("ocr", "no_such_module:X", IDCARD)
 
 
 def test_entry_point_plugin(tmp_path, monkeypatch):
@@ -82,12 +89,12 @@ def test_entry_point_plugin(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     registry._plugins.cache_clear()
     try:
-        assert "invert" in registry.available("enhance")
-        assert registry.resolve("enhance", "invert") is Invert
+        assert "invert" in registry.available("enhance", IDCARD)
+        assert registry.resolve("enhance", "invert", IDCARD) is Invert
     finally:
         monkeypatch.undo()
         registry._plugins.cache_clear()
-    assert "invert" not in registry.available("enhance")
+    assert "invert" not in registry.available("enhance", IDCARD)
 
 
 def test_params_model_comes_from_the_signature():

@@ -15,11 +15,13 @@ import pyarrow as pa
 import pytest
 
 from benchmarks.reliability import bad_image_table, bad_images, dataset_cases, huge_png
-from raypipe.datasets import write_table
+from raypipe.engine.datasets import write_table
 from raypipe.errors import DatasetError
-from raypipe.evaluation import evaluate
-from raypipe.registry import resolve, resolve_task
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.registry import resolve, resolve_task
 from tests.conftest import request_for
+
+IDCARD = resolve_task("idcard")  # its image and OCR stage kinds resolve with the task
 
 HANG_VALUE = 200  # the first pixel of the one item HangOn hangs on (clean digits start with 0)
 TIMEOUT_S = 3
@@ -158,7 +160,7 @@ def test_malformed_images_fail_with_a_message_and_odd_ones_are_read(card_png):
 def test_a_16k_card_is_read_and_goes_through_a_cheap_stage():
     image = resolve_task("idcard").decode(huge_png())
     assert image.shape == (16384, 16384, 3) and image.dtype == np.uint8
-    gray = resolve("channel", "gray")()(image)
+    gray = resolve("channel", "gray", IDCARD)()(image)
     assert gray.shape == (16384, 16384) and int(gray[0, 0]) == 235
 
 

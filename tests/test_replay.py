@@ -12,14 +12,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from raypipe.decision import DecisionSettings
-from raypipe.run import RunDir
+from raypipe.decide.decision import DecisionSettings
+from raypipe.engine.rundir import RunDir
 from raypipe.search.cli import search_app
 from raypipe.search.racing import Racing
 from raypipe.search.replay import replay
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
-from raypipe.validation import parse_spec
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric
+from raypipe.spec.validation import parse_spec
 
 ACCURACY = Metric("accuracy", "correct", interval="wilson")
 STAGES = ["preprocess", "classify"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 from rich.console import Console
 
-from raypipe.report import print_ranked, slice_summary_table
-from raypipe.task import Metric
+from raypipe.report.terminal import print_ranked, slice_summary_table
+from raypipe.spec.task import Metric
 
 OBJECTIVE = Metric("accuracy", "the label predicted right")
 HEADLINE = [Metric("confidence", "top probability", needs_truth=False)]

@@ -79,15 +79,15 @@ def digits_raw(dataset: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def digits_run(ray_cluster, digits_dataset, tmp_path_factory):
-    from raypipe.evaluation import evaluate
+    from raypipe.evaluate.driver import evaluate
 
     out = tmp_path_factory.mktemp("report") / "digits"
     return evaluate(request_for(digits_raw(digits_dataset), out, calibrate=False)).run_dir
 
 
 def wrong_items(run_dir, config_id: str) -> set[str]:
-    from raypipe.reading import RunView
-    from raypipe.report_html.items import wrong_column
+    from raypipe.report.html.items import wrong_column
+    from raypipe.report.reading import RunView
 
     view = RunView(run_dir)
     items = view.items
@@ -98,8 +98,8 @@ def wrong_items(run_dir, config_id: str) -> set[str]:
 def check_run_report(browser, run_dir, item_images: bool = True) -> Page:
     """What every run report must do: open quietly, sort, filter, chart every configuration and slice
     cell, list the chosen configuration's wrong items and show one with its image."""
-    from raypipe.reading import RunView
-    from raypipe.report_html import write_run_report
+    from raypipe.report.html import write_run_report
+    from raypipe.report.reading import RunView
 
     started = time.perf_counter()
     path = Path(write_run_report(run_dir))
@@ -144,8 +144,8 @@ def test_digits_run_report(browser, digits_run):
 
 @pytest.mark.ray
 def test_racing_run_report_shows_the_live_set(browser, ray_cluster, digits_dataset, tmp_path):
-    from raypipe.evaluation import evaluate
-    from raypipe.run import SearchRequest
+    from raypipe.engine.rundir import SearchRequest
+    from raypipe.evaluate.driver import evaluate
 
     search = SearchRequest(name="racing", params={"seed": 0, "look_every": 10})
     run_dir = evaluate(
@@ -159,7 +159,7 @@ def test_racing_run_report_shows_the_live_set(browser, ray_cluster, digits_datas
 
 @pytest.fixture(scope="module")
 def idcard_run(ray_cluster, tiny_dataset, tmp_path_factory):
-    from raypipe.evaluation import evaluate
+    from raypipe.evaluate.driver import evaluate
 
     raw = {
         "name": "tiny-idcard",
@@ -203,8 +203,8 @@ def test_idcard_run_report_draws_the_boxes_and_the_fields(browser, idcard_run, t
 def test_an_old_run_without_decision_slices_or_dataset_still_opens(browser, digits_run, tmp_path):
     """A run from an older raypipe (no decision, no slices, no per-stage times) whose dataset is gone: the
     sections it can fill, notes for the rest, placeholders for the images."""
-    from raypipe.report_html import write_run_report
-    from raypipe.run import RunDir
+    from raypipe.engine.rundir import RunDir
+    from raypipe.report.html import write_run_report
 
     old = tmp_path / "old"
     shutil.copytree(digits_run.root, old)
@@ -237,7 +237,7 @@ def test_an_old_run_without_decision_slices_or_dataset_still_opens(browser, digi
 def test_monitor_check_report(browser, tmp_path):
     """A check directory as `raypipe monitor check` leaves it (report.json, the batch's features) beside its
     profile (the reference's features): distributions, the sortable test table, the mix and the advice."""
-    from raypipe.report_html import write_check_report
+    from raypipe.report.html import write_check_report
 
     rng = np.random.default_rng(0)
     profile, check = tmp_path / "profile", tmp_path / "check"
@@ -331,7 +331,7 @@ def test_monitor_check_report(browser, tmp_path):
 
 def test_a_48_by_24_idcard_report_stays_small_and_quick(browser, tmp_path):
     """The size budget: 48 configurations x 24 cards in at most 5 MB (thumbnails, wrong items only)."""
-    from raypipe.report_html import write_run_report
+    from raypipe.report.html import write_run_report
     from tests.report_fixture import build_idcard_run
 
     run = build_idcard_run(tmp_path)

@@ -7,9 +7,9 @@ import json
 
 import polars as pl
 
-from raypipe.registry import resolve_task
-from raypipe.report_html.items import carried_items, thumbnail, wrong_column
-from raypipe.task import FieldView, Metric
+from raypipe.report.html.items import carried_items, thumbnail, wrong_column
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.task import FieldView, Metric
 
 
 def test_a_field_without_truth_is_never_wrong_and_the_tasks_verdict_wins():

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from raypipe.cli import app
+from raypipe.decide.stats import wilson_interval
 from raypipe.errors import DatasetError
-from raypipe.evaluation import evaluate
-from raypipe.space import expand_configurations, invocations_per_item
-from raypipe.stats import wilson_interval
-from raypipe.validation import parse_spec
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.space import expand_configurations, invocations_per_item
+from raypipe.spec.validation import parse_spec
 from tests.conftest import request_for
 
 pytestmark = pytest.mark.ray

@@ -7,8 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from raypipe.cli import app
-from raypipe.space import expand_configurations, invocations_per_item, prefix_tree, unique_prefixes
-from raypipe.validation import load_spec, parse_spec
+from raypipe.spec.space import expand_configurations, invocations_per_item, prefix_tree, unique_prefixes
+from raypipe.spec.validation import load_spec, parse_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from raypipe.cli import app
 from raypipe.errors import ConfigError, RaypipeError
-from raypipe.validation import load_spec, parse_spec
+from raypipe.spec.validation import load_spec, parse_spec
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from raypipe import registry
-from raypipe.stages import channel, enhance, imaging, orient
-from raypipe.stages.imaging import rotate_quarter_turns
-from raypipe.stages.words import OcrResult, Word, group_lines, quad_box, rect_box, sort_reading_order
+from raypipe.spec import registry
 from raypipe.tasks.idcard.generator import generate_dataset
+from raypipe.tasks.idcard.stages import channel, enhance, imaging, orient
+from raypipe.tasks.idcard.stages.imaging import rotate_quarter_turns
+from raypipe.tasks.idcard.stages.words import (
+    OcrResult,
+    Word,
+    group_lines,
+    quad_box,
+    rect_box,
+    sort_reading_order,
+)
+
+IDCARD = registry.resolve_task("idcard")  # its image and OCR stage kinds resolve with the task
 
 CJK_FONT = "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"
 SEED = 0
@@ -278,6 +287,6 @@ BUILT_IN_IMAGE_STAGES = {
 @pytest.mark.parametrize("kind", sorted(BUILT_IN_IMAGE_STAGES))
 def test_every_built_in_image_stage_resolves_with_default_params(kind):
     for name in BUILT_IN_IMAGE_STAGES[kind]:
-        stage_class = registry.resolve(kind, name)
+        stage_class = registry.resolve(kind, name, IDCARD)
         registry.params_model(stage_class)()  # the defaults validate
         assert stage_class.resources.num_gpus == 0

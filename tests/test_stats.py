@@ -1,4 +1,4 @@
-"""Unit tests of raypipe.stats: Wilson and normal intervals, the sign test, quantile bounds, known values."""
+"""Unit tests of decide.stats: Wilson and normal intervals, the sign test, quantile bounds, known values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from raypipe.stats import Z_95, interval_exprs, quantile_bounds, sign_test_p, wilson_interval, z_for
+from raypipe.decide.stats import Z_95, interval_exprs, quantile_bounds, sign_test_p, wilson_interval, z_for
 
 
 def test_wilson_interval_matches_the_published_value():

@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from raypipe.cli import app
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
-from raypipe.registry import resolve_task
-from raypipe.run import RunDir
+from raypipe.engine.datasets import write_table
+from raypipe.engine.rundir import RunDir
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.registry import resolve_task
 from tests.conftest import request_for
 
 pytestmark = pytest.mark.ray

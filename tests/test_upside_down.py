@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from raypipe.datasets import write_table
-from raypipe.evaluation import evaluate
-from raypipe.registry import resolve_task
+from raypipe.engine.datasets import write_table
+from raypipe.evaluate.driver import evaluate
+from raypipe.spec.registry import resolve_task
 from tests.conftest import request_for
 
 pytestmark = pytest.mark.ray
@@ -100,9 +100,9 @@ def test_an_idcard_slice_names_a_certified_winner_and_small_cells_none(upside_do
 def test_an_idcard_run_that_cannot_decide_says_so(upside_down_cards, upside_down_run):
     """The same rows judged at the default epsilon 0.02: 40 cards cannot show two configurations within
     0.02 of each other, so the run is undecided, names its candidates and the best point estimate."""
-    from raypipe.decision import DecisionSettings
-    from raypipe.reading import RunView
-    from raypipe.recommend import recommend
+    from raypipe.decide.decision import DecisionSettings
+    from raypipe.decide.recommend import recommend
+    from raypipe.report.reading import RunView
 
     _, result = upside_down_run
     view = RunView(result.run_dir)
@@ -137,9 +137,9 @@ def test_the_racing_table_agrees_with_recommend(upside_down_cards, upside_down_r
     """A racing run of the same spec on the same cards (its stage outputs cached by the exhaustive run):
     rank 1 of its table, its manifest and `raypipe recommend` name the same configuration, and the
     configurations it dropped come last, unranked."""
-    from raypipe.reading import RunView
-    from raypipe.recommend import recommend
-    from raypipe.run import SearchRequest
+    from raypipe.decide.recommend import recommend
+    from raypipe.engine.rundir import SearchRequest
+    from raypipe.report.reading import RunView
 
     _, folder = upside_down_cards
     raw = UPSIDE_DOWN_SPEC | {"dataset": {"source": str(folder / "cards.parquet")}}

@@ -17,6 +17,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from raypipe.decide.slices import bin_column
+from raypipe.engine.rundir import Request, RunDir
 from raypipe.errors import DatasetError, RaypipeError
 from raypipe.monitor import drift, estimate
 from raypipe.monitor.features import ERROR, compute_features
@@ -30,9 +32,7 @@ from raypipe.monitor.mix import (
 )
 from raypipe.monitor.profile import MonitorProfile, load_profile
 from raypipe.monitor.rerecommend import rerecommend
-from raypipe.run import Request, RunDir
-from raypipe.slices import bin_column
-from raypipe.spec import PipelineSpec
+from raypipe.spec.schema import PipelineSpec
 
 REPORT, BATCH_FEATURES, RUN = "report.json", "features.parquet", "run"
 PIPELINE_ERRORS = "pipeline errors"
@@ -314,7 +314,7 @@ def run_check(
 
 def run_batch(ref: Reference, source: str, out: str, address: str | None, cache_dir: str | None) -> RunDir:
     """The checked configuration over the batch, with the same runner as `raypipe run`; its run directory."""
-    from raypipe.evaluation import evaluate
+    from raypipe.evaluate.driver import evaluate
 
     request = Request(
         spec=check_spec(ref.profile, ref.config_id, source),

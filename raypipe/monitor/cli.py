@@ -103,13 +103,15 @@ def check(
         str | None, typer.Option(help="Existing Ray cluster ('auto'); default: embedded.")
     ] = None,
     cache: Annotated[bool, typer.Option(help="Read and fill the persistent stage-output cache.")] = True,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory (default .raypipe/cache).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache directory (default .raypipe/engine/cache).")
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own log lines on the terminal.")] = False,
 ) -> None:
     """Run the deployed configuration over each batch on Ray, test each feature and output for drift
     (corrected for multiple tests), estimate the slice mix and the objective without labels, re-recommend,
     and append each check to the reference's history (exit 1 when any batch drifted)."""
-    from raypipe.cache import default_cache_dir
+    from raypipe.engine.cache import default_cache_dir
     from raypipe.monitor.history import already_checked, batch_sources
 
     cache_location = str((cache_dir or default_cache_dir()).resolve()) if cache else None
@@ -130,8 +132,8 @@ def check(
 
 def _check_out(profile_dir: str, source: str, out: str | None, several: bool) -> str:
     """A check's folder: --out (a folder per batch inside it when several), else under the reference."""
+    from raypipe.engine.rundir import RunDir
     from raypipe.monitor.history import CHECKS
-    from raypipe.run import RunDir
 
     stem = Path(source.rstrip("/")).stem or "batch"
     if out is not None:
@@ -150,7 +152,7 @@ def _check_one(
     verbose: bool,
 ) -> bool:
     """Check one batch, print it, add it to the history; True when it drifted."""
-    from raypipe.logs import ray_logs_to
+    from raypipe.engine.logs import ray_logs_to
     from raypipe.monitor.check import RUN, run_check
     from raypipe.monitor.history import append_history, history_row
 
@@ -163,7 +165,7 @@ def _check_one(
     console.print(f"[bold]{escape(source)}[/]")
     print_report(report, console)
     console.print(f"report: [bold]{os.path.join(out, 'report.json')}[/]")
-    from raypipe.report_html import write_check_report
+    from raypipe.report.html import write_check_report
 
     console.print(f"HTML report: [bold]{write_check_report(out)}[/]")
     return report.drifted
@@ -177,9 +179,9 @@ def history(
     ] = None,
 ) -> None:
     """Print the checks of a reference over time (verdicts, label-free estimates, advice) and plot them."""
+    from raypipe.engine.rundir import RunDir
     from raypipe.monitor.history import PLOT, plot_history, read_history
     from raypipe.monitor.profile import load_profile
-    from raypipe.run import RunDir
 
     try:
         profile = load_profile(profile_dir)

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
+from raypipe.decide.stats import Z_95
 from raypipe.monitor.mix import MixEstimate
-from raypipe.stats import Z_95
-from raypipe.task import Metric
+from raypipe.spec.task import Metric
 
 SCORE_BINS = 10
 SMOOTHING = 2.0  # pseudo-items at the overall mean in each score bin: a bin of 3 items cannot claim 0 or 1

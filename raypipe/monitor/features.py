@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow as pa
 
 from raypipe.errors import RaypipeError
-from raypipe.task import Task
+from raypipe.spec.task import Task
 
 ERROR = "feature_error"
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import polars as pl
 
+from raypipe.engine.rundir import RunDir
 from raypipe.errors import DatasetError
 from raypipe.monitor.check import CheckReport
-from raypipe.run import RunDir
 
 HISTORY, PLOT = "history.parquet", "history.png"
 CHECKS = "checks"  # where checks go under the reference when --out is not given

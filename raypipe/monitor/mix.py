@@ -24,8 +24,8 @@ import numpy as np
 import polars as pl
 from scipy import optimize
 
+from raypipe.decide.stats import Z_95
 from raypipe.monitor.drift import DriftTest, stepped_aside
-from raypipe.stats import Z_95
 
 FOLDS = 5
 TREES = 60

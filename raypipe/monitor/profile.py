@@ -22,14 +22,14 @@ from importlib.metadata import version
 import polars as pl
 import pyarrow as pa
 
+from raypipe.decide.slices import bin_column, bin_expr
+from raypipe.engine.rundir import Request, RunDir
 from raypipe.errors import RaypipeError
 from raypipe.monitor.features import compute_features
-from raypipe.reading import RunView
-from raypipe.registry import resolve_task
-from raypipe.run import Request, RunDir
-from raypipe.slices import bin_column, bin_expr
-from raypipe.spec import PipelineSpec
-from raypipe.task import Metric, Task
+from raypipe.report.reading import RunView
+from raypipe.spec.registry import resolve_task
+from raypipe.spec.schema import PipelineSpec
+from raypipe.spec.task import Metric, Task
 
 PROFILE_FORMAT = 1
 PROFILE_JSON, FEATURES, ITEMS = "profile.json", "features.parquet", "items.parquet"
@@ -134,7 +134,7 @@ def load_profile(location: str) -> MonitorProfile:
 def run_dataset(view: RunView, source: str | None) -> pa.Table:
     """The run's own items: `source` or the run's dataset (regenerated in memory where it was generated and
     its file is gone), checked against the run's dataset fingerprint."""
-    from raypipe.evaluation import dataset_fingerprint
+    from raypipe.evaluate.driver import dataset_fingerprint
 
     request = Request.load(view.run_dir.location)
     spec, task = request.spec, view.task

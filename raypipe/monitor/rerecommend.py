@@ -1,12 +1,12 @@
 """Re-recommend under a batch's estimated slice mix, carrying the mix's uncertainty into the advice.
 
-The run's per-slice results are reweighted to the estimated mix (`raypipe.recommend`) for the ranking
+The run's per-slice results are reweighted to the estimated mix (`raypipe.decide.recommend`) for the ranking
 shown. The advice itself is one function, `switch_advice`: another configuration is advised only when
 the switch holds across the mix's uncertainty, judged on bounds. Every mix in the box of the per-bin 95 %
 intervals (the simplex part of it) is considered: the candidate's gain over the deployed configuration
 must have a lower confidence bound above 0 at the least favourable of those mixes (a linear programme),
 or the deployed configuration must miss the p95 SLA with confidence under every sampled mix of the box
-while the candidate meets it with confidence under each. On top, the decision rule (`raypipe.decision`)
+while the candidate meets it with confidence under each. On top, the decision rule (`raypipe.decide.decision`)
 under the estimated mix must certify its pick with the deployed configuration outside the certified group
 (`certified_switch`). Otherwise the deployed configuration stays, and the report says what the point
 estimate alone would have said.
@@ -21,12 +21,12 @@ import numpy as np
 import polars as pl
 from scipy import optimize
 
-from raypipe.decision import DecisionSettings
+from raypipe.decide.decision import DecisionSettings
+from raypipe.decide.recommend import Recommendation, recommend
+from raypipe.decide.slices import bin_column
+from raypipe.decide.stats import z_for
 from raypipe.monitor.mix import MixEstimate
 from raypipe.monitor.profile import MonitorProfile
-from raypipe.recommend import Recommendation, recommend
-from raypipe.slices import bin_column
-from raypipe.stats import z_for
 
 RANKING_ROWS = 5
 ADVICE_ALPHA = 0.05  # one-sided, for the gain's and the p95's bounds
@@ -69,7 +69,7 @@ def rerecommend(profile: MonitorProfile, deployed: str, mix: MixEstimate | None)
 
 
 def certified_switch(rec: Recommendation, deployed: str, advice: dict[str, Any]) -> dict[str, Any]:
-    """The switch holds only where the decision rule (raypipe.decision) under the estimated mix certifies a
+    """The switch holds only where the decision rule (decide.decision) under the estimated mix certifies a
     pick and the deployed configuration is not among the certified ones, as well as across the mix's box."""
     decision = rec.decision
     if not advice["holds"] or decision is None:

@@ -61,11 +61,11 @@ def replay(
 
 def replay_run(run_dir: str, search: str, orders: int, params: dict[str, Any]) -> dict[str, Any]:
     """Read an exhaustive run and replay `search` on it (what the command prints)."""
-    from raypipe.registry import resolve_task
-    from raypipe.run import ITEMS, MANIFEST, RunDir
+    from raypipe.engine.rundir import ITEMS, MANIFEST, RunDir
     from raypipe.search.racing import Racing, sla_metrics
     from raypipe.search.replay import replay as replay_items
-    from raypipe.spec import PipelineSpec
+    from raypipe.spec.registry import resolve_task
+    from raypipe.spec.schema import PipelineSpec
 
     if search != "racing":
         raise RaypipeError(f"--search {search}: replay simulates racing only")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from raypipe.context import RunContext
-from raypipe.search.base import Search, SearchOutcome
+from raypipe.search.base import Search, SearchContext, SearchOutcome
 
 
 class Exhaustive(Search):
@@ -14,6 +13,7 @@ class Exhaustive(Search):
     name: ClassVar[str] = "exhaustive"
     resumable: ClassVar[bool] = True
 
-    def run(self, ctx: RunContext) -> SearchOutcome:
-        ctx.stream(ctx.table, list(range(len(ctx.configs))))
+    def run(self, ctx: SearchContext) -> SearchOutcome:
+        for _ in ctx.stream(ctx.table, list(range(len(ctx.configs)))):
+            pass  # every batch is already written where the run's results are assembled
         return SearchOutcome(self.name)

@@ -1,10 +1,10 @@
 """Racing: one streaming execution over the items in a seeded random order, dropping configurations as soon
 as they are out with confidence, so the engine stops spending on them while the items still flow.
 
-After every `look_every` new complete items the driver updates the race (`raypipe.search.race`) and tells
-the actors, through `execution.drop`, which configurations to skip.
+The race pulls the run's result stream; after every `look_every` new complete items it updates the race
+(`race_state`) and tells the stream, through `drop`, which configurations the actors may skip.
 
-- `keep="best"` (the default) races by the decision rule itself (`raypipe.decision`): at each look it drops
+- `keep="best"` (the default) races by the decision rule itself (`decide.decision`): at each look it drops
   what the rule excludes (missing the SLA with confidence, or more than epsilon below a configuration that
   meets it with confidence). Every test of the rule is anytime-valid, so the looks cost nothing and a
   dropped configuration is one the final decision would exclude too. With `until_decided` the run stops
@@ -32,14 +32,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from raypipe.context import RunContext
-from raypipe.decision import Decision, DecisionSettings
+from raypipe.decide.decision import Decision, DecisionSettings
 from raypipe.errors import ConfigError
-from raypipe.search.base import Search, SearchOutcome
+from raypipe.search.base import ResultStream, Search, SearchContext, SearchOutcome
 from raypipe.search.costs import CostTracker
-from raypipe.search.race import Race, RaceSettings
-from raypipe.spec import SLASpec
-from raypipe.task import Metric, Task
+from raypipe.search.race_state import Race, RaceSettings
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric, Task
 
 RACE_LATENCY = "cpu_total_ms"
 
@@ -74,7 +73,7 @@ class Racing(Search):
         if until_decided and keep != "best":
             problems.append("until_decided: a run stops once a pick is certified, which needs keep=best")
         if problems:
-            raise ConfigError(problems, source="--search racing --search-param")
+            raise ConfigError(problems, source="racing's parameters")
         self.settings = RaceSettings(alpha, tolerance, keep, look_every)  # type: ignore[arg-type]
         self.seed = seed
         self.until_decided, self.max_items = until_decided, max_items
@@ -90,7 +89,7 @@ class Racing(Search):
         """The seeded random order the items race in."""
         return np.random.default_rng(self.seed if seed is None else seed).permutation(n_items)
 
-    def run(self, ctx: RunContext) -> SearchOutcome:
+    def run(self, ctx: SearchContext) -> SearchOutcome:
         self.settings = replace(
             self.settings, decision=DecisionSettings(ctx.spec.decision.epsilon, ctx.spec.decision.delta)
         )
@@ -106,16 +105,14 @@ class Racing(Search):
         )
         feed = LiveFeed(race, list(ctx.configs[0].stage_names), [c.labels for c in ctx.configs])
         feed.stop_when_certified = self.until_decided
-        ctx.stream(table, list(range(len(ctx.configs))), feed.on_batch)
-        feed.flush()
+        feed.consume(ctx.stream(table, list(range(len(ctx.configs)))))
         round_ = 0
         while self.until_decided and not feed.certified and race.live.any():
             round_ += 1
             extra = more_items(ctx, (cap or 0) - race.items_seen, round_)
             if extra is None:
                 break
-            ctx.stream(extra, [int(c) for c in np.flatnonzero(race.live)], feed.on_batch)
-            feed.flush()
+            feed.consume(ctx.stream(extra, [int(c) for c in np.flatnonzero(race.live)]))
         ruled = race.decide()
         summary = self.summary(race, feed, race.items_seen)
         summary["stopped"] = self.stopped(ruled, race.items_seen, ctx.dataset.num_rows, feed.certified)
@@ -151,7 +148,7 @@ class Racing(Search):
         }
 
 
-def more_items(ctx: RunContext, n: int, round_: int) -> pa.Table | None:
+def more_items(ctx: SearchContext, n: int, round_: int) -> pa.Table | None:
     """More items from the task's generator for a run until decided (None when the dataset has no
     generator or no more are wanted): fresh seeds, ids never seen in the run."""
     generate = ctx.spec.dataset.generate
@@ -188,24 +185,34 @@ class LiveFeed:
         self.stop_when_certified = False
         self.certified = False
 
-    def on_batch(self, batch: pa.Table, execution: Any) -> bool:
-        """Take a result batch; True when the race is decided and the stream should stop."""
+    def consume(self, stream: ResultStream) -> None:
+        """Pull the stream to its end, or until the race certifies its pick (with `stop_when_certified`);
+        drops go back to the stream as the race decides them."""
+        for batch in stream:
+            dropped = self.take(batch)
+            if self.certified:
+                stream.drop([int(c) for c in np.flatnonzero(self.race.live)])
+                return  # the rest of the stream is not needed
+            if dropped:
+                stream.drop(dropped)
+        self.flush()
+
+    def take(self, batch: pa.Table) -> list[int]:
+        """Take a result batch and look when `look_every` new items are complete: the configurations the
+        look dropped (`certified` says whether the pick is certified)."""
         rows = pl.from_arrow(batch.select(["item_id", "config_index", *self.columns]))
         rows = rows.filter(~pl.col("item_id").is_in(list(self.seen)))  # a retried batch's repeats
         self.pending.append(rows)
         new = pl.concat(self.pending)["item_id"].n_unique()
         if self.race.items_seen + new >= self.race.n_items:
             self.flush()  # the last items: nothing left to save, so no look (as in replay)
-        elif new >= self.race.settings.look_every:
-            dropped = self.look()
-            if self.stop_when_certified and self.race.decision is not None:
-                self.certified = self.race.decision.status == "certified"
-            if self.certified:
-                execution.drop([int(c) for c in np.flatnonzero(self.race.live)])
-                return True
-            if dropped:
-                execution.drop(dropped)
-        return False
+            return []
+        if new < self.race.settings.look_every:
+            return []
+        dropped = self.look()
+        if self.stop_when_certified and self.race.decision is not None:
+            self.certified = self.race.decision.status == "certified"
+        return dropped
 
     def look(self) -> list[int]:
         self.flush()

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from raypipe import results
+from raypipe.decide import results
 from raypipe.search.costs import group_costs, live_cost, prefix_groups
 from raypipe.search.racing import Racing
-from raypipe.spec import SLASpec
-from raypipe.task import Metric
+from raypipe.spec.schema import SLASpec
+from raypipe.spec.task import Metric
 
 REPLAY_LATENCY = "latency_total_ms"
 

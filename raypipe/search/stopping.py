@@ -1,10 +1,10 @@
 """The drop rules of `keep="pareto"` racing as pure functions on NumPy arrays (keep="best" races by
-`raypipe.decision`).
+`raypipe.decide.decision`).
 
 Racing looks at its data again and again (after every few items), so each test must stay valid however
 often it is looked at and whichever configuration happens to lead: the tests are the anytime-valid
-confidence sequences of `raypipe.confseq` (betting for values in [0, 1], the asymptotic sequence
-otherwise), re-exported here. p95 latency is bounded from order statistics (`raypipe.stats.quantile_bounds`)
+confidence sequences of `raypipe.decide.confseq` (betting for values in [0, 1], the asymptotic sequence
+otherwise), re-exported here. p95 latency is bounded from order statistics (`decide.stats.quantile_bounds`)
 with alpha split evenly over the planned looks (Bonferroni), since an order-statistic bound is not
 anytime-valid.
 
@@ -23,8 +23,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from raypipe import stats
-from raypipe.confseq import (  # noqa: F401 - the tests racing reads, re-exported
+from raypipe.decide import stats
+from raypipe.decide.confseq import (  # noqa: F401 - the tests racing reads, re-exported
     CLT_MIN_ITEMS,
     LAMBDA_CAP,
     Evidence,

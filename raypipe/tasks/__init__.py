@@ -1,1 +1,1 @@
-"""Built-in tasks, one package each; the engine finds them through `raypipe.registry`, never by import."""
+"""Built-in tasks, one package each; the engine finds them through the registry, never by import."""

@@ -185,6 +185,6 @@ def _read_parquet(path: str) -> pa.Table:
 
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> str:
     """Write `table` atomically at `path` (a path or filesystem URI) with the engine's dataset writer."""
-    from raypipe.datasets import write_table
+    from raypipe.engine.datasets import write_table
 
     return write_table(table, os.fspath(path))

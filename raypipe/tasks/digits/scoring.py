@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from raypipe.task import Metric
+from raypipe.spec.task import Metric
 
 METRICS: tuple[Metric, ...] = (
     Metric(

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
-from raypipe.codec import plain
+from raypipe.engine.codec import plain
+from raypipe.engine.models import engine_versions
 from raypipe.errors import StageError
-from raypipe.models import engine_versions
-from raypipe.stages.base import Resources
+from raypipe.spec.stage import Resources
 from raypipe.tasks.digits import models
 from raypipe.tasks.digits.imaging import (
     DEFAULT_BLUR_SIGMA,
@@ -199,7 +199,7 @@ class OnnxClassify:
         return engine_versions(*ONNX_LIBRARIES)
 
     def __init__(self) -> None:
-        from raypipe.models import onnx_session
+        from raypipe.engine.models import onnx_session
 
         self.session = onnx_session(self._model_bytes(), threads=1)
         self.input_name = self.session.get_inputs()[0].name

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from raypipe.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
+from raypipe.spec.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
 from raypipe.tasks.digits.features import FEATURES, image_features
 from raypipe.tasks.digits.profiles import PROFILE_DESCRIPTIONS
 from raypipe.tasks.digits.scoring import METRICS, OUTPUTS, score

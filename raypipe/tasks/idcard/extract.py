@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from raypipe.stages.base import Resources, Stage
-from raypipe.stages.words import OcrResult, Word
+from raypipe.spec.stage import Resources, Stage
 from raypipe.tasks.idcard.fields import CardFields, parse_fields
+from raypipe.tasks.idcard.stages.words import OcrResult, Word
 
 # Parsing is pure Python on a few dozen words: a small CPU share, so it never holds up the OCR pool.
 EXTRACT_RESOURCES = Resources(num_cpus=0.25, batch_size=8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from raypipe.stages.imaging import as_gray
+from raypipe.tasks.idcard.stages.imaging import as_gray
 
 FEATURES: dict[str, str] = {
     "brightness": "continuous",
@@ -84,7 +84,7 @@ def blockiness(gray: np.ndarray) -> float:
 
 def skew_degrees(gray: np.ndarray) -> float:
     """The small turn of the text lines, degrees counter-clockwise (the deskew stage's Hough estimate)."""
-    from raypipe.stages.orient import HoughDeskew
+    from raypipe.tasks.idcard.stages.orient import HoughDeskew
 
     return -HoughDeskew(max_angle=15.0).estimate_skew(_half(gray)) + 0.0  # + 0.0: no negative zero
 

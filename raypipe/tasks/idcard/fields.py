@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from raypipe.codec import plain
+from raypipe.engine.codec import plain
 
 LABELS: tuple[str, ...] = ("公民身份号码", "姓名", "性别", "民族", "出生", "住址")
 SEXES: tuple[str, ...] = ("男", "女")

@@ -65,7 +65,7 @@ def generate_item(profile: str, seed: int, index: int) -> dict[str, object]:
 
 
 def write_dataset(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write `table` as Parquet atomically (raypipe.datasets.write_table owns how)."""
-    from raypipe.datasets import write_table
+    """Write `table` as Parquet atomically (raypipe.engine.datasets.write_table owns how)."""
+    from raypipe.engine.datasets import write_table
 
     return Path(write_table(table, os.fspath(path)))

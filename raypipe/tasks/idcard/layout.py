@@ -40,7 +40,6 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from raypipe.stages.words import Word, group_lines
 from raypipe.tasks.idcard.fields import (
     DAY,
     ETHNICITIES,
@@ -52,6 +51,7 @@ from raypipe.tasks.idcard.fields import (
     parse_fields,
 )
 from raypipe.tasks.idcard.layout_geometry import upright_words
+from raypipe.tasks.idcard.stages.words import Word, group_lines
 
 ID_LABEL = "公民身份号码"
 # The ID label's usual partial readings count as the label.

@@ -15,8 +15,8 @@ import math
 import re
 from collections.abc import Sequence
 
-from raypipe.stages.words import Word, rect_box
 from raypipe.tasks.idcard.fields import ETHNICITIES, SEXES, normalise_line
+from raypipe.tasks.idcard.stages.words import Word, rect_box
 
 # The row each label, or each value recognisable by its shape, is printed on (top row 0).
 LABEL_ROWS: dict[str, int] = {"姓名": 0, "性别": 1, "民族": 1, "出生": 2, "住址": 3, "身份号": 4}

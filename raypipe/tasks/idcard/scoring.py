@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from raypipe.task import Metric
+from raypipe.spec.task import Metric
 from raypipe.tasks.idcard.fields import (
     ASSERTIONS,
     EXACT_FIELDS,

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raypipe.errors import DatasetError
-from raypipe.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
+from raypipe.spec.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
 from raypipe.tasks.idcard.features import FEATURES
 from raypipe.tasks.idcard.fields import KEY_FIELDS
 from raypipe.tasks.idcard.schema import TRUTH_FIELDS
@@ -25,6 +25,8 @@ PROFILE_DESCRIPTIONS: dict[str, str] = {
     "jpeg": "JPEG quality 10-30",
     "mixed": "30 % clean, the rest spread over the six degradations",
 }
+
+STAGES = "raypipe.tasks.idcard.stages"
 
 
 class IdCardTask(Task):
@@ -49,10 +51,35 @@ class IdCardTask(Task):
     outputs: ClassVar[tuple[str, ...]] = OUTPUTS
     features: ClassVar[dict[str, str]] = FEATURES
     stages: ClassVar[dict[str, dict[str, str]]] = {
+        "orient": {
+            "none": f"{STAGES}.orient:NoOrient",
+            "hough": f"{STAGES}.orient:HoughDeskew",
+            "osd": f"{STAGES}.orient:TesseractOSD",
+            "cnn": f"{STAGES}.orient_cnn:OrientCNN",
+        },
+        "enhance": {
+            "none": f"{STAGES}.enhance:NoEnhance",
+            "sharpen": f"{STAGES}.enhance:Sharpen",
+            "brightness_contrast": f"{STAGES}.enhance:BrightnessContrast",
+            "clahe": f"{STAGES}.enhance:Clahe",
+            "denoise": f"{STAGES}.enhance:Denoise",
+        },
+        "channel": {
+            "original": f"{STAGES}.channel:Original",
+            "gray": f"{STAGES}.channel:Gray",
+            "red": f"{STAGES}.channel:Red",
+            "green": f"{STAGES}.channel:Green",
+            "blue": f"{STAGES}.channel:Blue",
+        },
+        "ocr": {
+            "tesseract": f"{STAGES}.ocr_tesseract:TesseractOCR",
+            "rapidocr": f"{STAGES}.ocr_rapid:RapidOCR",
+            "easyocr": f"{STAGES}.ocr_easyocr:EasyOCR",
+        },
         "extract": {
             "label_value": "raypipe.tasks.idcard.extract:LabelValue",
             "layout": "raypipe.tasks.idcard.extract:Layout",
-        }
+        },
     }
     profiles: ClassVar[tuple[Profile, ...]] = tuple(Profile(n, d) for n, d in PROFILE_DESCRIPTIONS.items())
 
@@ -82,8 +109,8 @@ class IdCardTask(Task):
         return pc.struct_field(table.column("image"), "bytes")
 
     def decode(self, data: bytes) -> Any:
-        from raypipe.stages.imaging import decode_image
         from raypipe.tasks.idcard.loaders import raise_label_error
+        from raypipe.tasks.idcard.stages.imaging import decode_image
 
         raise_label_error(data)
         return decode_image(data)

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from raypipe.task import FieldView, ItemBox, ItemView
+from raypipe.spec.task import FieldView, ItemBox, ItemView
 from raypipe.tasks.idcard.fields import EXACT_FIELDS
 from raypipe.tasks.idcard.scoring import _exact
 

@@ -1,0 +1,149 @@
+"""The execution plan, pure: operators per (stage, resource class), pool sizes, and each choice's identity.
+
+The runner turns these plans into Ray Data operators. Pools are sized so the cluster never deadlocks:
+the heaviest stage (the one whose choices ask for the most CPU per actor, the OCR engines in the ID-card
+pipeline) gets most actors, every other operator one, and CPU shares shrink so that half a CPU stays
+free for Ray Data's own tasks (on 2 cores an actor pool that takes every CPU waits forever).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+from raypipe.engine.cache import identity_key
+from raypipe.engine.execution import ChoiceRef
+from raypipe.spec.registry import effective_params, resolve
+from raypipe.spec.schema import ChoiceSpec, PipelineSpec, StageSpec
+from raypipe.spec.stage import Resources
+from raypipe.spec.task import Task
+
+CPU_HEADROOM = 0.5
+
+
+@dataclass
+class OperatorPlan:
+    """One Ray Data operator: the choices of one stage that share a resource class."""
+
+    stage_index: int
+    stage_name: str
+    choices: dict[str, ChoiceRef]
+    resources: Resources
+    finalize: bool
+    pool_size: int = 1
+    devices: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        gpu = f", {self.resources.num_gpus:g} GPU" if self.resources.num_gpus else ""
+        cpu = f"{self.resources.num_cpus:.2f} CPU"
+        choices = ", ".join(f"{c} on {self.devices.get(c, 'cpu')}" for c in self.choices)
+        return f"{self.stage_name}: {choices}; {self.pool_size} actor(s), {cpu}{gpu} each"
+
+
+def declared_resources(cls: type, choice: ChoiceSpec) -> Resources:
+    """What the implementation declares, overridden by the spec's `resources`."""
+    base = getattr(cls, "resources", Resources())
+    o = choice.resources
+    return Resources(
+        num_cpus=base.num_cpus if o.num_cpus is None else o.num_cpus,
+        num_gpus=base.num_gpus if o.num_gpus is None else o.num_gpus,
+        batch_size=base.batch_size if o.batch_size is None else o.batch_size,
+    )
+
+
+def choice_identity(cls: type, params: dict) -> str:
+    """Everything that decides a choice's outputs: implementation, version, effective parameters (defaults
+    included), its own `cache_identity` (model hashes, engine versions) and its package's version."""
+    identity = getattr(cls, "cache_identity", None)
+    parts = {
+        "implementation": f"{cls.__module__}:{cls.__qualname__}",
+        "version": str(getattr(cls, "version", "1")),
+        "params": effective_params(cls, params),
+        "identity": identity(**params) if identity is not None else {},
+        "package": _package_version(cls.__module__.split(".")[0]),
+    }
+    return identity_key(parts)
+
+
+def _package_version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def choice_ref(stage: StageSpec, choice: ChoiceSpec, task: Task) -> tuple[ChoiceRef, type]:
+    cls = resolve(stage.registry_kind, choice.name, task)
+    ref = ChoiceRef(
+        label=choice.key,
+        kind=stage.registry_kind,
+        name=choice.name,
+        cls=cls,
+        params=dict(choice.params),
+        timeout_s=stage.timeout_s,
+        cache_key_base=choice_identity(cls, dict(choice.params)),
+    )
+    return ref, cls
+
+
+def plan_operators(
+    spec: PipelineSpec, task: Task, cluster_cpus: float, cluster_gpus: float, max_actors: int | None = None
+) -> list[OperatorPlan]:
+    """Group each stage's choices by resource class (CPUs and GPUs per actor) and size the pools.
+
+    A class's batch is the smallest its choices ask for. Without a GPU, a choice that asks for one joins
+    the CPU class: one pool then holds every engine, and its actors share the stage's work evenly (in
+    separate pools on 2 cores, EasyOCR's one actor was the whole run's critical path)."""
+    plans = []
+    for k, stage in enumerate(spec.stages):
+        by_class: dict[tuple[float, float], dict[str, ChoiceRef]] = {}
+        batch: dict[tuple[float, float], int] = {}
+        devices: dict[str, str] = {}
+        for choice in stage.choices:
+            ref, cls = choice_ref(stage, choice, task)
+            res = declared_resources(cls, choice)
+            devices[choice.key] = "gpu" if res.num_gpus and cluster_gpus else "cpu"
+            if res.num_gpus and not cluster_gpus:
+                res = Resources(res.num_cpus, 0.0, res.batch_size)  # no GPU here: run it on CPU
+                devices[choice.key] = "cpu (asks for a GPU; the cluster has none)"
+            key = (res.num_cpus, res.num_gpus)
+            by_class.setdefault(key, {})[choice.key] = ref
+            batch[key] = min(batch.get(key, res.batch_size), res.batch_size)
+        classes = list(by_class.items())
+        for i, ((cpus, gpus), refs) in enumerate(classes):
+            where = {label: devices[label] for label in refs}
+            res = Resources(cpus, gpus, batch[(cpus, gpus)])
+            plans.append(
+                OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where)
+            )
+    return size_pools(plans, cluster_cpus, cluster_gpus, max_actors)
+
+
+def heaviest_stage(plans: list[OperatorPlan]) -> int:
+    """The stage whose choices ask for the most CPU per actor (the last such stage on a tie)."""
+    most = max(p.resources.num_cpus for p in plans)
+    return max(p.stage_index for p in plans if p.resources.num_cpus == most)
+
+
+def size_pools(
+    plans: list[OperatorPlan], cluster_cpus: float, cluster_gpus: float, max_actors: int | None = None
+) -> list[OperatorPlan]:
+    """The heaviest stage gets most actors; CPU shares shrink to fit under the headroom."""
+    heavy = heaviest_stage(plans)
+    n_heavy = sum(p.stage_index == heavy for p in plans)
+    for p in plans:
+        want = max(p.resources.num_cpus, 0.01)
+        size = int(cluster_cpus / n_heavy // want) if p.stage_index == heavy else int(cluster_cpus // 8)
+        if p.resources.num_gpus:
+            size = min(size, int(cluster_gpus // p.resources.num_gpus))
+        p.pool_size = max(1, min(size, max_actors or size))
+    budget = max(cluster_cpus - CPU_HEADROOM, 0.1)
+    demand = sum(p.pool_size * p.resources.num_cpus for p in plans)
+    if demand > budget:
+        scale = budget / demand
+        for p in plans:
+            p.resources = Resources(
+                p.resources.num_cpus * scale, p.resources.num_gpus, p.resources.batch_size
+            )
+    return plans

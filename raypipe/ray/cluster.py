@@ -1,0 +1,71 @@
+"""The cluster: join one at an address or start an embedded local Ray, with the environment workers inherit.
+
+`WORKER_ENV` is set before Ray starts so that every worker inherits it (NOTES.md: Tesseract threads, TF and
+ORT noise); `on_driver_node` pins an actor the run cannot do without to the driver's node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+# Set before Ray starts so that workers inherit them (NOTES.md: Tesseract threads, TF and ORT noise).
+WORKER_ENV = {
+    "OMP_THREAD_LIMIT": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "TF_ENABLE_ONEDNN_OPTS": "0",
+    "ORT_DISABLE_TELEMETRY": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+ACTOR_START_S = 900
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join an existing cluster at `address`, or start an embedded local Ray (or use the one running here)."""
+    os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
+    if not ray.is_initialized():
+        _init(address, num_cpus)
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI shows one bar for the whole run
+    # OCR actors hold models of ~1 GB by design; Ray Data's periodic advice about it is noise here.
+    ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
+    ctx.execution_options.preserve_order = False
+    # Start every actor pool, models loaded, before the first item flows: actors still importing and loading
+    # models slow the calls being timed (seen: the first Tesseract calls of a run 40 % slower).
+    ctx.wait_for_min_actors_s = ACTOR_START_S
+
+
+def _init(address: str | None, num_cpus: int | None) -> None:
+    runtime_env: dict[str, Any] = {"env_vars": dict(WORKER_ENV)}
+    if address:
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+            # A driver outside `ray job submit` ships this raypipe to the cluster (a job ships its own).
+            runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]  # the raypipe package
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        # "local" starts this run's own Ray: without it, ray.init() joins whatever cluster another session
+        # on the machine started last. Inside a Ray job (RAY_ADDRESS set) the job's cluster is the one.
+        local = None if os.environ.get("RAY_ADDRESS") else "local"
+        ray.init(
+            address=local, num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+            log_to_driver=False,
+        )  # fmt: skip
+
+
+def cluster_resources() -> tuple[float, float]:
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+
+
+def on_driver_node() -> Any:
+    """Pin to the driver's node: an actor the run cannot do without must not die with a worker node (a
+    RunControl on a killed worker node failed every batch after it, seen on a 3-node cluster)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)

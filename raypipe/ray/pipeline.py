@@ -1,0 +1,243 @@
+"""The Ray Data pipeline: items flow through a pool per (stage, resource class).
+
+A small `RunControl` actor holds what the driver decides while the data streams: the configurations a
+search has dropped (actors skip work only they need) and the stage calls that timed out (a replaced actor
+records them as errors instead of calling again). Every actor reads it once per batch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raypipe.engine.cache import CacheConfig, StageCache
+from raypipe.engine.execution import ItemState, StageWorker, finish_item, start_item
+from raypipe.engine.plan import OperatorPlan
+from raypipe.ray.cluster import cluster_resources, on_driver_node
+from raypipe.spec.space import Configuration
+from raypipe.spec.task import Task
+
+TASK_CPUS = 0.1
+WATCHDOG_PERIOD_S = 0.25
+WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
+PLACE_COLUMNS = ("node", "pid")  # where each stage ran an item
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to execute: switches for the two savings (benchmarks turn them off) and the pool sizes."""
+
+    share_prefixes: bool = True
+    reuse_identical: bool = True
+    cache: CacheConfig | None = None
+    max_actors_per_pool: int | None = None
+    # A search that drops configurations while items flow wants small batches: an actor reads the live set
+    # once per batch, and a large batch decided before a drop runs to its end.
+    max_batch_size: int | None = None
+
+
+def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> int:
+    """The batch an operator takes: what its choices declare, capped by the run's limit, and small enough
+    that every actor of the pool gets work on a small dataset (two batches per actor at least)."""
+    spread = max(1, -(-n_items // (2 * pool_size)))
+    return max(1, min(declared, spread, cap or declared))
+
+
+@ray.remote(num_cpus=0)
+class RunControl:
+    """What the driver decides during a run and every actor reads once per batch."""
+
+    def __init__(self) -> None:
+        self.dropped: set[int] = set()
+        self.timeouts: set[tuple[str, int, str, str]] = set()
+
+    def drop(self, config_indices: list[int]) -> None:
+        self.dropped.update(config_indices)
+
+    def report_timeout(self, key: tuple[str, int, str, str]) -> None:
+        self.timeouts.add(tuple(key))
+
+    def snapshot(self) -> tuple[set[int], set[tuple[str, int, str, str]]]:
+        return self.dropped, self.timeouts
+
+
+class StageActor:
+    """A Ray Data callable class wrapping StageWorker: models load once per actor, when it starts (Ray Data
+    waits for every pool before items flow, so no call is timed while models load), and each choice's first
+    call is made once untimed.
+
+    A watchdog thread enforces the stage's timeout: a call that runs past it is reported to RunControl
+    and the actor exits, so Ray Data replaces it and retries the batch; the new actor records the call as a
+    timeout error instead of calling again.
+    """
+
+    def __init__(
+        self,
+        control: Any,
+        task: Task | None = None,
+        emit_rows_for: list[str] | None = None,
+        **worker_kwargs: Any,
+    ):
+        self.worker = StageWorker(**worker_kwargs, warm_up=True)
+        self.worker.load_models()
+        self.control = control
+        self.task = task
+        self.emit_rows_for = emit_rows_for
+        self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
+        threading.Thread(
+            target=watch_calls, args=(self.worker, control), daemon=True, name="raypipe-timeout"
+        ).start()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
+        dropped, timeouts = ray.get(self.control.snapshot.remote())
+        self.worker.live = lambda config: config not in dropped
+        self.worker.timed_out = timeouts
+        states = [self._processed(ItemState.loads(blob)) for blob in batch["state"]]
+        if self.emit_rows_for is not None:  # the last operator scores its items itself: no extra hop
+            return result_rows(states, self.emit_rows_for, self.task)
+        return {"item_id": batch["item_id"], "state": np.array([s.dumps() for s in states], dtype=object)}
+
+    def _processed(self, state: ItemState) -> ItemState:
+        """Process the item and note where (node, process): it rides on the item's first row as the
+        `_node_<stage>` and `_pid_<stage>` work columns (multi-node tests and RELIABILITY.md read them)."""
+        state = self.worker.process(state)
+        n_stages = len(state.work["calls"])
+        for what, value in zip(PLACE_COLUMNS, self.where, strict=True):
+            state.work.setdefault(what, [None] * n_stages)[self.worker.stage_index] = value
+        return state
+
+
+def watch_calls(worker: Any, control: Any) -> None:
+    """Enforce the stage timeout of `worker.current` (the call it is in): a call past it is reported to
+    RunControl and the actor exits, since the hung call cannot be interrupted; its replacement records the
+    call as a timeout instead of making it again."""
+    while True:
+        time.sleep(WATCHDOG_PERIOD_S)
+        current = worker.current
+        if current is not None and time.monotonic() - current.started > current.timeout_s:
+            ray.get(control.report_timeout.remote(current.key))
+            os._exit(1)
+
+
+def _start_items(
+    batch: dict[str, np.ndarray], n_configs: int, n_stages: int, share: bool, task: Task
+) -> dict:
+    truth_cols = [c for c in batch if c.startswith("truth_")]
+    states = []
+    for i, item_id in enumerate(batch["item_id"]):
+        truth = {c.removeprefix("truth_"): batch[c][i] for c in truth_cols}
+        state = start_item(str(item_id), batch["input"][i], truth, n_configs, n_stages, share, task.decode)
+        states.append(state.dumps())
+    return {"item_id": batch["item_id"], "state": np.array(states, dtype=object)}
+
+
+def result_rows(states: list[ItemState], stage_names: list[str], task: Task) -> pa.Table:
+    """One row per item x configuration, scored, with each item's work counts on its first row."""
+    rows = []
+    for state in states:
+        item_rows = finish_item(state, stage_names, task.score)
+        if item_rows:  # the item's work counts ride on its first row; the results writer sums them
+            for what, per_stage in state.work.items():
+                for k, name in enumerate(stage_names):
+                    item_rows[0][f"_{what}_{name}"] = per_stage[k]
+        rows += item_rows
+    return pa.Table.from_pylist(rows)
+
+
+def split_blocks(items: pa.Table, cpus: float) -> list[pa.Table]:
+    """Small input blocks so that every actor gets work from the start (one block feeds one task)."""
+    rows = max(1, min(64, items.num_rows // max(1, int(cpus * 4))))
+    return [items.slice(i, rows) for i in range(0, items.num_rows, rows)]
+
+
+@dataclass
+class Execution:
+    """One streaming execution over a set of items, and the control actor the driver steers it with.
+
+    `config_indices` maps the execution's configurations (0..n-1) to the run's; `drop` takes the run's."""
+
+    control: Any
+    config_indices: list[int]
+    batches: Iterator[pa.Table] = field(default_factory=lambda: iter(()))
+
+    def drop(self, config_indices: list[int]) -> None:
+        """Stop spending on these configurations: actors skip work only they need, from their next batch."""
+        local = {g: i for i, g in enumerate(self.config_indices)}
+        self.control.drop.remote(
+            [local[g] for g in config_indices if g in local]
+        )  # no wait: the stream goes on
+
+
+def execute(
+    items: pa.Table,
+    task: Task,
+    configs: list[Configuration],
+    plans: list[OperatorPlan],
+    options: RunOptions,
+    config_indices: list[int] | None = None,
+) -> Execution:
+    """Start streaming result batches (one row per item x configuration that was not dropped); rows carry
+    the execution's own config_index (0..len(configs)-1)."""
+    control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
+    ds = build_plan(items, task, configs, plans, options, control)
+    execution = Execution(control, config_indices or list(range(len(configs))))
+    execution.batches = (b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows)
+    return execution
+
+
+def build_plan(
+    items: pa.Table,
+    task: Task,
+    configs: list[Configuration],
+    plans: list[OperatorPlan],
+    options: RunOptions,
+    control: Any,
+) -> ray.data.Dataset:
+    """The Ray Data plan: start items, then one map_batches per operator plan; the last one scores."""
+    stage_names = list(configs[0].stage_names)
+    labels = [c.labels for c in configs]
+    ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
+    ds = ds.map_batches(
+        _start_items,
+        fn_kwargs={
+            "n_configs": len(configs),
+            "n_stages": len(stage_names),
+            "share": options.share_prefixes,
+            "task": task,
+        },
+        batch_size=None,
+        num_cpus=TASK_CPUS,
+    )
+    for n, p in enumerate(plans, start=1):
+        last = n == len(plans)
+        worker = {
+            "control": control,
+            "task": task if last else None,
+            "emit_rows_for": stage_names if last else None,
+            "stage_index": p.stage_index,
+            "stage_name": p.stage_name,
+            "labels_of_config": labels,
+            "choices": p.choices,
+            "finalize": p.finalize,
+            "reuse_identical": options.reuse_identical,
+            "cache": StageCache(options.cache) if options.cache else None,
+        }
+        ds = ds.map_batches(
+            StageActor,
+            fn_constructor_kwargs=worker,
+            compute=ray.data.ActorPoolStrategy(size=p.pool_size),
+            batch_size=batch_size(
+                p.resources.batch_size, items.num_rows, p.pool_size, options.max_batch_size
+            ),
+            num_cpus=p.resources.num_cpus,
+            num_gpus=p.resources.num_gpus or None,
+        )
+    return ds

@@ -1,0 +1,74 @@
+"""report.html: one self-contained page per run (and per monitor check), its scripts, styles and images
+embedded, so it opens from a file, an e-mail or an S3 download with no network request."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from raypipe.engine.rundir import RunDir
+
+REPORT = "report.html"
+
+
+def _json(value: Any) -> str:
+    """JSON safe inside an inline <script> element."""
+    text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def render(template: str, **values: Any) -> str:
+    """A page from the package's Jinja2 templates, with the vendored Vega and DataTables inlined."""
+    from importlib import resources
+
+    import jinja2
+
+    from raypipe.report.html.assets import datatables_bundle, vega_bundle
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("raypipe.report.html", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["json"] = lambda value: jinja2.utils.markupsafe.Markup(_json(value))
+    files = resources.files("raypipe.report.html") / "templates"
+    dt_script, dt_css = datatables_bundle()
+    assets = {
+        "vega": vega_bundle(),
+        "datatables": dt_script,
+        "datatables_css": dt_css,
+        "style": (files / "report.css").read_text(),
+        "script": (files / f"{template.split('.')[0]}.js").read_text(),
+    }
+    return env.get_template(template).render(assets=assets, **values)
+
+
+def write_run_report(
+    run_dir: str | os.PathLike[str] | RunDir, out: str | None = None, dataset: str | None = None
+) -> str:
+    """Write the run's report.html (or `out`); returns where. `dataset` overrides where the run's data is
+    read for images and truth (a run whose data moved)."""
+    from raypipe.report.html.run_page import context
+    from raypipe.report.reading import RunView
+
+    view = RunView(run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir))
+    html = render("run.html.j2", **context(view, dataset)).encode()
+    if out is None:
+        view.run_dir.write_bytes(REPORT, html)
+        return view.run_dir.path(REPORT)
+    target = RunDir(os.path.dirname(out) or ".")
+    target.fs.create_dir(target.root, recursive=True)
+    target.write_bytes(os.path.basename(out), html)
+    return target.path(os.path.basename(out))
+
+
+def write_check_report(check_dir: str | os.PathLike[str] | RunDir) -> str:
+    """Write CHECK_DIR/report.html from a monitor check's files (report.json, features.parquet and the
+    profile's reference features where they can still be read); returns where."""
+    from raypipe.report.html.check_page import context
+
+    store = check_dir if isinstance(check_dir, RunDir) else RunDir(check_dir)
+    store.write_bytes(REPORT, render("check.html.j2", **context(store)).encode())
+    return store.path(REPORT)

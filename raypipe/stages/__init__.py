@@ -1,1 +1,0 @@
-"""Built-in stage implementations, one module per stage kind; none of them imports Ray."""
