@@ -28,10 +28,10 @@ if __package__ in (None, ""):  # run as a script: import `benchmarks` from the r
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from benchmarks import compare, summary
+from raypipe.cli.search import replay_run
 from raypipe.engine.rundir import ITEMS, Request, SearchRequest
 from raypipe.evaluate.driver import RunResult, resolve_dataset
 from raypipe.ray.cluster import WORKER_ENV
-from raypipe.search.cli import replay_run
 from raypipe.search.replay import exhaustive_truth, judge, record
 from raypipe.spec.validation import load_spec, task_of
 

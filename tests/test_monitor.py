@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from raypipe.cli.monitor import monitor_app
 from raypipe.engine.datasets import write_table
 from raypipe.errors import DatasetError
 from raypipe.evaluate.driver import evaluate
 from raypipe.monitor.check import load_batch
-from raypipe.monitor.cli import monitor_app
 from raypipe.monitor.features import compute_features
 from raypipe.monitor.profile import load_profile, write_profile
 from raypipe.spec.registry import resolve_task

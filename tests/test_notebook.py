@@ -90,8 +90,8 @@ def test_notebook_shows_a_racing_run(runs, monkeypatch):
 def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
+    from raypipe.cli.monitor import monitor_app
     from raypipe.engine.datasets import write_table
-    from raypipe.monitor.cli import monitor_app
     from raypipe.spec.registry import resolve_task
 
     _, full = runs

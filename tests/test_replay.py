@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from raypipe.cli.search import search_app
 from raypipe.decide.decision import DecisionSettings
 from raypipe.engine.rundir import RunDir
-from raypipe.search.cli import search_app
 from raypipe.search.racing import Racing
 from raypipe.search.replay import replay
 from raypipe.spec.schema import SLASpec
@@ -106,6 +106,7 @@ def test_keep_pareto_keeps_the_exhaustive_front_that_keep_best_loses():
 def exhaustive_run(tmp_path) -> RunDir:
     run = RunDir(tmp_path / "exhaustive").make()
     run.write_parquet("items.parquet", synthetic_items())
+    run.write_parquet("configs.parquet", pl.DataFrame({"config_id": pl.Series([], dtype=pl.String)}))
     spec = parse_spec(SPEC)
     manifest = {
         "spec": spec.model_dump(mode="json"),

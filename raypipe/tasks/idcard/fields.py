@@ -85,7 +85,7 @@ def parse_fields(text: str) -> dict[str, str | None]:
         "name": _name(lines),
         "sex": _sex(lines, compact),
         "ethnicity": _ethnicity(lines, compact),
-        "birth_date": _iso_date(year, month, day),
+        "birth_date": iso_date(year, month, day),
         "year": year,
         "month": month,
         "day": day,
@@ -152,7 +152,8 @@ def _birth_parts(compact: str) -> tuple[str | None, str | None, str | None]:
     )
 
 
-def _iso_date(year: str | None, month: str | None, day: str | None) -> str | None:
+def iso_date(year: str | None, month: str | None, day: str | None) -> str | None:
+    """YYYY-MM-DD for a real calendar date, else None."""
     if year is None or month is None or day is None:
         return None
     try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raypipe.tasks.idcard.fields import id_check_digit
+from raypipe.tasks.idcard.schema import identity_truth
 
 # Characters that also appear in labels (姓名 性别 民族 出生 住址 公民身份号码), 男/女 and 年月日 are
 # left out of names, so that no name can be mistaken for a label or a date by a parser.
@@ -87,14 +88,7 @@ class Identity:
 
     def truth(self) -> dict[str, str]:
         """The truth fields of the dataset schema (birth_date as YYYY-MM-DD)."""
-        return {
-            "name": self.name,
-            "sex": self.sex,
-            "ethnicity": self.ethnicity,
-            "birth_date": self.birth.isoformat(),
-            "id_number": self.id_number,
-            "address": self.address,
-        }
+        return identity_truth(self)
 
 
 def make_id_number(region_code: str, birth: dt.date, sequence: int, sex: str) -> str:

@@ -34,7 +34,6 @@ When any word has no box there is no geometry to go by: the text goes to `parse_
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import statistics
 from collections.abc import Iterable, Sequence
@@ -47,6 +46,7 @@ from raypipe.tasks.idcard.fields import (
     ID_PATTERN,
     MONTH,
     id_checksum_valid,
+    iso_date,
     normalise_line,
     parse_fields,
 )
@@ -279,16 +279,6 @@ def choose_name(reading: CardReading) -> str | None:
         return None
     name = _name_text(top)
     return name if name and len(name) <= UNLABELLED_NAME_MAX else None
-
-
-def iso_date(year: str | None, month: str | None, day: str | None) -> str | None:
-    """YYYY-MM-DD for a real calendar date, else None."""
-    if year is None or month is None or day is None:
-        return None
-    try:
-        return dt.date(int(year), int(month), int(day)).isoformat()
-    except ValueError:
-        return None
 
 
 def _without_leading_noise(text: str) -> str:

@@ -18,6 +18,12 @@ SLICE_ATTRIBUTES: tuple[str, ...] = (
 )
 TRUTH_FIELDS: tuple[str, ...] = ("name", "sex", "ethnicity", "birth_date", "id_number", "address")
 
+
+def identity_truth(person: Any) -> dict[str, str]:
+    """The truth fields of a drawn identity (either renderer's), birth_date as YYYY-MM-DD."""
+    return {f: person.birth.isoformat() if f == "birth_date" else getattr(person, f) for f in TRUTH_FIELDS}
+
+
 BOX_TYPE = pa.list_(pa.list_(pa.float64()))
 OCR_TYPE = pa.list_(pa.struct([("word", pa.string()), ("box", BOX_TYPE)]))
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])

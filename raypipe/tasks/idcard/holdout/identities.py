@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raypipe.tasks.idcard.fields import ETHNICITIES, id_check_digit
+from raypipe.tasks.idcard.schema import identity_truth
 
 # Characters of the labels (姓名 性别 民族 出生 住址 公民身份号码), 男/女 and 年月日 never appear in a
 # name, so that a name cannot be read as a label or a date. Most surnames and given-name characters here
@@ -95,14 +96,7 @@ class HoldoutIdentity:
 
     def truth(self) -> dict[str, str]:
         """The truth fields of the canonical schema (birth_date as YYYY-MM-DD)."""
-        return {
-            "name": self.name,
-            "sex": self.sex,
-            "ethnicity": self.ethnicity,
-            "birth_date": self.birth.isoformat(),
-            "id_number": self.id_number,
-            "address": self.address,
-        }
+        return identity_truth(self)
 
 
 def draw_holdout_identity(rng: np.random.Generator) -> HoldoutIdentity:

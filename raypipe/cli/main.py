@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -20,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from raypipe.cli.options import parse_pairs
 from raypipe.errors import RaypipeError
 
 app = typer.Typer(
@@ -48,19 +48,6 @@ RunDirArg = Annotated[str, typer.Argument(help="A run directory (path or URI) wr
 def fail(exc: Exception) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(code=2)
-
-
-def parse_pairs(values: list[str] | None, what: str) -> dict[str, Any]:
-    """KEY=VALUE options as a dict; values parsed as YAML scalars (numbers, booleans, lists)."""
-    import yaml
-
-    found: dict[str, Any] = {}
-    for value in values or []:
-        key, sep, raw = value.partition("=")
-        if not sep or not key:
-            raise RaypipeError(f"{what} '{value}': write it as KEY=VALUE")
-        found[key] = yaml.safe_load(raw)
-    return found
 
 
 @app.command()
@@ -402,9 +389,9 @@ def recommend(
         raise fail(exc) from exc
 
 
+from raypipe.cli.monitor import monitor_app  # noqa: E402 - sub-apps and commands of their own modules
+from raypipe.cli.search import search_app  # noqa: E402
 from raypipe.evaluate.submit import SUBMIT_CONTEXT, submit_command  # noqa: E402
-from raypipe.monitor.cli import monitor_app  # noqa: E402 - sub-apps and commands of their own modules
-from raypipe.search.cli import search_app  # noqa: E402
 
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(search_app, name="search")
@@ -434,11 +421,3 @@ def cache_clear(cache_dir: CacheDir = None) -> None:
 
     removed = StageCache(CacheConfig(str((cache_dir or default_cache_dir()).resolve()))).clear()
     console.print(f"removed {removed} cached stage outputs")
-
-
-def _temporary_png() -> Path:
-    return Path(tempfile.mkdtemp(prefix="raypipe-plot-")) / "pareto.png"
-
-
-if __name__ == "__main__":
-    app()

@@ -12,24 +12,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from raypipe.cli.options import parse_pairs
 from raypipe.errors import RaypipeError
 
 search_app = typer.Typer(help="Simulate and tune search strategies on finished runs.", no_args_is_help=True)
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def search_params(values: list[str] | None) -> dict[str, Any]:
-    """--search-param KEY=VALUE options as a dict; values parsed as YAML scalars (numbers, booleans)."""
-    import yaml
-
-    found: dict[str, Any] = {}
-    for value in values or []:
-        key, sep, raw = value.partition("=")
-        if not sep or not key:
-            raise RaypipeError(f"--search-param '{value}': write it as KEY=VALUE")
-        found[key] = yaml.safe_load(raw)
-    return found
 
 
 @search_app.command()
@@ -48,7 +36,7 @@ def replay(
     running any engine: the fraction of engine-seconds it would spend, whether its pick lands within
     tolerance of the exhaustive best, and the share of the exhaustive Pareto set it keeps."""
     try:
-        result = replay_run(run_dir, search, orders, search_params(search_param))
+        result = replay_run(run_dir, search, orders, parse_pairs(search_param, "--search-param"))
     except RaypipeError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from exc
@@ -61,33 +49,24 @@ def replay(
 
 def replay_run(run_dir: str, search: str, orders: int, params: dict[str, Any]) -> dict[str, Any]:
     """Read an exhaustive run and replay `search` on it (what the command prints)."""
-    from raypipe.engine.rundir import ITEMS, MANIFEST, RunDir
+    from raypipe.report.reading import RunView
     from raypipe.search.racing import Racing, sla_metrics
     from raypipe.search.replay import replay as replay_items
-    from raypipe.spec.registry import resolve_task
-    from raypipe.spec.schema import PipelineSpec
 
     if search != "racing":
         raise RaypipeError(f"--search {search}: replay simulates racing only")
-    location = RunDir(run_dir)
-    if not location.exists(MANIFEST) or not location.exists(ITEMS):
-        raise RaypipeError(f"{location} holds no finished run ({MANIFEST} or {ITEMS} missing)")
-    manifest = location.read_json(MANIFEST)
-    if manifest["search"]["method"] != "exhaustive":
+    view = RunView(run_dir)
+    method = view.manifest["search"]["method"]
+    if method != "exhaustive":
         raise RaypipeError(
-            f"{location} is a {manifest['search']['method']} run: replay needs an exhaustive one "
+            f"{view.run_dir} is a {method} run: replay needs an exhaustive one "
             "(every configuration on every item)"
         )
-    spec = PipelineSpec.model_validate(manifest["spec"])
-    task = resolve_task(manifest["task"]["name"])
-    objective = task.metric(manifest["objective"]["metric"])
-    racing = Racing(**params)
-    items = location.read_parquet(ITEMS)
-    stage_names = [s.name for s in spec.stages]
+    racing, sla = Racing(**params), view.spec.sla
     result = replay_items(
-        racing, items, stage_names, objective, spec.sla, sla_metrics(task, spec.sla), orders
+        racing, view.items, view.stage_names, view.objective, sla, sla_metrics(view.task, sla), orders
     )
-    result["settings"] = {**asdict(racing.settings), "seed": racing.seed, "run": str(location)}
+    result["settings"] = {**asdict(racing.settings), "seed": racing.seed, "run": str(view.run_dir)}
     return result
 
 
