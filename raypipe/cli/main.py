@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -21,6 +22,9 @@ from rich.progress import (
 
 from raypipe.cli.options import parse_pairs
 from raypipe.errors import RaypipeError
+
+if TYPE_CHECKING:
+    from raypipe.evaluate.context import ProgressEvent
 
 app = typer.Typer(
     help="Evaluate every configuration of a multi-stage inference pipeline on Ray, and choose the right "
@@ -162,17 +166,20 @@ def tasks(
     console.print("profiles: " + ", ".join(task.profile_names()))
 
 
-def progress_printer(progress: Progress):
+def progress_printer(progress: Progress) -> Callable[[ProgressEvent], None]:
+    from raypipe.evaluate.context import ClusterFound, Note, RowsDone
+
     task = progress.add_task("evaluating", total=None)
 
-    def on_progress(what: str, done: float, total: float) -> None:
-        if what == "plan":
-            gpu = f", {total:g} GPU" if total else ", no GPU: GPU choices run on CPU"
-            progress.console.print(f"Ray cluster: {done:g} CPU{gpu}")
-        elif what == "rows":
-            progress.update(task, completed=done, total=total)
-        else:
-            progress.console.print(f"  {what}")
+    def on_progress(event: ProgressEvent) -> None:
+        match event:
+            case ClusterFound(cpus, gpus):
+                gpu = f", {gpus:g} GPU" if gpus else ", no GPU: GPU choices run on CPU"
+                progress.console.print(f"Ray cluster: {cpus:g} CPU{gpu}")
+            case RowsDone(done, total):
+                progress.update(task, completed=done, total=total)
+            case Note(text):
+                progress.console.print(f"  {text}")
 
     return on_progress
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from raypipe.decide import stats
 from raypipe.decide.decision import Decision, DecisionSettings, decide_items, p95_interval
+from raypipe.spec import columns
 from raypipe.spec.schema import SLASpec
 from raypipe.spec.space import Configuration
 from raypipe.spec.task import Metric, Task
@@ -17,7 +18,7 @@ WORK_KINDS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 
 
 def work_columns(stage_names: list[str] | tuple[str, ...]) -> list[str]:
-    return [f"_{what}_{name}" for what in WORK_KINDS for name in stage_names]
+    return [columns.work(what, name) for what in WORK_KINDS for name in stage_names]
 
 
 def work_counts(
@@ -38,11 +39,11 @@ def work_counts(
 
     return {
         name: {
-            "calls": int(total(f"_calls_{name}")),
+            "calls": int(total(columns.work("calls", name))),
             "saved_by_reuse": int(total(f"_reused_{name}")),
             "cache_hits": int(total(f"_cached_{name}")),
-            "engine_seconds": round(total(f"_busy_ms_{name}") / 1000.0, 3),
-            "cpu_seconds": round(total(f"_cpu_ms_{name}") / 1000.0, 3),
+            "engine_seconds": round(total(columns.work("busy_ms", name)) / 1000.0, 3),
+            "cpu_seconds": round(total(columns.work("cpu_ms", name)) / 1000.0, 3),
         }
         for name in stage_names
     }

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from raypipe.engine.cache import StageCache, stage_key
+from raypipe.spec import columns
 
 
 @dataclass(frozen=True)
@@ -313,8 +314,8 @@ def finish_item(
         row: dict[str, Any] = {"item_id": state.item_id, "config_index": config}
         padded = steps + [StepRecord(None, None)] * (len(stage_names) - len(steps))
         for name, step in zip(stage_names, padded, strict=False):
-            row[f"cpu_{name}_ms"] = step.cpu_ms
-            row[f"busy_{name}_ms"] = step.wall_ms
+            row[columns.stage_ms("cpu", name)] = step.cpu_ms
+            row[columns.stage_ms("busy", name)] = step.wall_ms
             row[f"cached_{name}"] = step.cached
         row["cpu_total_ms"] = sum(s.cpu_ms or 0.0 for s in steps)
         row["busy_total_ms"] = sum(s.wall_ms or 0.0 for s in steps)

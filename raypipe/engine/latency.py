@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from raypipe.spec import columns
 from raypipe.spec.space import Configuration
 
 CALIBRATION_SCHEMA = {
@@ -77,7 +78,7 @@ def factors(calibration: pl.DataFrame, items: pl.DataFrame, stage_names: list[st
                 "item_id",
                 "config_index",
                 pl.lit(stage).alias("stage"),
-                pl.col(f"cpu_{stage}_ms").alias("cpu_run_ms"),
+                pl.col(columns.stage_ms("cpu", stage)).alias("cpu_run_ms"),
             )
             for stage in stage_names
         ]
@@ -105,7 +106,9 @@ def service_latency(
         )
         table = table.lazy() if isinstance(out, pl.LazyFrame) else table
         out = out.join(table, on=stage, how="left").with_columns(
-            (pl.col(f"cpu_{stage}_ms") * pl.col("_factor").fill_null(1.0)).alias(f"latency_{stage}_ms")
+            (pl.col(columns.stage_ms("cpu", stage)) * pl.col("_factor").fill_null(1.0)).alias(
+                columns.stage_ms("latency", stage)
+            )
         )
         out = out.drop("_factor")
     total = pl.sum_horizontal([pl.col(f"latency_{s}_ms").fill_null(0.0) for s in stage_names])

@@ -21,11 +21,37 @@ from raypipe.engine.plan import OperatorPlan
 from raypipe.engine.rundir import RunDir
 from raypipe.ray import pipeline
 from raypipe.ray.metrics import LiveMetrics
+from raypipe.spec import columns
 from raypipe.spec.schema import PipelineSpec
 from raypipe.spec.space import Configuration
 from raypipe.spec.task import Metric, Task
 
-Progress = Callable[[str, float, float], None]
+
+@dataclass(frozen=True)
+class ClusterFound:
+    """The run found its cluster (GPU choices run on CPU without a GPU)."""
+
+    cpus: float
+    gpus: float
+
+
+@dataclass(frozen=True)
+class RowsDone:
+    """Result rows (item x configuration) done so far, of the rows the run expects."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line for the user: the objective, each operator, calibration, a report not written."""
+
+    text: str
+
+
+ProgressEvent = ClusterFound | RowsDone | Note
+Progress = Callable[[ProgressEvent], None]
 
 
 @dataclass(frozen=True)
@@ -58,11 +84,11 @@ class Counters:
         if self.metrics is not None:
             self.metrics.observe(batch)
         if self.on_progress:
-            self.on_progress("rows", self.rows_done, max(self.rows_total, self.rows_done))
+            self.on_progress(RowsDone(self.rows_done, max(self.rows_total, self.rows_done)))
 
     def say(self, message: str) -> None:
         if self.on_progress:
-            self.on_progress(message, 0, 0)
+            self.on_progress(Note(message))
 
 
 @dataclass
@@ -121,9 +147,9 @@ class RunContext:
 
     def inputs(self, todo: pa.Table) -> pa.Table:
         """What flows through the stages: id, encoded input, and the truth the scorer needs."""
-        truth = [f"truth_{f}" for f in self.task.truth_fields if f"truth_{f}" in todo.column_names]
-        columns = {"item_id": todo.column("item_id"), "input": self.task.inputs(todo)}
-        return pa.table({**columns, **{c: todo.column(c) for c in truth}})
+        truth = [columns.truth(f) for f in self.task.truth_fields if columns.truth(f) in todo.column_names]
+        flowing = {"item_id": todo.column("item_id"), "input": self.task.inputs(todo)}
+        return pa.table({**flowing, **{c: todo.column(c) for c in truth}})
 
     def stream(self, todo: pa.Table, config_indices: list[int]) -> Stream:
         """Start the configurations over `todo` in one execution; the search iterates what comes back."""

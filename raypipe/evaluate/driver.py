@@ -34,7 +34,7 @@ from raypipe.engine.rundir import (
     filesystem,
 )
 from raypipe.errors import ConfigError, DatasetError, RaypipeError
-from raypipe.evaluate.context import Counters, Progress, RunContext, RunPlan
+from raypipe.evaluate.context import ClusterFound, Counters, Note, Progress, RunContext, RunPlan
 from raypipe.evaluate.manifest import build_manifest
 from raypipe.ray import cluster, pipeline
 from raypipe.ray.calibration import calibrate as time_pairs_alone
@@ -186,10 +186,10 @@ def open_run(
     cpus, gpus = cluster.cluster_resources()
     plans = plan_operators(spec, task, cpus, gpus, request.max_actors_per_pool)
     if on_progress:
-        on_progress("plan", cpus, gpus)
-        on_progress(f"objective {objective.name}: {objective.description}", 0, 0)
+        on_progress(ClusterFound(cpus, gpus))
+        on_progress(Note(f"objective {objective.name}: {objective.description}"))
         for p in plans:
-            on_progress(f"operator {p.label}", 0, 0)
+            on_progress(Note(f"operator {p.label}"))
     plan = RunPlan(spec, task, objective, configs, plans, run_options(request, search), cpus, gpus)
     counters = Counters(
         next_part=run_dir.next_part_index(),

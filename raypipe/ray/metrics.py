@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from raypipe.spec import columns
+
 LATENCY_BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 
 
@@ -39,7 +41,7 @@ class LiveMetrics:
         errors = batch.num_rows - batch.column("error").null_count
         if errors:
             self.errors.inc(errors, self.tags)
-        first = f"_calls_{self.stage_names[0]}"
+        first = columns.work("calls", self.stage_names[0])
         if first in batch.column_names:  # an item's work counts ride on its first row
             self.items.inc(len(batch.column(first).drop_null()), self.tags)
         for stage in self.stage_names:
@@ -48,7 +50,7 @@ class LiveMetrics:
 
     def _stage_times(self, batch: pa.Table, stage: str) -> None:
         """One observation per item and stage, its mean call time: rows repeat a shared call per config."""
-        calls, busy = f"_calls_{stage}", f"_busy_ms_{stage}"
+        calls, busy = columns.work("calls", stage), columns.work("busy_ms", stage)
         if calls not in batch.column_names or busy not in batch.column_names:
             return
         for n, ms in zip(batch.column(calls).to_pylist(), batch.column(busy).to_pylist(), strict=True):

@@ -22,6 +22,7 @@ from raypipe.engine.cache import CacheConfig, StageCache
 from raypipe.engine.execution import ItemState, StageWorker, finish_item, start_item
 from raypipe.engine.plan import OperatorPlan
 from raypipe.ray.cluster import cluster_resources, on_driver_node
+from raypipe.spec import columns
 from raypipe.spec.space import Configuration
 from raypipe.spec.task import Task
 
@@ -147,7 +148,7 @@ def result_rows(states: list[ItemState], stage_names: list[str], task: Task) -> 
         if item_rows:  # the item's work counts ride on its first row; the results writer sums them
             for what, per_stage in state.work.items():
                 for k, name in enumerate(stage_names):
-                    item_rows[0][f"_{what}_{name}"] = per_stage[k]
+                    item_rows[0][columns.work(what, name)] = per_stage[k]
         rows += item_rows
     return pa.Table.from_pylist(rows)
 

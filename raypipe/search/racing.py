@@ -37,6 +37,7 @@ from raypipe.errors import ConfigError
 from raypipe.search.base import ResultStream, Search, SearchContext, SearchOutcome
 from raypipe.search.costs import CostTracker
 from raypipe.search.race_state import Race, RaceSettings
+from raypipe.spec import columns
 from raypipe.spec.schema import SLASpec
 from raypipe.spec.task import Metric, Task
 
@@ -177,7 +178,7 @@ class LiveFeed:
             race.objective.name,
             RACE_LATENCY,
             *self.metric_names,
-            *[f"cpu_{s}_ms" for s in stage_names],
+            *[columns.stage_ms("cpu", s) for s in stage_names],
         ]
         self.columns = list(dict.fromkeys(wanted))
         self.pending: list[pl.DataFrame] = []
@@ -228,7 +229,7 @@ class LiveFeed:
         arrays = item_arrays(rows, len(self.race.config_ids), self.columns)
         metrics = {m: arrays[m] for m in self.metric_names}
         self.race.add(arrays[self.race.objective.name], arrays[RACE_LATENCY], metrics)
-        self.costs.add([arrays[f"cpu_{s}_ms"] for s in self.stage_names])
+        self.costs.add([arrays[columns.stage_ms("cpu", s)] for s in self.stage_names])
 
 
 def item_arrays(rows: pl.DataFrame, n_configs: int, columns: list[str]) -> dict[str, np.ndarray]:

@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 
+from raypipe.spec import columns
+
 IntervalMethod = Literal["wilson", "normal", "none"]
 
 
@@ -138,7 +140,7 @@ class Task:
 
     def has_truth(self, table: pa.Table) -> bool:
         """Whether the items carry the truth the truth-needing metrics compare against."""
-        names = [f"truth_{f}" for f in self.truth_fields if f"truth_{f}" in table.column_names]
+        names = [columns.truth(f) for f in self.truth_fields if columns.truth(f) in table.column_names]
         return any(table.column(n).null_count < table.num_rows for n in names)
 
     # -- scoring ----------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ class Task:
         `truth_<field>` values; empty where the dataset is unavailable). The report's error kinds are the
         names of the fields that differ. The default: the whole prediction against the first truth field."""
         first = self.truth_fields[0] if self.truth_fields else None
-        value = truth.get(f"truth_{first}") if first else None
+        value = truth.get(columns.truth(first)) if first else None
         return [FieldView(first or "prediction", prediction, None if value is None else str(value))]
 
     # -- helpers the engine uses ------------------------------------------------------------------------

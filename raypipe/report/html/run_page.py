@@ -13,6 +13,7 @@ from raypipe.engine.rundir import SEARCH
 from raypipe.report.html import charts
 from raypipe.report.html.items import build_browser
 from raypipe.report.reading import RunView
+from raypipe.spec import columns
 
 
 def label(row: dict[str, Any], stages: list[str]) -> str:
@@ -121,12 +122,15 @@ def heatmap_cells(view: RunView) -> pl.DataFrame | None:
 def stage_rows(view: RunView) -> pl.DataFrame | None:
     """Long rows (label, stage, measure, ms): service p50/p95 and busy p50/p95 per stage, from the items."""
     items, stages = view.items, view.stage_names
-    wanted = [f"latency_{s}_ms" for s in stages] + [f"busy_{s}_ms" for s in stages]
+    wanted = [columns.stage_ms("latency", s) for s in stages] + [columns.stage_ms("busy", s) for s in stages]
     if not all(c in items.columns for c in wanted):
         return None
     aggs = []
     for s in stages:
-        for kind, column in (("service", f"latency_{s}_ms"), ("busy", f"busy_{s}_ms")):
+        for kind, column in (
+            ("service", columns.stage_ms("latency", s)),
+            ("busy", columns.stage_ms("busy", s)),
+        ):
             for q in (0.5, 0.95):
                 aggs.append(pl.col(column).quantile(q).alias(f"{s}|{kind} p{round(q * 100)}"))
     wide = items.group_by("config_id").agg(aggs)
