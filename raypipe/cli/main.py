@@ -94,10 +94,13 @@ def configs(
 def data_generate(
     out: Annotated[str, typer.Option(help="Parquet file (path or URI) to write.")],
     task: Annotated[
-        str, typer.Option(help="The task whose generator to use: idcard, digits, ...")
-    ] = "idcard",
+        str,
+        typer.Option(
+            help="The task whose generator to use (`raypipe tasks` lists them): idcard, digits, ..."
+        ),
+    ],
     profile: Annotated[
-        str, typer.Option(help="Distribution profile (see `raypipe data profiles`).")
+        str, typer.Option(help="Distribution profile (see `raypipe data profiles --task TASK`).")
     ] = "mixed",
     n: Annotated[int, typer.Option(help="Number of items.", min=1)] = 100,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.", min=0)] = 0,
@@ -119,7 +122,7 @@ def data_generate(
 
 
 @data_app.command("profiles")
-def data_profiles(task: Annotated[str, typer.Option(help="The task.")] = "idcard") -> None:
+def data_profiles(task: Annotated[str, typer.Option(help="The task (`raypipe tasks` lists them).")]) -> None:
     """List a task's generator profiles."""
     from raypipe.spec.registry import resolve_task
 

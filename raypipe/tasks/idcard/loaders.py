@@ -36,7 +36,9 @@ from raypipe.tasks.idcard.truth import derive_truth
 HF_PREFIX = "hf:"
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 READ_BATCH_ROWS = 512
-GENERATE_HINT = "make a synthetic one with `raypipe data generate --profile clean --n 200 --out {path}`"
+GENERATE_HINT = (
+    "make a synthetic one with `raypipe data generate --task idcard --profile clean --n 200 --out {path}`"
+)
 
 
 def load_dataset(source: str | os.PathLike[str], limit: int | None = None) -> pa.Table:
