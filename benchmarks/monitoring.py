@@ -7,7 +7,7 @@ Running a pipeline over every replicate's reference and batch would cost hours, 
 evaluated once and replicates are drawn from it:
 
 - digits (the cheap task; every false-alarm cell): `--digits-pool` generated `mixed` items, all four
-  configurations of DIGITS_SPEC run once on Ray over them, then `raypipe monitor profile` of that run;
+  configurations of DIGITS_SPEC run once on Ray over them, then `raypipe monitor reference` of that run;
 - idcard (the flagship; small cells, detection of rotated/dark/blurred, the holdout renderer): `mixed`
   cards, extra `rotated`, `dark` and `blurred` cards (so a batch can hold a risen share), and
   holdout-renderer `mixed` cards, one configuration (IDCARD_SPEC) run once over all of them, profiled the
@@ -43,7 +43,7 @@ from raypipe.engine.rundir import Request
 from raypipe.evaluate.driver import evaluate
 from raypipe.monitor import drift
 from raypipe.monitor.check import Reference, check_batch, prepare
-from raypipe.monitor.profile import MonitorProfile, load_profile, write_profile
+from raypipe.monitor.reference import StoredReference, load_reference, write_reference
 from raypipe.spec.registry import resolve_task
 from raypipe.spec.validation import parse_spec
 
@@ -127,7 +127,7 @@ class Pool:
     """A task's profiled pool: the full profile and, per item, its slice and where it came from."""
 
     task: str
-    profile: MonitorProfile
+    profile: StoredReference
     item_ids: np.ndarray
     slices: np.ndarray
     sources: np.ndarray  # "standard" or "holdout"
@@ -176,9 +176,9 @@ def build_pool(task_name: str, spec: dict, args: argparse.Namespace, out: Path) 
         spec_ = parse_spec({**spec, "dataset": {"source": str(data)}})
         request = Request(spec=spec_, out=str(run), calibrate=False)
         evaluate(request)
-    if not (profile_dir / "profile.json").exists():
-        write_profile(str(run), str(profile_dir))
-    profile = load_profile(str(profile_dir))
+    if not (profile_dir / "reference.json").exists():
+        write_reference(str(run), str(profile_dir))
+    profile = load_reference(str(profile_dir))
     features = profile.features.filter(pl.col("feature_error").is_null())
     ids = features["item_id"].to_numpy()
     sources = np.where(np.char.startswith(ids.astype(str), "holdout"), "holdout", "standard")
@@ -199,11 +199,11 @@ def _run_wall(run: Path) -> float:
     return float(json.loads((run / "manifest.json").read_text()).get("wall_seconds", float("nan")))
 
 
-def reference_profile(pool: Pool, ids: np.ndarray) -> MonitorProfile:
-    """The pool profile narrowed to the reference's items, in memory (what `monitor profile` would write
+def reference_profile(pool: Pool, ids: np.ndarray) -> StoredReference:
+    """The pool profile narrowed to the reference's items, in memory (what `monitor reference` would write
     from a run over those items alone; the configurations' summary stays the pool run's)."""
     full, wanted = pool.profile, pl.Series(ids).implode()
-    narrowed = MonitorProfile(full.store, {**full.meta, "n_items": len(ids)}, full.task)
+    narrowed = StoredReference(full.store, {**full.meta, "n_items": len(ids)}, full.task)
     narrowed.__dict__["features"] = full.features.filter(pl.col("item_id").is_in(wanted))
     narrowed.__dict__["items"] = full.items.filter(pl.col("item_id").is_in(wanted))
     narrowed.__dict__["outputs"] = full.outputs.filter(pl.col("item_id").is_in(wanted))

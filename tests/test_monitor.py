@@ -23,7 +23,7 @@ from raypipe.errors import DatasetError
 from raypipe.evaluate.driver import evaluate
 from raypipe.monitor.check import load_batch
 from raypipe.monitor.features import compute_features
-from raypipe.monitor.profile import load_profile, write_profile
+from raypipe.monitor.reference import load_reference, write_reference
 from raypipe.spec.registry import resolve_task
 from tests.conftest import request_for
 
@@ -125,14 +125,14 @@ def digits_profile(ray_cluster, tmp_path_factory):
     evaluate(
         request_for(spec("digits-ref", "digits", DIGITS, str(root / "reference.parquet"), 5), root / "run")
     )
-    result = CliRunner().invoke(monitor_app, ["profile", str(root / "run"), "--out", str(root / "profile")])
+    result = CliRunner().invoke(monitor_app, ["reference", str(root / "run"), "--out", str(root / "profile")])
     assert result.exit_code == 0, result.output
-    assert "profile of digits (version 1): 300 items, 5 features, mix of profile; deployed" in result.output
+    assert "reference of digits (version 1): 300 items, 5 features, mix of profile; deployed" in result.output
     return root
 
 
 def test_profile_holds_features_slices_outputs_and_the_deployed_configuration(digits_profile):
-    profile = load_profile(str(digits_profile / "profile"))
+    profile = load_reference(str(digits_profile / "profile"))
     configs = pl.read_parquet(digits_profile / "run" / "configs.parquet")
     assert profile.deployed == configs.sort("rank")["config_id"][0]
     assert profile.meta["task"] == {"name": "digits", "version": "1"}
@@ -198,7 +198,7 @@ def test_an_all_blurred_batch_exits_1_and_a_switch_is_advised_only_if_it_holds_o
 def test_bad_usage_exits_2_with_one_clear_message(digits_profile, cards, tmp_path):
     profile = digits_profile / "profile"
     result, _ = check(tmp_path / "nowhere", str(digits_profile / "same.parquet"), tmp_path / "a")
-    assert result.exit_code == 2 and "holds no monitoring profile" in result.output
+    assert result.exit_code == 2 and "holds no monitoring reference" in result.output
     result, _ = check(profile, str(tmp_path / "missing.parquet"), tmp_path / "b")
     assert result.exit_code == 2 and "not found" in result.output
     write_table(cards, str(tmp_path / "cards.parquet"))
@@ -242,7 +242,7 @@ def test_a_reference_too_small_for_the_mix_test_says_it_stepped_aside(ray_cluste
     evaluate(
         request_for(spec("small", "digits", DIGITS, str(tmp_path / "small.parquet"), 50), tmp_path / "run")
     )
-    write_profile(str(tmp_path / "run"), str(tmp_path / "profile"))
+    write_reference(str(tmp_path / "run"), str(tmp_path / "profile"))
     batch = write_batch(task.generate("mixed", 30, seed=4), tmp_path / "batch.parquet")
     result, report = check(tmp_path / "profile", batch, tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -283,9 +283,9 @@ def test_a_profile_of_another_task_version_is_refused_naming_both(digits_profile
     for path in (digits_profile / "profile").iterdir():
         if path.is_file():  # not the checks/ folder the history test leaves
             (copy / path.name).write_bytes(path.read_bytes())
-    meta = json.loads((copy / "profile.json").read_text())
+    meta = json.loads((copy / "reference.json").read_text())
     meta["task"]["version"] = "0"
-    (copy / "profile.json").write_text(json.dumps(meta))
+    (copy / "reference.json").write_text(json.dumps(meta))
     result, _ = check(copy, str(digits_profile / "same.parquet"), tmp_path / "out")
     assert result.exit_code == 2
     assert "written for task 'digits' version 0" in result.output and "is version 1" in result.output
@@ -316,7 +316,7 @@ def test_idcard_upside_down_cards_drift_and_the_advice_names_the_cnn(ray_cluster
     raw = spec("idcard-ref", "idcard", IDCARD, str(tmp_path / "reference.parquet"), 10_000,
                objective={"metric": "assertion_score"})  # fmt: skip
     evaluate(request_for(raw, tmp_path / "run"))
-    write_profile(str(tmp_path / "run"), str(tmp_path / "profile"))
+    write_reference(str(tmp_path / "run"), str(tmp_path / "profile"))
     configs = pl.read_parquet(tmp_path / "run" / "configs.parquet")
     orient = dict(configs.select("config_id", "orient").iter_rows())
     (unturned,) = [c for c, o in orient.items() if o == "none"]

@@ -96,7 +96,7 @@ def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypat
 
     _, full = runs
     profile = CliRunner().invoke(
-        monitor_app, ["profile", str(full.run_dir), "--out", str(tmp_path / "profile")]
+        monitor_app, ["reference", str(full.run_dir), "--out", str(tmp_path / "profile")]
     )
     assert profile.exit_code == 0, profile.output
     task = resolve_task("digits")

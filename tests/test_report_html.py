@@ -258,7 +258,7 @@ def test_monitor_check_report(browser, tmp_path):
     features(120, 0.0).write_parquet(profile / "features.parquet")
     features(60, 0.2).write_parquet(check / "features.parquet")
     kinds = {"brightness": "continuous", "skew": "continuous", "orientation": "categorical"}
-    (profile / "profile.json").write_text(json.dumps({"features": kinds}))
+    (profile / "reference.json").write_text(json.dumps({"features": kinds}))
     tests = [
         {
             "name": n,

@@ -30,10 +30,10 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=EXIT_USAGE)
 
 
-@monitor_app.command("profile")
-def profile(
+@monitor_app.command("reference")
+def reference_command(
     run_dir: Annotated[str, typer.Argument(help="A finished run directory (path or URI).")],
-    out: Annotated[str, typer.Option(help="The profile directory to write (path or URI).")],
+    out: Annotated[str, typer.Option(help="The reference directory to write (path or URI).")],
     config: Annotated[
         str | None,
         typer.Option(
@@ -48,38 +48,44 @@ def profile(
         ),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="The run's dataset, where it moved.")] = None,
-    reference: Annotated[
+    extra_items: Annotated[
         str | None,
         typer.Option(
+            "--extra-items",
             help="More items of the same source for the feature reference (they need the "
-            "slice attribute, not truth): larger references make the tests stronger."
+            "slice attribute, not truth): larger references make the tests stronger.",
         ),
     ] = None,
 ) -> None:
-    """Write a reference profile from a finished run: per-item features, the deployed configuration's
+    """Write the monitoring reference of a finished run: per-item features, the deployed configuration's
     label-free outputs, every configuration's per-slice results, and which configuration is deployed."""
-    from raypipe.monitor.profile import write_profile
+    from raypipe.monitor.reference import write_reference
 
     try:
-        written = write_profile(run_dir, out, config, attribute, dataset, reference)
+        written = write_reference(run_dir, out, config, attribute, dataset, extra_items)
     except RaypipeError as exc:
         raise _fail(exc) from exc
     meta = written.meta
     deployed = meta["deployed"]
     labels = "/".join(str(deployed["choices"][s]) for s in written.stage_names)
     console.print(
-        f"profile of {meta['task']['name']} (version {meta['task']['version']}): {meta['n_items']} items, "
+        f"reference of {meta['task']['name']} (version {meta['task']['version']}): {meta['n_items']} items, "
         f"{len(meta['features'])} features, mix of {meta['mix_attribute'] or '(none)'}; deployed "
         f"{deployed['config_id'][:8]} {labels}"
     )
-    console.print(f"profile directory: [bold]{written.store}[/]")
+    console.print(f"reference directory: [bold]{written.store}[/]")
+
+
+monitor_app.command("profile", hidden=True, deprecated=True, help="The former name of `monitor reference`.")(
+    reference_command
+)
 
 
 @monitor_app.command("check")
 def check(
     profile_dir: Annotated[
         str,
-        typer.Argument(help="The reference (profile directory) written by `raypipe monitor profile`."),
+        typer.Argument(help="The reference directory written by `raypipe monitor reference`."),
     ],
     batch: Annotated[
         str,
@@ -181,10 +187,10 @@ def history(
     """Print the checks of a reference over time (verdicts, label-free estimates, advice) and plot them."""
     from raypipe.engine.rundir import RunDir
     from raypipe.monitor.history import PLOT, plot_history, read_history
-    from raypipe.monitor.profile import load_profile
+    from raypipe.monitor.reference import load_reference
 
     try:
-        profile = load_profile(profile_dir)
+        profile = load_reference(profile_dir)
         found = read_history(profile_dir)
     except RaypipeError as exc:
         raise _fail(exc) from exc

@@ -30,7 +30,7 @@ from raypipe.monitor.mix import (
     mix_model_unfit,
     share_test,
 )
-from raypipe.monitor.profile import MonitorProfile, load_profile
+from raypipe.monitor.reference import StoredReference, load_reference
 from raypipe.monitor.rerecommend import rerecommend
 from raypipe.spec.schema import PipelineSpec
 
@@ -42,7 +42,7 @@ PIPELINE_ERRORS = "pipeline errors"
 class Reference:
     """A profile made ready to check batches against: the slice classifier fitted once."""
 
-    profile: MonitorProfile
+    profile: StoredReference
     config_id: str
     mix_model: MixModel | None
     features: pl.DataFrame  # the reference's error-free feature rows
@@ -50,7 +50,7 @@ class Reference:
     mix_aside: str = ""  # why the mix test steps aside for this reference (empty: it runs)
 
 
-def prepare(profile: MonitorProfile, config_id: str | None = None, seed: int = 0) -> Reference:
+def prepare(profile: StoredReference, config_id: str | None = None, seed: int = 0) -> Reference:
     """The reference ready for checks; the slice classifier is fitted here, or the reason it cannot be."""
     config_id = profile.config_id(config_id)
     features = profile.features.filter(pl.col(ERROR).is_null())
@@ -100,7 +100,7 @@ class CheckReport:
         }
 
 
-def output_columns(profile: MonitorProfile) -> list[str]:
+def output_columns(profile: StoredReference) -> list[str]:
     """The label-free per-item outputs that are tested: the label-free metric and the task's outputs."""
     return list(dict.fromkeys([profile.label_free.name, *profile.task.outputs]))
 
@@ -217,7 +217,7 @@ def _estimates(
     return found
 
 
-def check_spec(profile: MonitorProfile, config_id: str, batch: str) -> PipelineSpec:
+def check_spec(profile: StoredReference, config_id: str, batch: str) -> PipelineSpec:
     """The run's spec narrowed to one configuration, over the batch, ranked by the label-free metric.
 
     The SLA keeps its latency bound only: metric bounds may need truth the batch lacks."""
@@ -236,7 +236,7 @@ def check_spec(profile: MonitorProfile, config_id: str, batch: str) -> PipelineS
     return PipelineSpec.model_validate(raw)
 
 
-def load_batch(profile: MonitorProfile, batch: str) -> pa.Table:
+def load_batch(profile: StoredReference, batch: str) -> pa.Table:
     """The batch in the profile's task schema; one clear message for a missing, foreign or empty batch."""
     task = profile.task
     try:
@@ -284,7 +284,7 @@ def run_check(
 ) -> CheckReport:
     """Run the deployed (or `config`) configuration over `batch` on Ray, check it, write report.json and
     features.parquet into `out` (the run itself goes to out/run)."""
-    profile = load_profile(profile_location)
+    profile = load_reference(profile_location)
     source = batch if "://" in batch or ":" in batch.split("/", 1)[0] else os.path.abspath(batch)
     table = load_batch(profile, source)
     features = compute_features(profile.task, table)
@@ -301,7 +301,7 @@ def run_check(
     report.seconds.update(features=features.seconds, run=run_seconds)
     report.meta = {
         "created": datetime.now(UTC).isoformat(),
-        "profile": str(profile.store),
+        "reference": str(profile.store),
         "batch": source,
         "task": profile.meta["task"],
         "config_id": ref.config_id,

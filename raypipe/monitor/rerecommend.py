@@ -26,14 +26,14 @@ from raypipe.decide.recommend import Recommendation, recommend
 from raypipe.decide.slices import bin_column
 from raypipe.decide.stats import z_for
 from raypipe.monitor.mix import MixEstimate
-from raypipe.monitor.profile import MonitorProfile
+from raypipe.monitor.reference import StoredReference
 
 RANKING_ROWS = 5
 ADVICE_ALPHA = 0.05  # one-sided, for the gain's and the p95's bounds
 MIX_SAMPLES = 64  # mixes drawn from the box for the p95 (not linear in the mix)
 
 
-def rerecommend(profile: MonitorProfile, deployed: str, mix: MixEstimate | None) -> dict[str, Any]:
+def rerecommend(profile: StoredReference, deployed: str, mix: MixEstimate | None) -> dict[str, Any]:
     """What to deploy under the estimated `mix` of the profile's slice attribute (None: the run's own)."""
     attribute = profile.attribute if mix is not None else None
     point = _known_mix(profile, mix.as_dict()) if mix is not None else None
@@ -81,7 +81,7 @@ def certified_switch(rec: Recommendation, deployed: str, advice: dict[str, Any])
     return advice
 
 
-def _known_mix(profile: MonitorProfile, mix: dict[str, float]) -> dict[str, float] | None:
+def _known_mix(profile: StoredReference, mix: dict[str, float]) -> dict[str, float] | None:
     known = set(profile.items[bin_column(profile.attribute)].drop_nulls().unique().to_list())
     kept = {b: w for b, w in mix.items() if b in known and w > 0}
     total = sum(kept.values())
@@ -89,7 +89,7 @@ def _known_mix(profile: MonitorProfile, mix: dict[str, float]) -> dict[str, floa
 
 
 def switch_advice(
-    profile: MonitorProfile, deployed: str, candidate_id: str, mix: MixEstimate
+    profile: StoredReference, deployed: str, candidate_id: str, mix: MixEstimate
 ) -> dict[str, Any]:
     """Does switching from `deployed` to `candidate` hold across the mix's 95 % box? Bounds, not points:
     {holds, gain_low (the gain's lower bound at the least favourable mix), sla (how the p95s compare across
@@ -127,7 +127,7 @@ def switch_advice(
 
 
 def _paired_by_bin(
-    profile: MonitorProfile, deployed: str, candidate: str, column: str, metric: str, labels: list[str]
+    profile: StoredReference, deployed: str, candidate: str, column: str, metric: str, labels: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per bin: the mean oriented paired difference (candidate - deployed, on the same reference items) and
     its variance of the mean; a bin without paired items gets no gain and a wide variance."""
@@ -170,13 +170,13 @@ def _sla_verdict(bounds: list[tuple[float, float]], sla: float) -> str:
     return "meets" if all(high <= sla for _, high in bounds) else "undecided"
 
 
-def _sla(profile: MonitorProfile) -> float:
+def _sla(profile: StoredReference) -> float:
     bound = profile.spec.sla.p95_latency_ms
     return math.inf if bound is None else float(bound)
 
 
 def _p95_bounds(
-    profile: MonitorProfile, config_id: str, column: str, labels: list[str], mix: np.ndarray
+    profile: StoredReference, config_id: str, column: str, labels: list[str], mix: np.ndarray
 ) -> tuple[float, float]:
     """Distribution-free bounds of the p95 service time under `mix`: the weighted quantiles at 0.95 -+ z
     standard errors of a proportion over the mix's effective number of items (Kish)."""
@@ -207,12 +207,12 @@ def _row(rec: Recommendation, config_id: str) -> dict[str, Any] | None:
     return None if found.is_empty() else found.row(0, named=True)
 
 
-def _labels(profile: MonitorProfile, config_id: str) -> str:
+def _labels(profile: StoredReference, config_id: str) -> str:
     row = profile.configs.filter(pl.col("config_id") == config_id).row(0, named=True)
     return "/".join(str(row[s]) for s in profile.stage_names)
 
 
-def describe(rec: Recommendation, profile: MonitorProfile, deployed: str) -> dict[str, Any]:
+def describe(rec: Recommendation, profile: StoredReference, deployed: str) -> dict[str, Any]:
     """The point-estimate decision as report.json holds it, with a sentence for the terminal."""
     mine = _row(rec, deployed)
     out: dict[str, Any] = {
@@ -232,7 +232,7 @@ def describe(rec: Recommendation, profile: MonitorProfile, deployed: str) -> dic
     return out | _switch(rec, profile, deployed, mine)
 
 
-def _still(profile: MonitorProfile, deployed: str, mine: dict[str, Any]) -> str:
+def _still(profile: StoredReference, deployed: str, mine: dict[str, Any]) -> str:
     return (
         f"the deployed configuration {deployed[:8]} ({_labels(profile, deployed)}) is still the choice: "
         f"expected {profile.objective.name} {mine['expected']:.3f} [{mine['ci_low']:.2f}, "
@@ -240,7 +240,9 @@ def _still(profile: MonitorProfile, deployed: str, mine: dict[str, Any]) -> str:
     )
 
 
-def _switch(rec: Recommendation, profile: MonitorProfile, deployed: str, mine: dict | None) -> dict[str, Any]:
+def _switch(
+    rec: Recommendation, profile: StoredReference, deployed: str, mine: dict | None
+) -> dict[str, Any]:
     name, chosen = profile.objective.name, _row(rec, rec.recommended)
     gain = None if mine is None else profile.objective.oriented(chosen["expected"] - mine["expected"])
     why = "misses the SLA" if mine is not None and not mine["sla_pass"] else "is worse with confidence"

@@ -12,12 +12,13 @@ import polars as pl
 from raypipe.engine.rundir import RunDir
 from raypipe.report.html.charts import WIDTH, records
 
-REPORT_JSON, FEATURES, PROFILE_JSON = "report.json", "features.parquet", "profile.json"
+REPORT_JSON, FEATURES = "report.json", "features.parquet"
+REFERENCE_JSONS = ("reference.json", "profile.json")  # the second: references written before issue 18
 SKIP = {"item_id", "error", "source"}
 
 
 def _profile(report: dict[str, Any]) -> RunDir | None:
-    location = report.get("profile")
+    location = report.get("reference") or report.get("profile")  # "profile": checks before issue 18
     if not location:
         return None
     try:
@@ -28,11 +29,8 @@ def _profile(report: dict[str, Any]) -> RunDir | None:
 
 
 def _kinds(profile: RunDir | None, batch: pl.DataFrame) -> dict[str, str]:
-    declared = (
-        profile.read_json(PROFILE_JSON).get("features", {})
-        if profile and profile.exists(PROFILE_JSON)
-        else {}
-    )
+    found = next((n for n in REFERENCE_JSONS if profile and profile.exists(n)), None)
+    declared = profile.read_json(found).get("features", {}) if profile and found else {}
     if isinstance(declared, dict) and declared:
         return {k: v for k, v in declared.items() if k in batch.columns}
     return {

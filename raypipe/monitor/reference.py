@@ -5,7 +5,7 @@ A profile directory holds:
   configuration (its id, choices and parameters), the objective and the label-free metric, the features
   and the slice attribute whose mix is estimated;
 - features.parquet: each reference item's features and slice bins (`source`: "run", or "reference" for
-  the extra items of `--reference`, which need the slice attribute but no truth);
+  the extra items of `--extra-items`, which need the slice attribute but no truth);
 - items.parquet and configs.parquet: the run's per-item results of every configuration (metrics, outputs,
   service time, bins): what re-recommendation reweights;
 - slices.parquet: per slice bin and configuration, n and the means of the objective and label-free metric;
@@ -31,13 +31,14 @@ from raypipe.spec.registry import resolve_task
 from raypipe.spec.schema import PipelineSpec
 from raypipe.spec.task import Metric, Task
 
-PROFILE_FORMAT = 1
-PROFILE_JSON, FEATURES, ITEMS = "profile.json", "features.parquet", "items.parquet"
+REFERENCE_FORMAT = 1
+REFERENCE_JSON, FEATURES, ITEMS = "reference.json", "features.parquet", "items.parquet"
+LEGACY_JSON = "profile.json"  # what references were called before issue 18; still read
 CONFIGS, SLICES, OUTPUTS = "configs.parquet", "slices.parquet", "outputs.parquet"
 
 
 @dataclass
-class MonitorProfile:
+class StoredReference:
     """A profile directory read back (local path or URI)."""
 
     store: RunDir
@@ -106,29 +107,30 @@ def find_config(configs: pl.DataFrame, wanted: str) -> str:
     raise RaypipeError(f"--config {wanted} {what} (configurations: {', '.join(c[:12] for c in ids)})")
 
 
-def load_profile(location: str) -> MonitorProfile:
-    """The profile at `location`; refused when written by another profile format or task version."""
+def load_reference(location: str) -> StoredReference:
+    """The reference at `location`; refused when written by another reference format or task version."""
     store = RunDir(location)
-    if not store.exists(PROFILE_JSON):
+    found = next((n for n in (REFERENCE_JSON, LEGACY_JSON) if store.exists(n)), None)
+    if found is None:
         raise RaypipeError(
-            f"{store} holds no monitoring profile ({PROFILE_JSON} missing): write one with "
-            f"`raypipe monitor profile RUN_DIR --out {location}`"
+            f"{store} holds no monitoring reference ({REFERENCE_JSON} missing): write one with "
+            f"`raypipe monitor reference RUN_DIR --out {location}`"
         )
-    meta = store.read_json(PROFILE_JSON)
-    if meta.get("format") != PROFILE_FORMAT:
+    meta = store.read_json(found)
+    if meta.get("format") != REFERENCE_FORMAT:
         raise RaypipeError(
-            f"profile {store} has format {meta.get('format')}; this raypipe reads format {PROFILE_FORMAT}: "
-            "write the profile again from its run"
+            f"reference {store} has format {meta.get('format')}; this raypipe reads format "
+            f"{REFERENCE_FORMAT}: write the reference again from its run"
         )
     name, written = meta["task"]["name"], str(meta["task"]["version"])
     task = resolve_task(name)
     if str(task.version) != written:
         raise RaypipeError(
-            f"profile {store} was written for task '{name}' version {written}, but this raypipe's task "
-            f"'{name}' is version {task.version}: its features and metrics may differ; write a new profile "
+            f"reference {store} was written for task '{name}' version {written}, but this raypipe's task "
+            f"'{name}' is version {task.version}: its features and metrics may differ; write a new reference "
             "from a run of this version"
         )
-    return MonitorProfile(store, meta, task)
+    return StoredReference(store, meta, task)
 
 
 def run_dataset(view: RunView, source: str | None) -> pa.Table:
@@ -229,14 +231,14 @@ def deployed_meta(view: RunView, config_id: str) -> dict:
     }
 
 
-def write_profile(
+def write_reference(
     run: str,
     out: str,
     config: str | None = None,
     attribute: str | None = None,
     dataset: str | None = None,
     reference: str | None = None,
-) -> MonitorProfile:
+) -> StoredReference:
     """Write the profile of run directory `run` into `out`; see the module docstring for what it holds."""
     view = RunView(run)
     config_id = find_config(view.configs, config) if config else view.configs.sort("rank")["config_id"][0]
@@ -259,18 +261,18 @@ def write_profile(
     store.write_parquet(CONFIGS, view.configs)
     store.write_parquet(SLICES, slice_summary(items, view.stage_names, view.objective.name, label_free))
     store.write_parquet(OUTPUTS, items.filter(pl.col("config_id") == config_id))
-    meta = profile_meta(view, config_id, attribute, label_free, features)
-    store.write_json(PROFILE_JSON, meta)
-    return MonitorProfile(store, meta, view.task)
+    meta = reference_meta(view, config_id, attribute, label_free, features)
+    store.write_json(REFERENCE_JSON, meta)
+    return StoredReference(store, meta, view.task)
 
 
-def profile_meta(
+def reference_meta(
     view: RunView, config_id: str, attribute: str | None, label_free: str, features: pl.DataFrame
 ) -> dict:
     """profile.json: what the profile was made from and for."""
     task = view.task
     return {
-        "format": PROFILE_FORMAT,
+        "format": REFERENCE_FORMAT,
         "created": datetime.now(UTC).isoformat(),
         "run_dir": str(view.run_dir),
         "task": {"name": task.name, "version": str(task.version)},
