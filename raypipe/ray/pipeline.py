@@ -194,6 +194,97 @@ def execute(
     return execution
 
 
+@dataclass(frozen=True)
+class StartItems:
+    """The first operator: each item's state (decoded input, truth, its frontier) from its row."""
+
+    n_configs: int
+    n_stages: int
+    share: bool
+    task: Task
+
+    def map_batches_args(self) -> dict[str, Any]:
+        return {
+            "fn": _start_items,
+            "fn_kwargs": {
+                "n_configs": self.n_configs,
+                "n_stages": self.n_stages,
+                "share": self.share,
+                "task": self.task,
+            },
+            "batch_size": None,
+            "num_cpus": TASK_CPUS,
+        }
+
+
+@dataclass(frozen=True)
+class StageOperator:
+    """One (stage, resource class) operator: a pool of StageActors; the last one also scores (`task`)."""
+
+    plan: OperatorPlan
+    control: Any
+    labels: list[tuple[str, ...]]
+    options: RunOptions
+    n_items: int
+    task: Task | None = None  # the last operator's
+    stage_names: list[str] | None = None  # the last operator's: it emits result rows
+
+    def map_batches_args(self) -> dict[str, Any]:
+        p, options = self.plan, self.options
+        worker = {
+            "control": self.control,
+            "task": self.task,
+            "emit_rows_for": self.stage_names,
+            "stage_index": p.stage_index,
+            "stage_name": p.stage_name,
+            "labels_of_config": self.labels,
+            "choices": p.choices,
+            "finalize": p.finalize,
+            "reuse_identical": options.reuse_identical,
+            "cache": StageCache(options.cache) if options.cache else None,
+        }
+        return {
+            "fn": StageActor,
+            "fn_constructor_kwargs": worker,
+            "compute": ray.data.ActorPoolStrategy(size=p.pool_size),
+            "batch_size": batch_size(
+                p.resources.batch_size, self.n_items, p.pool_size, options.max_batch_size
+            ),
+            "num_cpus": p.resources.num_cpus,
+            "num_gpus": p.resources.num_gpus or None,
+        }
+
+
+def operators(
+    items: pa.Table,
+    task: Task,
+    configs: list[Configuration],
+    plans: list[OperatorPlan],
+    options: RunOptions,
+    control: Any,
+) -> list[StartItems | StageOperator]:
+    """The run's operators in order: start items, then one per operator plan; the last one scores."""
+    stage_names = list(configs[0].stage_names)
+    labels = [c.labels for c in configs]
+    chain: list[StartItems | StageOperator] = [
+        StartItems(len(configs), len(stage_names), options.share_prefixes, task)
+    ]
+    for n, p in enumerate(plans, start=1):
+        last = n == len(plans)
+        chain.append(
+            StageOperator(
+                p,
+                control,
+                labels,
+                options,
+                items.num_rows,
+                task=task if last else None,
+                stage_names=stage_names if last else None,
+            )
+        )
+    return chain
+
+
 def build_plan(
     items: pa.Table,
     task: Task,
@@ -202,43 +293,8 @@ def build_plan(
     options: RunOptions,
     control: Any,
 ) -> ray.data.Dataset:
-    """The Ray Data plan: start items, then one map_batches per operator plan; the last one scores."""
-    stage_names = list(configs[0].stage_names)
-    labels = [c.labels for c in configs]
+    """The Ray Data plan: the items in small blocks, then each operator's map_batches in order."""
     ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
-    ds = ds.map_batches(
-        _start_items,
-        fn_kwargs={
-            "n_configs": len(configs),
-            "n_stages": len(stage_names),
-            "share": options.share_prefixes,
-            "task": task,
-        },
-        batch_size=None,
-        num_cpus=TASK_CPUS,
-    )
-    for n, p in enumerate(plans, start=1):
-        last = n == len(plans)
-        worker = {
-            "control": control,
-            "task": task if last else None,
-            "emit_rows_for": stage_names if last else None,
-            "stage_index": p.stage_index,
-            "stage_name": p.stage_name,
-            "labels_of_config": labels,
-            "choices": p.choices,
-            "finalize": p.finalize,
-            "reuse_identical": options.reuse_identical,
-            "cache": StageCache(options.cache) if options.cache else None,
-        }
-        ds = ds.map_batches(
-            StageActor,
-            fn_constructor_kwargs=worker,
-            compute=ray.data.ActorPoolStrategy(size=p.pool_size),
-            batch_size=batch_size(
-                p.resources.batch_size, items.num_rows, p.pool_size, options.max_batch_size
-            ),
-            num_cpus=p.resources.num_cpus,
-            num_gpus=p.resources.num_gpus or None,
-        )
+    for operator in operators(items, task, configs, plans, options, control):
+        ds = ds.map_batches(**operator.map_batches_args())
     return ds

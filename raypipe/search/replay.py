@@ -45,7 +45,7 @@ class RecordedRun:
 
 
 @dataclass
-class Exhaustive:
+class ExhaustiveTruth:
     """What the exhaustive run itself concluded, on point estimates over every item."""
 
     objective: np.ndarray  # oriented: higher is better
@@ -75,7 +75,7 @@ def record(items: pl.DataFrame, stage_names: list[str], objective: Metric, sla: 
     )
 
 
-def exhaustive_truth(run: RecordedRun, objective: Metric, sla: SLASpec) -> Exhaustive:
+def exhaustive_truth(run: RecordedRun, objective: Metric, sla: SLASpec) -> ExhaustiveTruth:
     """Means, p95s, SLA, best and Pareto front as the exhaustive run's own tables compute them."""
     sign = 1.0 if objective.higher_is_better else -1.0
     frame = pl.DataFrame(
@@ -93,7 +93,7 @@ def exhaustive_truth(run: RecordedRun, objective: Metric, sla: SLASpec) -> Exhau
         flagged = results.with_pareto(frame.filter(pl.col("sla_pass")), objective)
         front = np.isin(run.config_ids, flagged.filter(pl.col("pareto"))["config_id"].to_list())
     oriented, p95 = sign * frame["objective"].to_numpy(), frame["latency_p95_ms"].to_numpy()
-    return Exhaustive(oriented, p95, best_of(oriented, p95, passing), front, passing)
+    return ExhaustiveTruth(oriented, p95, best_of(oriented, p95, passing), front, passing)
 
 
 def best_of(objective: np.ndarray, p95: np.ndarray, candidates: np.ndarray) -> int | None:
@@ -107,7 +107,7 @@ def best_of(objective: np.ndarray, p95: np.ndarray, candidates: np.ndarray) -> i
 def replay_order(
     racing: Racing,
     run: RecordedRun,
-    truth: Exhaustive,
+    truth: ExhaustiveTruth,
     objective: Metric,
     sla: SLASpec,
     metrics: dict[str, Metric],
@@ -132,7 +132,9 @@ def replay_order(
     }
 
 
-def judge(survivors: np.ndarray, truth: Exhaustive, run: RecordedRun, tolerance: float) -> dict[str, Any]:
+def judge(
+    survivors: np.ndarray, truth: ExhaustiveTruth, run: RecordedRun, tolerance: float
+) -> dict[str, Any]:
     """The race's pick among its survivors (by the exhaustive run's numbers, as the final ranking sees them:
     survivors ran on every item), its gap to the exhaustive best, and the share of the front kept."""
     pick = best_of(truth.objective, truth.p95, survivors & truth.sla_pass)
@@ -167,7 +169,7 @@ def replay(
     return {"summary": summarise(per_order, run, truth), "orders": per_order}
 
 
-def summarise(per_order: list[dict[str, Any]], run: RecordedRun, truth: Exhaustive) -> dict[str, Any]:
+def summarise(per_order: list[dict[str, Any]], run: RecordedRun, truth: ExhaustiveTruth) -> dict[str, Any]:
     fractions = np.array([o["engine_fraction"] for o in per_order])
     shares = [o["pareto_share"] for o in per_order if o["pareto_share"] is not None]
     best = truth.best
