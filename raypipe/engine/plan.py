@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
-from raypipe.engine.cache import identity_key
+from raypipe.engine.cache import CacheConfig, identity_key
 from raypipe.engine.execution import ChoiceRef
 from raypipe.spec.registry import effective_params, resolve
 from raypipe.spec.schema import ChoiceSpec, PipelineSpec, StageSpec
@@ -147,3 +147,16 @@ def size_pools(
                 p.resources.num_cpus * scale, p.resources.num_gpus, p.resources.batch_size
             )
     return plans
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to execute: switches for the two savings (benchmarks turn them off) and the pool sizes."""
+
+    share_prefixes: bool = True
+    reuse_identical: bool = True
+    cache: CacheConfig | None = None
+    max_actors_per_pool: int | None = None
+    # A search that drops configurations while items flow wants small batches: an actor reads the live set
+    # once per batch, and a large batch decided before a drop runs to its end.
+    max_batch_size: int | None = None

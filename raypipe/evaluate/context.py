@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from raypipe.engine.plan import OperatorPlan
+from raypipe.engine.plan import OperatorPlan, RunOptions
 from raypipe.engine.rundir import RunDir
 from raypipe.ray import pipeline
 from raypipe.ray.metrics import LiveMetrics
@@ -63,7 +63,7 @@ class RunPlan:
     objective: Metric
     configs: list[Configuration]
     plans: list[OperatorPlan]
-    options: pipeline.RunOptions
+    options: RunOptions
     cpus: float
     gpus: float
 

@@ -20,7 +20,7 @@ from raypipe.decide import results, slices
 from raypipe.decide.decision import Decision, DecisionSettings
 from raypipe.engine import latency
 from raypipe.engine.cache import CacheConfig
-from raypipe.engine.plan import plan_operators
+from raypipe.engine.plan import RunOptions, plan_operators
 from raypipe.engine.rundir import (
     CALIBRATION,
     CONFIGS,
@@ -36,7 +36,7 @@ from raypipe.engine.rundir import (
 from raypipe.errors import ConfigError, DatasetError, RaypipeError
 from raypipe.evaluate.context import ClusterFound, Counters, Note, Progress, RunContext, RunPlan
 from raypipe.evaluate.manifest import build_manifest
-from raypipe.ray import cluster, pipeline
+from raypipe.ray import cluster
 from raypipe.ray.calibration import calibrate as time_pairs_alone
 from raypipe.ray.metrics import LiveMetrics
 from raypipe.search.base import Search, SearchOutcome
@@ -118,10 +118,10 @@ def item_attributes(task: Task, table: pa.Table) -> pl.DataFrame:
     return pl.from_arrow(table.select(["item_id", *names]))
 
 
-def run_options(request: Request, search: Search | None = None) -> pipeline.RunOptions:
+def run_options(request: Request, search: Search | None = None) -> RunOptions:
     cache = CacheConfig(request.cache_dir) if request.cache_dir else None
     cap = search.max_batch_size if search is not None else None
-    return pipeline.RunOptions(
+    return RunOptions(
         request.share_prefixes, request.reuse_identical, cache, request.max_actors_per_pool, cap
     )
 

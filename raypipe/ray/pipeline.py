@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from raypipe.engine.cache import CacheConfig, StageCache
+from raypipe.engine.cache import StageCache
 from raypipe.engine.execution import ItemState, StageWorker, finish_item, start_item
-from raypipe.engine.plan import OperatorPlan
+from raypipe.engine.plan import OperatorPlan, RunOptions
 from raypipe.ray.cluster import cluster_resources, on_driver_node
 from raypipe.spec import columns
 from raypipe.spec.space import Configuration
@@ -30,19 +30,6 @@ TASK_CPUS = 0.1
 WATCHDOG_PERIOD_S = 0.25
 WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 PLACE_COLUMNS = ("node", "pid")  # where each stage ran an item
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to execute: switches for the two savings (benchmarks turn them off) and the pool sizes."""
-
-    share_prefixes: bool = True
-    reuse_identical: bool = True
-    cache: CacheConfig | None = None
-    max_actors_per_pool: int | None = None
-    # A search that drops configurations while items flow wants small batches: an actor reads the live set
-    # once per batch, and a large batch decided before a drop runs to its end.
-    max_batch_size: int | None = None
 
 
 def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> int:
