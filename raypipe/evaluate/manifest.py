@@ -21,15 +21,7 @@ PACKAGES = (
     "polars",
     "pyarrow",
     "numpy",
-    "opencv-python-headless",
-    "pytesseract",
-    "onnxruntime",
-    "rapidocr-onnxruntime",
-    "easyocr",
-    "torch",
-    "tensorflow-cpu",
-    "scikit-learn",
-)
+)  # the engine's; a task adds its own (Task.packages)
 
 
 def build_manifest(
@@ -71,7 +63,7 @@ def build_manifest(
         },
         "search": {"method": outcome.method, **outcome.summary},
         "created": datetime.now(UTC).isoformat(),
-        "versions": package_versions(),
+        "versions": package_versions(ctx.task.packages),
         "hardware": {
             **fingerprint(),
             "platform": platform.platform(),
@@ -82,9 +74,9 @@ def build_manifest(
     }
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(task_packages: tuple[str, ...] = ()) -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in (*PACKAGES, *task_packages):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -118,6 +118,8 @@ class Task:
     metrics: ClassVar[tuple[Metric, ...]] = ()
     # Task-specific stage kinds: kind -> {choice name -> "package.module:Class"}.
     stages: ClassVar[dict[str, dict[str, str]]] = {}
+    # The distributions whose versions a run's manifest records besides the engine's (its stages' engines).
+    packages: ClassVar[tuple[str, ...]] = ()
     profiles: ClassVar[tuple[Profile, ...]] = ()
     options: dict[str, Any] = field(default_factory=dict)
 

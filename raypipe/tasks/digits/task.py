@@ -44,6 +44,7 @@ class DigitsTask(Task):
     metrics: ClassVar[tuple[Metric, ...]] = METRICS
     outputs: ClassVar[tuple[str, ...]] = OUTPUTS
     features: ClassVar[dict[str, str]] = FEATURES
+    packages: ClassVar[tuple[str, ...]] = ("scikit-learn", "onnxruntime")
     stages: ClassVar[dict[str, dict[str, str]]] = {
         "preprocess": {
             "none": f"{STAGES}:NoPreprocess",

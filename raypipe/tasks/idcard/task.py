@@ -81,6 +81,10 @@ class IdCardTask(Task):
             "layout": "raypipe.tasks.idcard.extract:Layout",
         },
     }
+    packages: ClassVar[tuple[str, ...]] = (
+        "opencv-python-headless", "pytesseract", "onnxruntime", "rapidocr-onnxruntime", "easyocr", "torch",
+        "tensorflow-cpu",
+    )  # fmt: skip
     profiles: ClassVar[tuple[Profile, ...]] = tuple(Profile(n, d) for n, d in PROFILE_DESCRIPTIONS.items())
 
     def load(self, source: str, limit: int | None = None) -> pa.Table:
