@@ -51,14 +51,25 @@ def test_a_plugin_that_takes_a_builtin_name_is_refused(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[raypipe.stages]\nenhance.clahe = tests.plugin_stages:Invert\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry._plugins.cache_clear()
+    registry._entry_points.cache_clear()
     try:
         with pytest.raises(registry.RegistryError, match=r"enhance plugin 'enhance\.clahe' .* is a built-in"):
             registry.resolve("enhance", "clahe", IDCARD)
     finally:
         monkeypatch.undo()
-        registry._plugins.cache_clear()
+        registry._entry_points.cache_clear()
     assert registry.resolve("enhance", "clahe", IDCARD).__name__ == "Clahe"
+
+
+def test_built_in_tasks_and_searches_are_raypipes_own_entry_points():
+    """Built-ins are published the way a plugin is (pyproject.toml), and a plugin is anyone else's."""
+    assert registry.builtins_of(registry.TASK_GROUP) == {
+        "idcard": "raypipe.tasks.idcard.task:IdCardTask",
+        "digits": "raypipe.tasks.digits.task:DigitsTask",
+    }
+    assert set(registry.builtins_of(registry.SEARCH_GROUP)) == {"exhaustive", "racing"}
+    assert registry.resolve_task("digits").name == "digits"
+    assert registry.resolve_search("racing").name == "racing"
 
 
 def test_task_stage_kinds_resolve_only_with_their_task():
@@ -87,13 +98,13 @@ def test_entry_point_plugin(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[raypipe.stages]\nenhance.invert = tests.plugin_stages:Invert\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry._plugins.cache_clear()
+    registry._entry_points.cache_clear()
     try:
         assert "invert" in registry.available("enhance", IDCARD)
         assert registry.resolve("enhance", "invert", IDCARD) is Invert
     finally:
         monkeypatch.undo()
-        registry._plugins.cache_clear()
+        registry._entry_points.cache_clear()
     assert "invert" not in registry.available("enhance", IDCARD)
 
 

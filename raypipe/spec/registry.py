@@ -34,14 +34,7 @@ STAGE_BUILTINS: dict[str, dict[str, str]] = {
     # Zero-cost stages for measuring the engine's own overhead (benchmarks/scale.py).
     "noop": {"tag": "raypipe.engine.noop:Tag"},
 }
-TASK_BUILTINS: dict[str, str] = {
-    "idcard": "raypipe.tasks.idcard.task:IdCardTask",
-    "digits": "raypipe.tasks.digits.task:DigitsTask",
-}
-SEARCH_BUILTINS: dict[str, str] = {
-    "exhaustive": "raypipe.search.exhaustive:Exhaustive",
-    "racing": "raypipe.search.racing:Racing",
-}
+OWN_DISTRIBUTION = "raypipe"  # built-in tasks and searches are its own entry points (pyproject.toml)
 
 _STAGES: dict[str, dict[str, type]] = {}
 _TASKS: dict[str, type] = {}
@@ -77,8 +70,23 @@ def unknown_message(what: str, name: str, names: list[str]) -> str:
 
 
 @cache
+def _entry_points(group: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(raypipe's own, everyone else's) entry points of `group`: built-ins are published the way a plugin
+    is, and a plugin is whatever another distribution publishes."""
+    own, plugins = {}, {}
+    for ep in entry_points(group=group):
+        is_own = ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION
+        (own if is_own else plugins)[ep.name] = ep.value
+    return own, plugins
+
+
 def _plugins(group: str) -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=group)}
+    return _entry_points(group)[1]
+
+
+def builtins_of(group: str) -> dict[str, str]:
+    """raypipe's own tasks or searches (TASK_GROUP, SEARCH_GROUP), by name."""
+    return _entry_points(group)[0]
 
 
 def _refuse_builtin(name: str, builtins: dict[str, Any], what: str) -> None:
@@ -102,7 +110,7 @@ def builtin_stage_names(kind: str) -> set[str]:
     """Every built-in choice name of `kind`, the task-neutral ones and those of every built-in task: a class
     registered before its task is known may not take any of them."""
     names = set(STAGE_BUILTINS.get(kind, {}))
-    for target in TASK_BUILTINS.values():
+    for target in builtins_of(TASK_GROUP).values():
         names |= set(import_target(target).stages.get(kind, {}))
     return names
 
@@ -175,7 +183,7 @@ def register_task(name: str) -> Callable[[T], T]:
     def decorate(cls: T) -> T:
         from raypipe.spec.task import Task
 
-        _refuse_builtin(name, TASK_BUILTINS, "task")
+        _refuse_builtin(name, builtins_of(TASK_GROUP), "task")
         if not (inspect.isclass(cls) and issubclass(cls, Task)):
             raise RegistryError(f"{cls!r} is not a subclass of raypipe.spec.task.Task")
         _TASKS[name] = cls
@@ -188,7 +196,7 @@ def register_search(name: str) -> Callable[[T], T]:
     """Class decorator: make a search strategy available as `--search name`."""
 
     def decorate(cls: T) -> T:
-        _refuse_builtin(name, SEARCH_BUILTINS, "search")
+        _refuse_builtin(name, builtins_of(SEARCH_GROUP), "search")
         _SEARCHES[name] = cls
         return cls
 
@@ -203,11 +211,11 @@ def _named_entries(builtins: dict[str, str], group: str, registered: dict[str, t
 
 
 def task_names() -> list[str]:
-    return sorted(_named_entries(TASK_BUILTINS, TASK_GROUP, _TASKS, "task"))
+    return sorted(_named_entries(builtins_of(TASK_GROUP), TASK_GROUP, _TASKS, "task"))
 
 
 def search_names() -> list[str]:
-    return sorted(_named_entries(SEARCH_BUILTINS, SEARCH_GROUP, _SEARCHES, "search"))
+    return sorted(_named_entries(builtins_of(SEARCH_GROUP), SEARCH_GROUP, _SEARCHES, "search"))
 
 
 def resolve_task(name: str) -> Task:
@@ -219,19 +227,29 @@ def resolve_task(name: str) -> Task:
         if not (inspect.isclass(cls) and issubclass(cls, Task)):
             raise UnknownComponentError(f"'{name}' is not a subclass of raypipe.spec.task.Task")
         return cls()
-    entries = _named_entries(TASK_BUILTINS, TASK_GROUP, _TASKS, "task")
+    entries = _named_entries(builtins_of(TASK_GROUP), TASK_GROUP, _TASKS, "task")
     if name not in entries:
-        raise UnknownComponentError(unknown_message("task", name, list(entries)))
+        raise UnknownComponentError(unknown_message("task", name, list(entries)) + _not_installed())
     entry = entries[name]
     cls = import_target(entry) if isinstance(entry, str) else entry
     return cls()
 
 
+def _not_installed() -> str:
+    """A hint when raypipe runs from source without being installed: its built-ins are entry points."""
+    if builtins_of(TASK_GROUP):
+        return ""
+    return (
+        " raypipe's own tasks and searches are entry points of the installed package: install it "
+        "(`bash scripts/install.sh`, or `pip install -e .` in the checkout)."
+    )
+
+
 def resolve_search(name: str) -> type:
     """The search strategy class registered as `name`."""
-    entries = _named_entries(SEARCH_BUILTINS, SEARCH_GROUP, _SEARCHES, "search")
+    entries = _named_entries(builtins_of(SEARCH_GROUP), SEARCH_GROUP, _SEARCHES, "search")
     if name not in entries:
-        raise UnknownComponentError(unknown_message("search", name, list(entries)))
+        raise UnknownComponentError(unknown_message("search", name, list(entries)) + _not_installed())
     entry = entries[name]
     return import_target(entry) if isinstance(entry, str) else entry
 
