@@ -59,7 +59,7 @@ class Page:
         """Click a table's column header until DataTables orders by it in `direction` ("ascending" or
         "descending"). DataTables orders in a timer after the click, so each click waits for the header's
         aria-sort to change before the rows are read."""
-        th = self.page.locator(header)
+        th = self.page.locator(header).first
         for _ in range(3):  # DataTables cycles a header through ascending, descending and unsorted
             before = th.get_attribute("aria-sort")
             if before == direction:
