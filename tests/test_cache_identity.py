@@ -102,7 +102,7 @@ def test_image_stage_identities_name_opencv():
     import cv2
 
     for kind, name in (("enhance", "clahe"), ("orient", "hough"), ("channel", "gray")):
-        engines = resolve(kind, name).cache_identity()["engines"]
+        engines = resolve(kind, name, IDCARD).cache_identity()["engines"]
         assert engines["cv2"].endswith(f"=={cv2.__version__}") or cv2.__version__ in engines["cv2"]
     assert resolve("channel", "red", IDCARD).cache_identity() == {}  # array slicing: nothing else decides it
 
@@ -144,7 +144,9 @@ def retrain(source: Path, target: Path, favour_class: int) -> None:
 
 
 def orient_digits_spec(source: str, model_dir: Path) -> dict:
-    orient = {"name": "cnn", "params": {"variant": "onnx-int8", "model_dir": str(model_dir)}}
+    # idcard's orientation CNN on digits: a stage of another task is named by its import path
+    cnn = f"{OrientCNN.__module__}:{OrientCNN.__qualname__}"
+    orient = {"name": cnn, "params": {"variant": "onnx-int8", "model_dir": str(model_dir)}}
     return {
         "name": "retrained",
         "task": "digits",
