@@ -226,3 +226,11 @@ def test_a_planted_pickle_is_refused_and_counts_as_a_miss(ray_cluster, tmp_path,
     assert not marker.exists()
     items = result.run_dir.read_parquet("items.parquet")
     assert items["error"].null_count() == 16
+
+
+def test_the_default_models_folder_is_the_checkouts_wherever_one_stands(tmp_path, monkeypatch):
+    from raypipe.engine.models import MODELS_DIR_ENV_VAR, default_models_dir
+
+    monkeypatch.delenv(MODELS_DIR_ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)  # no models/ here: an actor's working directory is not the checkout
+    assert default_models_dir() == REPO / "models" and (REPO / "models" / "orient-cnn-int8.onnx").is_file()

@@ -19,6 +19,8 @@ import yaml
 from raypipe.engine.datasets import write_table
 from raypipe.errors import RaypipeError
 from raypipe.evaluate.submit import (
+    ENTRYPOINT,
+    default_working_dir,
     JOB_ENV,
     SUBMIT_DIR_ENV,
     SUBMIT_HOST_ENV,
@@ -231,3 +233,8 @@ def test_a_job_elsewhere_refuses_a_relative_out_but_takes_absolute_paths_and_uri
 def test_a_plain_ray_job_submit_refuses_a_relative_out():
     with pytest.raises(RaypipeError, match=r"Ray's temporary copy of the working directory"):
         prepare_job(["spec.yaml", "--out", "runs/x"], {JOB_ENV: "{}"})
+
+
+def test_the_default_working_dir_is_the_checkout_with_the_entrypoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: the shipped folder must not depend on where one stands
+    assert default_working_dir() == REPO and (REPO / ENTRYPOINT).is_file()

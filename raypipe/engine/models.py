@@ -27,7 +27,7 @@ def default_models_dir() -> Path:
     local = Path.cwd() / "models"
     if local.is_dir():
         return local
-    return Path(__file__).resolve().parents[1] / "models"
+    return Path(__file__).resolve().parents[2] / "models"  # raypipe/engine/models.py -> the checkout
 
 
 def models_dir(model_dir: str | os.PathLike[str] | None) -> Path:

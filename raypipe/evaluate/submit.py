@@ -112,7 +112,7 @@ def job_entrypoint(spec: Path, run_args: list[str], working_dir: Path) -> str:
 
 def default_working_dir() -> Path:
     """The checkout holding jobs/evaluate.py and this raypipe, else the current directory."""
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]  # raypipe/evaluate/submit.py -> the checkout
     return checkout if (checkout / ENTRYPOINT).is_file() else Path.cwd()
 
 
