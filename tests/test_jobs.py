@@ -20,10 +20,10 @@ from raypipe.engine.datasets import write_table
 from raypipe.errors import RaypipeError
 from raypipe.evaluate.submit import (
     ENTRYPOINT,
-    default_working_dir,
     JOB_ENV,
     SUBMIT_DIR_ENV,
     SUBMIT_HOST_ENV,
+    default_working_dir,
     host_identity,
     option_value,
     prepare_job,
