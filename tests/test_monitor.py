@@ -275,6 +275,9 @@ def test_a_folder_of_batches_is_checked_oldest_first_into_a_history(digits_profi
     assert shown.exit_code == 0, shown.output
     assert "checks over time" in shown.output and "d5.parquet" in shown.output and "drift" in shown.output
     assert (profile / "history.png").stat().st_size > 5000
+    page = (profile / "history.html").read_text()  # opened in a browser by tests/test_report_html.py
+    assert page.count("<tr data-check=") == pl.read_parquet(profile / "history.parquet").height
+    assert all(f'href="checks/{Path(r).name}/report.html"' in page for r in history["report"])
 
 
 def test_a_profile_of_another_task_version_is_refused_naming_both(digits_profile, tmp_path):

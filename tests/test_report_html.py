@@ -361,3 +361,67 @@ def test_a_48_by_24_idcard_report_stays_small_and_quick(browser, tmp_path):
     page.page.click("button.show-wrong >> nth=0")
     assert page.page.locator(".item-entry img").count() == page.page.locator(".item-entry").count() > 0
     page.assert_quiet()
+
+
+def test_monitor_history_report(browser, tmp_path):
+    """A reference's history as `raypipe monitor check` appends it (history_row of three checks, one of which
+    drifted): a point per check and estimate, the mix over the checks, a sortable table linking each
+    check's own report."""
+    from raypipe.monitor.check import CheckReport
+    from raypipe.monitor.drift import DriftTest
+    from raypipe.monitor.estimate import Estimate
+    from raypipe.monitor.history import append_history, history_row
+    from raypipe.monitor.mix import MixEstimate
+    from raypipe.report.html import write_history_report
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    history = None
+    for at, (clean, drifted) in enumerate([(0.5, False), (0.45, False), (0.1, True)]):
+        check = reference / "checks" / f"check-{at}"
+        check.mkdir(parents=True)
+        (check / "report.html").write_text("<!DOCTYPE html><title>check</title>")
+        shares = np.array([clean, 1 - clean])
+        mix = MixEstimate(
+            "profile", ["clean", "rotated"], shares, np.diag([0.004, 0.004]), shares, np.full(2, 0.5)
+        )
+        report = CheckReport(
+            tests=[
+                DriftTest(
+                    "brightness",
+                    "feature",
+                    "ks",
+                    0.3,
+                    1e-4 if drifted else 0.4,
+                    p_corrected=4e-4 if drifted else 1.0,
+                    drifted=drifted,
+                )
+            ],
+            n_items=40,
+            n_feature_errors=0,
+            n_pipeline_errors=0,
+            mix=mix,
+            estimates=[
+                Estimate("mix-reweighted", 0.8 - at / 10, 0.7 - at / 10, 0.9 - at / 10),
+                Estimate("score-calibrated", 0.78 - at / 10, 0.7 - at / 10, 0.86 - at / 10),
+            ],
+            observed=None,
+            recommendation={"message": "switch to osd" if drifted else "stays", "changed": drifted},
+            meta={"created": f"2026-12-0{at + 1}T00:00:00", "batch": str(tmp_path / f"batch-{at}.parquet")},
+        )
+        history = append_history(str(reference), history_row(report, str(check)))
+    page = Page(browser, Path(write_history_report(str(reference), history, "key_fields_exact")))
+    assert page.marks("estimates", "estimates") == 3 * 2  # three checks, two label-free estimates each
+    assert page.page.locator("#chart-mix g.role-mark path, #chart-mix g.role-mark > path").count() >= 2
+    rows = lambda: page.page.locator("#history-table tbody tr").evaluate_all(  # noqa: E731
+        "rows => rows.map(r => r.dataset.check)"
+    )
+    assert rows() == ["1", "2", "3"]  # oldest first
+    page.sort("#history-table thead th:has-text('smallest corrected p')", "ascending")
+    assert rows()[0] == "3"  # the drifted check first
+    links = page.page.locator("#history-table tbody a").evaluate_all("links => links.map(a => a.href)")
+    assert len(links) == 3 and all(
+        link.endswith("/report.html") and "checks/check-" in link for link in links
+    )
+    assert "1 of 3 checks drifted" in page.page.locator("h1").text_content()
+    page.assert_quiet()

@@ -165,15 +165,17 @@ def _check_one(
     try:
         with ray_logs_to(os.path.join(out, RUN), verbose):
             report = run_check(profile_dir, source, out, config, address, cache_location)
-        append_history(profile_dir, history_row(report, out))
+        found = append_history(profile_dir, history_row(report, out))
     except RaypipeError as exc:
         raise _fail(exc) from exc
     console.print(f"[bold]{escape(source)}[/]")
     print_report(report, console)
     console.print(f"report: [bold]{os.path.join(out, 'report.json')}[/]")
-    from raypipe.report.html import write_check_report
+    from raypipe.report.html import write_check_report, write_history_report
 
     console.print(f"HTML report: [bold]{write_check_report(out)}[/]")
+    objective = str(report.meta.get("objective", "the objective"))
+    console.print(f"history: [bold]{write_history_report(profile_dir, found, objective)}[/]")
     return report.drifted
 
 
@@ -183,11 +185,17 @@ def history(
     out: Annotated[
         str | None, typer.Option(help="Where to write the plot (PNG); default: REFERENCE/history.png.")
     ] = None,
+    html: Annotated[
+        str | None,
+        typer.Option(help="Where to write the HTML history; default: REFERENCE/history.html."),
+    ] = None,
 ) -> None:
-    """Print the checks of a reference over time (verdicts, label-free estimates, advice) and plot them."""
+    """Print the checks of a reference over time (verdicts, label-free estimates, advice), plot them, and
+    write them as one HTML page (charts and a sortable table linking each check's report)."""
     from raypipe.engine.rundir import RunDir
     from raypipe.monitor.history import PLOT, plot_history, read_history
     from raypipe.monitor.reference import load_reference
+    from raypipe.report.html import write_history_report
 
     try:
         profile = load_reference(profile_dir)
@@ -201,6 +209,7 @@ def history(
     target = out or RunDir(profile_dir).path(PLOT)
     plot_history(found, profile.objective.name, target)
     console.print(f"plot: [bold]{target}[/]")
+    console.print(f"HTML: [bold]{write_history_report(profile_dir, found, profile.objective.name, html)}[/]")
 
 
 def history_table(found, objective: str) -> Table:

@@ -10,6 +10,7 @@ from typing import Any
 from raypipe.engine.rundir import RunDir
 
 REPORT = "report.html"
+HISTORY_REPORT = "history.html"
 
 
 def _json(value: Any) -> str:
@@ -18,8 +19,9 @@ def _json(value: Any) -> str:
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def render(template: str, **values: Any) -> str:
-    """A page from the package's Jinja2 templates, with the vendored Vega and DataTables inlined."""
+def render(template: str, script: str | None = None, **values: Any) -> str:
+    """A page from the package's Jinja2 templates, with the vendored Vega and DataTables inlined, and its
+    behaviour from `script` (default: the template's own, run.js for run.html.j2)."""
     from importlib import resources
 
     import jinja2
@@ -40,7 +42,7 @@ def render(template: str, **values: Any) -> str:
         "datatables": dt_script,
         "datatables_css": dt_css,
         "style": (files / "report.css").read_text(),
-        "script": (files / f"{template.split('.')[0]}.js").read_text(),
+        "script": (files / (script or f"{template.split('.')[0]}.js")).read_text(),
     }
     return env.get_template(template).render(assets=assets, **values)
 
@@ -72,3 +74,17 @@ def write_check_report(check_dir: str | os.PathLike[str] | RunDir) -> str:
     store = check_dir if isinstance(check_dir, RunDir) else RunDir(check_dir)
     store.write_bytes(REPORT, render("check.html.j2", **context(store)).encode())
     return store.path(REPORT)
+
+
+def write_history_report(reference: str, history: Any, objective: str, out: str | None = None) -> str:
+    """Write a monitoring reference's history.html (or `out`) from its history.parquet rows (a Polars
+    DataFrame, one row per checked batch); returns where. Each check's own report is linked."""
+    from raypipe.report.html.history_page import context
+
+    store = RunDir(os.path.dirname(out) or ".") if out else RunDir(reference)
+    name = os.path.basename(out) if out else HISTORY_REPORT
+    page_dir = store.root if store.is_local else None  # links to local checks are relative to the page
+    html = render("history.html.j2", "check.js", **context(history, objective, reference, page_dir))
+    store.fs.create_dir(store.root, recursive=True)
+    store.write_bytes(name, html.encode())
+    return store.path(name)

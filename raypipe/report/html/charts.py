@@ -22,7 +22,7 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _spec(chart: alt.TopLevelMixin, **datasets: pl.DataFrame) -> dict[str, Any]:
+def with_data(chart: alt.TopLevelMixin, **datasets: pl.DataFrame) -> dict[str, Any]:
     """The chart as a Vega-Lite dict, its data added by name afterwards: Altair neither validates nor walks
     the rows (which costs seconds on a large run)."""
     spec = chart.configure_view(stroke=None).to_dict(validate=False)
@@ -66,7 +66,7 @@ def scatter(points: pl.DataFrame, objective: str, sla_p95_ms: float | None, sla_
     if sla_min is not None:
         rule = alt.Chart(alt.Data(values=[{"objective": sla_min}]))
         layers.append(rule.mark_rule(color="#1f77b4", strokeDash=[6, 4]).encode(y="objective:Q"))
-    return _spec(alt.layer(*layers).properties(width=WIDTH, height=360), points=points)
+    return with_data(alt.layer(*layers).properties(width=WIDTH, height=360), points=points)
 
 
 def heatmap(cells: pl.DataFrame, objective: str, n_configs: int) -> dict:
@@ -100,7 +100,9 @@ def heatmap(cells: pl.DataFrame, objective: str, n_configs: int) -> dict:
         .encode(text=alt.value("★"))
     )
     height = max(120, 14 * n_configs)
-    return _spec(alt.layer(rects, counts, stars).properties(width=alt.Step(34), height=height), cells=cells)
+    return with_data(
+        alt.layer(rects, counts, stars).properties(width=alt.Step(34), height=height), cells=cells
+    )
 
 
 def stage_latency(rows: pl.DataFrame, options: list[str], first: str) -> dict:
@@ -123,7 +125,7 @@ def stage_latency(rows: pl.DataFrame, options: list[str], first: str) -> dict:
         )
         .properties(width=WIDTH, height=260, name="stage_bars")
     )
-    return _spec(bars, stages=rows)
+    return with_data(bars, stages=rows)
 
 
 def live_set(configs: pl.DataFrame, looks: pl.DataFrame | None, n_items: int) -> dict:
@@ -141,7 +143,7 @@ def live_set(configs: pl.DataFrame, looks: pl.DataFrame | None, n_items: int) ->
         .properties(width=WIDTH, height=max(100, 13 * configs.height), name="race_bars")
     )
     if looks is None or looks.is_empty():
-        return _spec(bars, raced=configs)
+        return with_data(bars, raced=configs)
     line = (
         alt.Chart(alt.Data(name="looks"))
         .mark_line(point=True, interpolate="step-after")
@@ -152,4 +154,4 @@ def live_set(configs: pl.DataFrame, looks: pl.DataFrame | None, n_items: int) ->
         )
         .properties(width=WIDTH, height=140)
     )
-    return _spec(alt.vconcat(line, bars), raced=configs, looks=looks)
+    return with_data(alt.vconcat(line, bars), raced=configs, looks=looks)

@@ -1,4 +1,5 @@
-// The check report's behaviour: its charts (vega-embed) and the sortable tests table (DataTables).
+// The behaviour of a monitor check's report and of a reference's history: the charts (vega-embed) and the
+// sortable tables (DataTables).
 (() => {
   "use strict";
   const specs = JSON.parse(document.getElementById("data-specs").textContent);
@@ -9,7 +10,7 @@
   }
   Promise.all(jobs).then(() => { document.body.dataset.chartsReady = String(jobs.length); });
   const setUpTable = () => {
-    window.raypipeDataTables.jQuery("#tests-table").DataTable({ paging: false, order: [] });
+    window.raypipeDataTables.jQuery("table.sortable").DataTable({ paging: false, order: [] });
     document.body.dataset.tableReady = "1";
   };
   if (window.raypipeDataTables) setUpTable();
