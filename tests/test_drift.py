@@ -129,12 +129,22 @@ def test_a_separable_mix_is_learnt_and_estimated_exactly():
     assert predicted.shape == (5, 3) and predicted.sum(axis=1).tolist() == [10] * 5  # one part per fold
     estimate = estimate_mix(model, predicted)
     assert estimate.as_dict() == pytest.approx({"clean": 0.2, "dark": 0.2, "rotated": 0.6})
-    found = share_test(model, predicted)
-    pooled = 60 / 140  # rotated among the reference's 90 and the batch's 50 predictions
-    z = (0.6 - 1 / 3) / math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 90))
-    assert found.statistic == pytest.approx(z)
-    assert found.p_value < 0.01 and "rotated: predicted share 0.33 -> 0.60" in found.detail
-    assert share_test(model, model.predict(_separable(10, 2)[0])).p_value > 0.5
+    # the share test: each half of the reference predicted by the forest of the other, the whole batch by both
+    assert model.test_reference_counts.sum(axis=1).tolist() == [45, 45]
+    whole = model.predict_whole(batch)
+    assert whole.tolist() == [[10, 10, 30], [10, 10, 30]]
+    found = share_test(model, whole)
+    zs = []  # the statistic is the largest |z| of a share, in the half whose test gave the smaller p
+    for half in model.test_reference_counts:
+        for label in range(3):
+            pooled = (half[label] + whole[0][label]) / 95  # among the half's 45 and the batch's 50
+            se = math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 45))
+            zs.append(abs(whole[0][label] / 50 - half[label] / 45) / se)
+    assert found.statistic == pytest.approx(max(zs[:3])) or found.statistic == pytest.approx(max(zs[3:]))
+    level = drift.GROUP_WEIGHTS["mix"] * drift.FAMILY_ALPHA  # its share of the family's level: it fires
+    assert found.p_value < level and "predicted share" in found.detail
+    assert share_test(model, model.predict_whole(_separable(10, 2)[0])).p_value > 0.5
+    assert share_test(model, whole[:, :0]).stepped_aside  # no batch item: the test steps aside
 
 
 def test_the_share_test_holds_its_level_on_simulated_counts():

@@ -170,7 +170,7 @@ def check_batch(
     mix = None
     if ref.mix_model is not None:
         predicted = ref.mix_model.predict(valid)
-        tests.append(share_test(ref.mix_model, predicted))
+        tests.append(share_test(ref.mix_model, ref.mix_model.predict_whole(valid)))
         mix = estimate_mix(ref.mix_model, predicted)
     elif ref.mix_aside:
         tests.append(drift.stepped_aside(profile.attribute, "mix", ref.mix_aside))
