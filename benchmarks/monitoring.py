@@ -319,6 +319,11 @@ def run_all(pool: Pool, args: argparse.Namespace, out: Path, minutes: float) -> 
 
 
 def rate(values: pl.Series) -> tuple[float, float, float]:
+    """The share of true values with its Wilson interval; nulls (not measured: no advice asked) left out,
+    NaN when none was measured."""
+    values = values.drop_nulls()
+    if values.is_empty():
+        return float("nan"), float("nan"), float("nan")
     hits, n = int(values.sum()), values.len()
     low, high = wilson_interval(hits, n)
     return hits / n, low, high
