@@ -122,7 +122,7 @@ def test_a_separable_mix_is_learnt_and_estimated_exactly():
     model = fit_mix_model(features, bins, {"a": "continuous", "b": "continuous"})
     assert model.labels == ["clean", "dark", "rotated"] and model.accuracy == 1.0
     assert np.allclose(model.confusion, np.eye(3)) and model.folds == 5
-    assert model.reference_counts.sum() == 90 and model.reference_counts.sum(axis=0).tolist() == [30, 30, 30]
+    assert model.true_counts.tolist() == [30, 30, 30]  # with C the identity: 30 out-of-fold predictions each
     batch, _ = _separable(10, 1)
     batch = pl.concat([batch, batch[20:30], batch[20:30]])  # rotated: 30 of 50
     predicted = model.predict(batch)
@@ -187,8 +187,8 @@ def test_bbse_undoes_a_known_confusion():
 def _model(labels: list[str], confusion: np.ndarray, true_counts: list[float]) -> MixModel:
     k = len(labels)
     return MixModel(
-        "profile", labels, FeatureEncoder([], {}, {}), [None] * 5, confusion, np.ones((5, k)),
-        np.full(k, 1 / k), np.array(true_counts, dtype=float), 0.75,
+        "profile", labels, FeatureEncoder([], {}, {}), [None] * 5, confusion, np.full(k, 1 / k),
+        np.array(true_counts, dtype=float), 0.75,
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from raypipe.errors import RaypipeError
+
+if TYPE_CHECKING:
+    from raypipe.monitor.check import CheckReport
 
 monitor_app = typer.Typer(
     help="Watch a deployed configuration: profile a finished run, then check unlabelled batches for drift "
@@ -129,11 +132,18 @@ def check(
     for source in seen:
         console.print(f"already in the history, not checked again: {source}")
     todo = [s for s in sources if s not in seen]
-    drifted = False
+    reports = []
     for source in todo:
         target = _check_out(profile_dir, source, out, len(todo) > 1)
-        drifted |= _check_one(profile_dir, source, target, config, address, cache_location, verbose)
-    raise typer.Exit(code=EXIT_DRIFT if drifted else 0)
+        reports.append(_check_one(profile_dir, source, target, config, address, cache_location, verbose))
+    if reports:  # the history's page, once for all the batches checked
+        from raypipe.monitor.history import read_history
+        from raypipe.report.html import write_history_report
+
+        objective = str(reports[-1].meta.get("objective", "the objective"))
+        page = write_history_report(profile_dir, read_history(profile_dir), objective)
+        console.print(f"history: [bold]{page}[/]")
+    raise typer.Exit(code=EXIT_DRIFT if any(r.drifted for r in reports) else 0)
 
 
 def _check_out(profile_dir: str, source: str, out: str | None, several: bool) -> str:
@@ -156,8 +166,8 @@ def _check_one(
     address: str | None,
     cache_location: str | None,
     verbose: bool,
-) -> bool:
-    """Check one batch, print it, add it to the history; True when it drifted."""
+) -> CheckReport:
+    """Check one batch, print it, add it to the history; returns its report."""
     from raypipe.engine.logs import ray_logs_to
     from raypipe.monitor.check import RUN, run_check
     from raypipe.monitor.history import append_history, history_row
@@ -165,18 +175,16 @@ def _check_one(
     try:
         with ray_logs_to(os.path.join(out, RUN), verbose):
             report = run_check(profile_dir, source, out, config, address, cache_location)
-        found = append_history(profile_dir, history_row(report, out))
+        append_history(profile_dir, history_row(report, out))
     except RaypipeError as exc:
         raise _fail(exc) from exc
     console.print(f"[bold]{escape(source)}[/]")
     print_report(report, console)
     console.print(f"report: [bold]{os.path.join(out, 'report.json')}[/]")
-    from raypipe.report.html import write_check_report, write_history_report
+    from raypipe.report.html import write_check_report
 
     console.print(f"HTML report: [bold]{write_check_report(out)}[/]")
-    objective = str(report.meta.get("objective", "the objective"))
-    console.print(f"history: [bold]{write_history_report(profile_dir, found, objective)}[/]")
-    return report.drifted
+    return report
 
 
 @monitor_app.command("history")

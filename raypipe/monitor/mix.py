@@ -84,7 +84,6 @@ class MixModel:
     encoder: FeatureEncoder
     classifiers: list[Any]  # one per fold, fitted without that fold
     confusion: np.ndarray  # [predicted, true]; each column sums to 1
-    reference_counts: np.ndarray  # [fold, predicted label]: out-of-fold predictions of each fold's items
     reference_shares: np.ndarray  # the reference's true shares
     true_counts: np.ndarray  # the reference's items per true label
     accuracy: float  # out-of-fold
@@ -185,41 +184,42 @@ def mix_model_unfit(bins: pl.Series) -> str | None:
 def fit_mix_model(features: pl.DataFrame, bins: pl.Series, kinds: dict[str, str], seed: int = 0) -> MixModel:
     """Learn the slice (`bins`, one label per row of `features`) from the features, cross-fitted over
     random folds; rows without a bin are left out. Needs two bins or more."""
-    from sklearn.model_selection import KFold
-
     keep = bins.is_not_null().to_numpy()
     features, bins = features.filter(keep), bins.filter(keep)
     labels = sorted(bins.cast(pl.String).unique().to_list())
     target = np.array([labels.index(b) for b in bins.cast(pl.String).to_list()])
     encoder = FeatureEncoder.fit(features, kinds)
     matrix = encoder.transform(features)
-    folds = min(FOLDS, len(target))
-    # Plain random folds, not stratified: each fold must be a random sample of the reference, as the batch's
-    # parts are of the batch, for the within-fold permutation to be exact.
-    splitter = KFold(folds, shuffle=True, random_state=seed)
-    out_of_fold, classifiers = np.zeros(len(target), dtype=int), []
-    fold_of = np.zeros(len(target), dtype=int)
-    for fold, (train, held) in enumerate(splitter.split(matrix)):
-        classifier = _forest(seed).fit(matrix[train], target[train])
-        out_of_fold[held], fold_of[held] = _predict(classifier, matrix[held]), fold
-        classifiers.append(classifier)
     k = len(labels)
-    reference_counts = np.zeros((folds, k))
-    np.add.at(reference_counts, (fold_of, out_of_fold), 1.0)
-    test_classifiers, test_counts = [], np.zeros((TEST_HALVES, k))
-    halves = KFold(TEST_HALVES, shuffle=True, random_state=seed + 1)  # a split of its own
-    for half, (train, held) in enumerate(halves.split(matrix)):
-        test_classifiers.append(_forest(seed).fit(matrix[train], target[train]))
-        np.add.at(test_counts[half], _predict(test_classifiers[-1], matrix[held]), 1.0)
+    classifiers, out_of_fold, _ = _cross_fit(matrix, target, min(FOLDS, len(target)), seed, seed)
+    # the share test's halves: a split of its own; each half's out-of-fold predictions counted per label
+    test_classifiers, held_out, half_of = _cross_fit(matrix, target, TEST_HALVES, seed + 1, seed)
+    test_counts = np.zeros((TEST_HALVES, k))
+    np.add.at(test_counts, (half_of, held_out), 1.0)
     counts = np.bincount(target, minlength=k)
     confusion = np.zeros((k, k))
     np.add.at(confusion, (out_of_fold, target), 1.0)
     confusion /= np.maximum(confusion.sum(axis=0, keepdims=True), 1.0)
     accuracy = float(np.mean(out_of_fold == target))
     return MixModel(
-        bins.name.removeprefix("bin_"), labels, encoder, classifiers, confusion, reference_counts,
-        counts / counts.sum(), counts.astype(float), accuracy, seed, test_classifiers, test_counts,
+        bins.name.removeprefix("bin_"), labels, encoder, classifiers, confusion, counts / counts.sum(),
+        counts.astype(float), accuracy, seed, test_classifiers, test_counts,
     )  # fmt: skip
+
+
+def _cross_fit(
+    matrix: np.ndarray, target: np.ndarray, folds: int, split_seed: int, seed: int
+) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """(a forest per fold fitted without it, each item's out-of-fold prediction, each item's fold). Plain
+    random folds, not stratified: each fold must be a random sample of the reference, as a batch is."""
+    from sklearn.model_selection import KFold
+
+    out_of_fold, fold_of = np.zeros(len(target), dtype=int), np.zeros(len(target), dtype=int)
+    classifiers = []
+    for fold, (train, held) in enumerate(KFold(folds, shuffle=True, random_state=split_seed).split(matrix)):
+        classifiers.append(_forest(seed).fit(matrix[train], target[train]))
+        out_of_fold[held], fold_of[held] = _predict(classifiers[-1], matrix[held]), fold
+    return classifiers, out_of_fold, fold_of
 
 
 def estimate_mix(model: MixModel, predicted: np.ndarray) -> MixEstimate:

@@ -56,14 +56,8 @@ def write_run_report(
     from raypipe.report.reading import RunView
 
     view = RunView(run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir))
-    html = render("run.html.j2", **context(view, dataset)).encode()
-    if out is None:
-        view.run_dir.write_bytes(REPORT, html)
-        return view.run_dir.path(REPORT)
-    target = RunDir(os.path.dirname(out) or ".")
-    target.fs.create_dir(target.root, recursive=True)
-    target.write_bytes(os.path.basename(out), html)
-    return target.path(os.path.basename(out))
+    store, name = _target(view.run_dir, REPORT, out)
+    return _write(store, name, render("run.html.j2", **context(view, dataset)))
 
 
 def write_check_report(check_dir: str | os.PathLike[str] | RunDir) -> str:
@@ -81,10 +75,19 @@ def write_history_report(reference: str, history: Any, objective: str, out: str 
     DataFrame, one row per checked batch); returns where. Each check's own report is linked."""
     from raypipe.report.html.history_page import context
 
-    store = RunDir(os.path.dirname(out) or ".") if out else RunDir(reference)
-    name = os.path.basename(out) if out else HISTORY_REPORT
+    store, name = _target(RunDir(reference), HISTORY_REPORT, out)
     page_dir = store.root if store.is_local else None  # links to local checks are relative to the page
-    html = render("history.html.j2", "check.js", **context(history, objective, reference, page_dir))
+    return _write(
+        store, name, render("history.html.j2", "check.js", **context(history, objective, reference, page_dir))
+    )
+
+
+def _target(default: RunDir, name: str, out: str | None) -> tuple[RunDir, str]:
+    """Where a page goes: `out` (a path or URI) when given, else `name` in `default`."""
+    return (RunDir(os.path.dirname(out) or "."), os.path.basename(out)) if out else (default, name)
+
+
+def _write(store: RunDir, name: str, html: str) -> str:
     store.fs.create_dir(store.root, recursive=True)
     store.write_bytes(name, html.encode())
     return store.path(name)

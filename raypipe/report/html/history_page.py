@@ -142,5 +142,4 @@ def context(history: pl.DataFrame, objective: str, reference: str, page_dir: str
             "estimates": estimates_chart(estimate_points(history), objective),
             "mix": mix_chart(mix_points(history)),
         },
-        "notes": [],
     }
