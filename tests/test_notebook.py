@@ -17,13 +17,17 @@ NOTEBOOK = REPO / "notebooks" / "results.ipynb"
 
 def spec(source: str) -> dict:
     small = {"resources": {"batch_size": 2}}  # small batches: drops reach the actors while items flow
+    # threshold at 240 keeps too little ink (accuracy ~0.28 against ~0.84): the race drops it at an early
+    # look whatever order the items arrive in (at the default 128 it scores ~0.65, and whether the race
+    # could rule it out by item 110 depended on that order: a CI run once did not)
+    faint = {"name": "threshold", "params": {"level": 240}, **small}
     return {
         "name": "notebook",
         "task": "digits",
         "stages": [
             {
                 "name": "preprocess",
-                "choices": [{"name": n, **small} for n in ("none", "deskew", "threshold")],
+                "choices": [*({"name": n, **small} for n in ("none", "deskew")), faint],
             },
             {"name": "classify", "choices": [{"name": n, **small} for n in ("linear", "onnx")]},
         ],
@@ -74,7 +78,7 @@ def test_notebook_shows_a_racing_run(runs, monkeypatch):
     raced, _ = runs
     configs = raced.configs
     stopped = configs.filter(pl.col("dropped_after_items").is_not_null())
-    assert stopped.height >= 1  # threshold reads too little ink to race to the end
+    assert stopped.height >= 1  # the faint threshold cannot race to the end
     cells = execute(raced.run_dir, monkeypatch)
     assert "search: racing" in text_of(cells[0])
     ranked = text_of(cells[1])
