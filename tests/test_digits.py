@@ -313,6 +313,32 @@ def test_cache_identity_names_the_library_versions():
     assert "opencv" in stages.Deskew.cache_identity()
 
 
+def test_a_kept_model_is_what_training_makes_and_a_changed_build_trains_again(monkeypatch, tmp_path):
+    from raypipe.tasks.digits import models
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(models.CACHE_ENV_VAR, raising=False)
+    calls = []
+
+    def build() -> bytes:
+        calls.append(1)
+        return models._export_mlp()
+
+    first = models.kept("mlp-onnx", build)
+    (stored,) = (tmp_path / "raypipe" / "digits-models").glob("mlp-onnx-*.bin")
+    assert stored.read_bytes() == first and models.kept("mlp-onnx", build) == first and len(calls) == 1
+    monkeypatch.setenv(models.CACHE_ENV_VAR, "train")
+    assert models.kept("mlp-onnx", models._export_mlp) == first  # training is deterministic: same bytes
+    monkeypatch.delenv(models.CACHE_ENV_VAR)
+    monkeypatch.setattr(models, "MLP_PARAMS", {**models.MLP_PARAMS, "alpha": 0.2})
+    models._build_key.cache_clear()
+    try:
+        models.kept("mlp-onnx", build)  # another build: another key, so it trains again
+        assert len(calls) == 2 and len(list(stored.parent.glob("mlp-onnx-*.bin"))) == 2
+    finally:
+        models._build_key.cache_clear()
+
+
 # -- scoring, features, task --------------------------------------------------------------------------------
 
 

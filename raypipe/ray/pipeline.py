@@ -39,6 +39,12 @@ def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> 
     return max(1, min(declared, spread, cap or declared))
 
 
+def pool_strategy(size: int) -> ray.data.ActorPoolStrategy:
+    """A pool that starts with one actor and grows to `size` while its queue is longer than its actors
+    take: a stage whose calls cost microseconds never pays for more than one actor's imports and models."""
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=1)
+
+
 @ray.remote(num_cpus=0)
 class RunControl:
     """What the driver decides during a run and every actor reads once per batch."""
@@ -58,9 +64,8 @@ class RunControl:
 
 
 class StageActor:
-    """A Ray Data callable class wrapping StageWorker: models load once per actor, when it starts (Ray Data
-    waits for every pool before items flow, so no call is timed while models load), and each choice's first
-    call is made once untimed.
+    """A Ray Data callable class wrapping StageWorker: models load once per actor, when it starts (an actor
+    takes no batch before that), and each choice's first call is made once untimed.
 
     A watchdog thread enforces the stage's timeout: a call that runs past it is reported to RunControl
     and the actor exits, so Ray Data replaces it and retries the batch; the new actor records the call as a
@@ -233,7 +238,7 @@ class StageOperator:
         return {
             "fn": StageActor,
             "fn_constructor_kwargs": worker,
-            "compute": ray.data.ActorPoolStrategy(size=p.pool_size),
+            "compute": pool_strategy(p.pool_size),
             "batch_size": batch_size(
                 p.resources.batch_size, self.n_items, p.pool_size, options.max_batch_size
             ),

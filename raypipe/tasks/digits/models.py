@@ -1,8 +1,11 @@
 """The digit classifiers: trained at first use on the training part, exported to ONNX, quantized to int8.
 
-No model file exists: each model is a deterministic function of the training part, its hyperparameters
-(fixed random_state) and the library versions, so every process trains its own at first use and keeps
-it (functools.cache): several choices in one actor train once. BLAS and OpenMP are held to one thread
+No model file ships: each model is a deterministic function of the training part, its hyperparameters
+(fixed random_state), this code and the library versions. The first process that needs one trains it and
+keeps its bytes in the user's cache directory under a key made of exactly those, so later processes load
+it (training cost every actor of every run 2-4 CPU-s, most of a digits run's start on 2 cores); each
+process also keeps it in memory (functools.cache), so several choices in one actor load once. Set
+RAYPIPE_DIGITS_MODELS=train to skip the cache (tests of training use it). BLAS and OpenMP are held to one thread
 while training: on 2 busy cores their thread pools fight the other actors (an MLP of 128 units took
 88 s instead of 0.5 s).
 
@@ -17,11 +20,15 @@ show (with them, "none" nearly caught up with "deskew" on the mixed profile).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pickle
 import tempfile
 import warnings
+from collections.abc import Callable
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +56,52 @@ MLP_PARAMS: dict[str, Any] = {
     "max_iter": 150,
     "random_state": RANDOM_STATE,
 }
+
+
+CACHE_ENV_VAR = "RAYPIPE_DIGITS_MODELS"
+# What a trained model depends on besides its parameters: these libraries and this code.
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "onnx", "skl2onnx", "onnxruntime")
+CODE = ("models.py", "data.py", "imaging.py")
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "raypipe" / "digits-models"
+
+
+@cache
+def _build_key() -> str:
+    digest = hashlib.sha256()
+    for name in LIBRARIES:
+        try:
+            digest.update(f"{name}={metadata.version(name)};".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=absent;".encode())
+    for name in CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    digest.update(repr((LINEAR_PARAMS, MLP_PARAMS)).encode())
+    return digest.hexdigest()[:16]
+
+
+def kept(name: str, build: Callable[[], bytes]) -> bytes:
+    """The bytes `build` makes, from the cache directory when this exact build made them before; written
+    there atomically otherwise (a process that cannot write it just uses what it built)."""
+    if os.environ.get(CACHE_ENV_VAR) == "train":
+        return build()
+    path = _cache_dir() / f"{name}-{_build_key()}.bin"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pass
+    data = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{name}-", delete=False) as stream:
+            stream.write(data)
+        os.replace(stream.name, path)  # concurrent actors each write a whole file; the last one stays
+    except OSError:
+        pass
+    return data
 
 
 def features_of(images: np.ndarray) -> np.ndarray:
@@ -80,25 +133,43 @@ def _fit(model: Any) -> Any:
         return model.fit(features, labels)
 
 
+def _train_linear() -> bytes:
+    from sklearn.linear_model import LogisticRegression
+
+    return pickle.dumps(_fit(LogisticRegression(**LINEAR_PARAMS)))
+
+
+def _train_mlp() -> bytes:
+    from sklearn.neural_network import MLPClassifier
+
+    return pickle.dumps(_fit(MLPClassifier(**MLP_PARAMS)))
+
+
 @cache
 def linear_model() -> Any:
     """Multinomial logistic regression on the 64 pixels."""
-    from sklearn.linear_model import LogisticRegression
-
-    return _fit(LogisticRegression(**LINEAR_PARAMS))
+    return pickle.loads(kept("linear", _train_linear))  # our own file, keyed by what made it
 
 
 @cache
 def mlp_model() -> Any:
     """One hidden layer of 32 ReLU units, trained with L-BFGS (~0.45 CPU-s)."""
-    from sklearn.neural_network import MLPClassifier
-
-    return _fit(MLPClassifier(**MLP_PARAMS))
+    return pickle.loads(kept("mlp", _train_mlp))
 
 
 @cache
 def mlp_onnx() -> bytes:
     """The MLP as an ONNX model (skl2onnx): input "X" float32 (n, 64), outputs label and probabilities."""
+    return kept("mlp-onnx", _export_mlp)
+
+
+@cache
+def mlp_onnx_int8() -> bytes:
+    """The ONNX MLP with int8 weights (dynamic quantization: activations are quantized per call)."""
+    return kept("mlp-onnx-int8", _quantize_mlp)
+
+
+def _export_mlp() -> bytes:
     from skl2onnx import to_onnx
 
     model = mlp_model()
@@ -107,9 +178,7 @@ def mlp_onnx() -> bytes:
     return to_onnx(model, sample, options={id(model): {"zipmap": False}}).SerializeToString()
 
 
-@cache
-def mlp_onnx_int8() -> bytes:
-    """The ONNX MLP with int8 weights (dynamic quantization: activations are quantized per call)."""
+def _quantize_mlp() -> bytes:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # else onnxruntime writes ~/.cache/Microsoft
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
