@@ -5,8 +5,8 @@ No model file ships: each model is a deterministic function of the training part
 keeps its bytes in the user's cache directory under a key made of exactly those, so later processes load
 it (training cost every actor of every run 2-4 CPU-s, most of a digits run's start on 2 cores); each
 process also keeps it in memory (functools.cache), so several choices in one actor load once. Set
-RAYPIPE_DIGITS_MODELS=train to skip the cache (tests of training use it). BLAS and OpenMP are held to one thread
-while training: on 2 busy cores their thread pools fight the other actors (an MLP of 128 units took
+RAYPIPE_DIGITS_MODELS=train to skip the cache. BLAS and OpenMP are held to one thread while training:
+on 2 busy cores their thread pools fight the other actors (an MLP of 128 units took
 88 s instead of 0.5 s).
 
 What the classifiers learn from: the clean training digits, and the same digits passed through each
