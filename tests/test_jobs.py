@@ -40,18 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def head_node():
-    """A loopback-only head node of our own, stopped by its process id (never `ray stop`)."""
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("RAY_ADDRESS", None)
+def start_head(env: dict, temp_dir: str) -> tuple[subprocess.Popen, str, Path]:
+    """`ray start --head --block` on fresh free ports; (process, dashboard address, its output file)."""
     dashboard = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rpj-", dir="/tmp")
     cmd = [
         str(BIN / "ray"),
         "start",
@@ -75,35 +66,66 @@ def head_node():
         f"--temp-dir={temp_dir}",
         "--include-dashboard=true",
     ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    address = f"http://127.0.0.1:{dashboard}"
+    output = Path(tempfile.mkstemp(prefix="ray-start-", suffix=".log", dir=temp_dir)[1])
+    with output.open("w") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{dashboard}", output
+
+
+def stop_head(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
     try:
-        wait_for_dashboard(address, env)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # anything it started and left behind
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def head_node():
+    """A loopback-only head node of our own, stopped by its process id (never `ray stop`).
+
+    A port found free can be taken before Ray binds it (this machine's other Ray processes bind ports all
+    the time; seen once: a head whose dashboard never answered, its log folder empty), so a head that exits
+    or stays silent while starting is started again on other ports, up to three times."""
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    temp_dir = tempfile.mkdtemp(prefix="rpj-", dir="/tmp")
+    for attempt in range(3):
+        proc, address, output = start_head(env, temp_dir)
+        if wait_for_dashboard(address, env, proc):
+            break
+        stop_head(proc)
+        if attempt == 2:
+            last = output.read_text()[-3000:]
+            raise RuntimeError(f"`ray start --head` never answered, three times; the last said:\n{last}")
+    try:
         yield address, env
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything it started and left behind
-        except ProcessLookupError:
-            pass
+        stop_head(proc)
 
 
-def wait_for_dashboard(address: str, env: dict) -> None:
+def wait_for_dashboard(address: str, env: dict, proc: subprocess.Popen) -> bool:
+    """True once the head answers; False if its `ray start` exits first or it is silent for 90 s."""
     deadline = time.time() + 90
     while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
         probe = subprocess.run(
             [str(BIN / "ray"), "job", "list", "--address", address], env=env, capture_output=True, text=True
         )
         if probe.returncode == 0:
-            return
+            return True
         time.sleep(2)
-    raise RuntimeError(f"the Ray head never answered at {address}: {probe.stderr[-2000:]}")
+    return False
 
 
 def submit_when_ready(cmd: list[str], env: dict, cwd: Path | None = None) -> subprocess.CompletedProcess:
