@@ -40,9 +40,10 @@ def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> 
 
 
 def pool_strategy(size: int) -> ray.data.ActorPoolStrategy:
-    """A pool that starts with one actor and grows to `size` while its queue is longer than its actors
-    take: a stage whose calls cost microseconds never pays for more than one actor's imports and models."""
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=1)
+    """A pool of `size` actors. A pool that starts from one actor and grows (benchmarks/fixed_cost.py) halves
+    a small run's start, but on a 3-node cluster it never grew past one node's actor before a node was killed
+    (tests/test_multinode.py): until it can be made to, pools keep their planned size."""
+    return ray.data.ActorPoolStrategy(size=size)
 
 
 @ray.remote(num_cpus=0)
@@ -64,8 +65,9 @@ class RunControl:
 
 
 class StageActor:
-    """A Ray Data callable class wrapping StageWorker: models load once per actor, when it starts (an actor
-    takes no batch before that), and each choice's first call is made once untimed.
+    """A Ray Data callable class wrapping StageWorker: models load once per actor, when it starts (Ray Data
+    waits for every pool before items flow, so no call is timed while models load), and each choice's first
+    call is made once untimed.
 
     A watchdog thread enforces the stage's timeout: a call that runs past it is reported to RunControl
     and the actor exits, so Ray Data replaces it and retries the batch; the new actor records the call as a
