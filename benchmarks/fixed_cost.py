@@ -21,12 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import ray
 
 from raypipe.engine.datasets import write_table
 from raypipe.engine.rundir import Request
@@ -46,24 +43,19 @@ CASES = (  # name, task, stages, items, calibrate
     ("idcard 6 x 2", "idcard", IDCARD, 6, False),
     ("idcard 6 x 2, calibrated", "idcard", IDCARD, 6, True),
 )
-BEFORE = pipeline.pool_strategy  # raypipe's pools: full size, waited for pool by pool
-CONNECT = cluster.connect
+ALIVE_NODES = cluster.alive_nodes
 
 
-def growing_pools(size: int) -> Any:
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=1)
-
-
-def connect_not_waiting(address: str | None, num_cpus: int | None = None) -> None:
-    CONNECT(address, num_cpus)
-    ray.data.DataContext.get_current().wait_for_min_actors_s = 0  # pools start together
+def as_on_a_cluster() -> int:
+    return 2  # raypipe's pools on a multi-node cluster: full size, waited for pool by pool
 
 
 def use(mode: str) -> None:
-    """The "now" mode is the growing, unwaited pools this benchmark measured (not raypipe's default: see
-    raypipe.ray.pipeline.pool_strategy)."""
-    pipeline.pool_strategy = growing_pools if mode == "now" else BEFORE
-    cluster.connect = connect_not_waiting if mode == "now" else CONNECT
+    """ "now" is raypipe's default on one node (growing pools, started together); "before" is how it starts
+    its pools on a cluster of several nodes, as it did everywhere before issue 19 (raypipe.ray.pipeline.
+    pool_strategy)."""
+    nodes = ALIVE_NODES if mode == "now" else as_on_a_cluster
+    cluster.alive_nodes = pipeline.alive_nodes = nodes
 
 
 def spec(task: str, stages: dict, source: str) -> dict:

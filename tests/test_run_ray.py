@@ -13,6 +13,7 @@ from raypipe.cli import app
 from raypipe.decide.stats import wilson_interval
 from raypipe.errors import DatasetError
 from raypipe.evaluate.driver import evaluate
+from raypipe.ray.pipeline import pool_strategy
 from raypipe.spec.space import expand_configurations, invocations_per_item
 from raypipe.spec.validation import parse_spec
 from tests.conftest import request_for
@@ -186,3 +187,10 @@ def test_corrupt_images_give_error_rows_that_count_in_latency(ray_cluster, tiny_
 def test_a_missing_dataset_fails_with_its_path(tmp_path):
     with pytest.raises(DatasetError, match=r"nowhere\.parquet"):
         evaluate(request_for(spec_raw(str(tmp_path / "nowhere.parquet")), tmp_path / "run"))
+
+
+def test_pools_grow_from_one_actor_on_one_node_and_start_full_on_a_cluster():
+    # one node: a cheap stage pays for one actor's start; a cluster: the actors spread over its nodes
+    one, several = pool_strategy(4, nodes=1), pool_strategy(4, nodes=3)
+    assert (one.min_size, one.initial_size, one.max_size) == (1, 1, 4)
+    assert (several.min_size, several.initial_size, several.max_size) == (4, 4, 4)

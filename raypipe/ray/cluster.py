@@ -36,9 +36,17 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     # OCR actors hold models of ~1 GB by design; Ray Data's periodic advice about it is noise here.
     ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     ctx.execution_options.preserve_order = False
-    # Start every actor pool, models loaded, before the first item flows: actors still importing and loading
-    # models slow the calls being timed (seen: the first Tesseract calls of a run 40 % slower).
-    ctx.wait_for_min_actors_s = ACTOR_START_S
+    # On a cluster, every pool starts at its planned size, models loaded, before the first item flows, so that
+    # its actors spread over the nodes (pipeline.pool_strategy). On one node the pools grow from one actor and
+    # start together: Ray Data's wait runs operator by operator, so a run's start was the sum of every pool's
+    # (BENCHMARKS.md section 8); a call's service time is its CPU time (engine.latency), which an actor
+    # loading beside it barely moves.
+    ctx.wait_for_min_actors_s = ACTOR_START_S if alive_nodes() > 1 else 0
+
+
+def alive_nodes() -> int:
+    """The cluster's nodes that are alive now."""
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
 def _init(address: str | None, num_cpus: int | None) -> None:

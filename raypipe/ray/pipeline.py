@@ -21,7 +21,7 @@ import ray
 from raypipe.engine.cache import StageCache
 from raypipe.engine.execution import ItemState, StageWorker, finish_item, start_item
 from raypipe.engine.plan import OperatorPlan, RunOptions
-from raypipe.ray.cluster import cluster_resources, on_driver_node
+from raypipe.ray.cluster import alive_nodes, cluster_resources, on_driver_node
 from raypipe.spec import columns
 from raypipe.spec.space import Configuration
 from raypipe.spec.task import Task
@@ -39,11 +39,17 @@ def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> 
     return max(1, min(declared, spread, cap or declared))
 
 
-def pool_strategy(size: int) -> ray.data.ActorPoolStrategy:
-    """A pool of `size` actors. A pool that starts from one actor and grows (benchmarks/fixed_cost.py) halves
-    a small run's start, but on a 3-node cluster it never grew past one node's actor before a node was killed
-    (tests/test_multinode.py): until it can be made to, pools keep their planned size."""
-    return ray.data.ActorPoolStrategy(size=size)
+def pool_strategy(size: int, nodes: int) -> ray.data.ActorPoolStrategy:
+    """The actor pool of a stage planned for `size` actors, on a cluster of `nodes` nodes.
+
+    On one node the pool starts with one actor and grows to `size` while its queue is longer than its actors
+    take, so a stage whose calls cost microseconds never pays for more than one actor's start (a small run's
+    start halved: BENCHMARKS.md section 8). On a cluster it starts at `size`, so that its actors spread over
+    the nodes: a pool grown from one actor stayed on one node, and a killed node took every actor of it
+    (tests/test_multinode.py)."""
+    if nodes > 1:
+        return ray.data.ActorPoolStrategy(size=size)
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=1)
 
 
 @ray.remote(num_cpus=0)
@@ -222,6 +228,7 @@ class StageOperator:
     n_items: int
     task: Task | None = None  # the last operator's
     stage_names: list[str] | None = None  # the last operator's: it emits result rows
+    nodes: int = 1  # the cluster's, when the run starts
 
     def map_batches_args(self) -> dict[str, Any]:
         p, options = self.plan, self.options
@@ -240,7 +247,7 @@ class StageOperator:
         return {
             "fn": StageActor,
             "fn_constructor_kwargs": worker,
-            "compute": pool_strategy(p.pool_size),
+            "compute": pool_strategy(p.pool_size, self.nodes),
             "batch_size": batch_size(
                 p.resources.batch_size, self.n_items, p.pool_size, options.max_batch_size
             ),
@@ -260,6 +267,7 @@ def operators(
     """The run's operators in order: start items, then one per operator plan; the last one scores."""
     stage_names = list(configs[0].stage_names)
     labels = [c.labels for c in configs]
+    nodes = alive_nodes()
     chain: list[StartItems | StageOperator] = [
         StartItems(len(configs), len(stage_names), options.share_prefixes, task)
     ]
@@ -274,6 +282,7 @@ def operators(
                 items.num_rows,
                 task=task if last else None,
                 stage_names=stage_names if last else None,
+                nodes=nodes,
             )
         )
     return chain
