@@ -26,8 +26,7 @@ def ray_cluster():
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        _temp_dir=temp_dir,
-        runtime_env={"env_vars": dict(WORKER_ENV)},
+        _temp_dir=temp_dir,  # workers inherit WORKER_ENV; no runtime_env, so they use Ray's prestarted ones
     )
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray

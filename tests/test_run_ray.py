@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -11,10 +14,14 @@ from typer.testing import CliRunner
 
 from raypipe.cli import app
 from raypipe.decide.stats import wilson_interval
+from raypipe.engine.plan import OperatorPlan, fuse, group_resources
+from raypipe.engine.rundir import RunDir
 from raypipe.errors import DatasetError
 from raypipe.evaluate.driver import evaluate
 from raypipe.ray.pipeline import pool_strategy
+from raypipe.spec import columns
 from raypipe.spec.space import expand_configurations, invocations_per_item
+from raypipe.spec.stage import Resources
 from raypipe.spec.validation import parse_spec
 from tests.conftest import request_for
 
@@ -44,7 +51,15 @@ def spec_raw(source: str, choices=CHOICES, **extra) -> dict:
 @pytest.fixture(scope="module")
 def tiny_run(ray_cluster, tiny_dataset, tmp_path_factory):
     raw = spec_raw(str(tiny_dataset))
-    result = evaluate(request_for(raw, tmp_path_factory.mktemp("run") / "run"))
+    folder, remove_parts = tmp_path_factory.mktemp("run"), RunDir.remove_parts
+
+    def keep_a_copy(run_dir: RunDir) -> None:  # where each stage ran is only in the streamed parts
+        shutil.copytree(run_dir.path("parts"), folder / "parts")
+        remove_parts(run_dir)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunDir, "remove_parts", keep_a_copy)
+        result = evaluate(request_for(raw, folder / "run"))
     return parse_spec(raw), result
 
 
@@ -194,3 +209,35 @@ def test_pools_grow_from_one_actor_on_one_node_and_start_full_on_a_cluster():
     one, several = pool_strategy(4, nodes=1), pool_strategy(4, nodes=3)
     assert (one.min_size, one.initial_size, one.max_size) == (1, 1, 4)
     assert (several.min_size, several.initial_size, several.max_size) == (4, 4, 4)
+
+
+def test_the_light_stages_run_in_one_actor_and_the_ocr_in_its_own_pool(tiny_run):
+    # engine.plan.fuse: orientation (two resource classes), enhancement and channel share an actor process;
+    # the OCR engines, the heaviest stage, have a pool of their own
+    _, result = tiny_run
+    pids = [columns.work("pid", stage) for stage in STAGES]
+    parts = Path(result.run_dir.root).parent / "parts"
+    rows = pl.read_parquet(parts / "*.parquet", columns=["item_id", *pids]).drop_nulls(pids)
+    assert rows["item_id"].n_unique() == rows.height == 4  # each item's place rides on its first row
+    light = rows.select(pl.concat_list(pids[:3]).list.n_unique().alias("n"))["n"]
+    assert light.to_list() == [1] * 4
+    assert (rows[pids[0]] != rows[pids[3]]).all()
+
+
+def test_fuse_groups_runs_of_light_cpu_operators_and_keeps_heavy_and_gpu_ones_alone():
+    def plan(stage, cpus, gpus=0.0):
+        return OperatorPlan(stage, f"s{stage}", {}, Resources(cpus, gpus, 8), finalize=True)
+
+    # stage 3 is the heaviest (1 CPU); stage 1 asks for a GPU
+    plans = [plan(0, 0.5), plan(1, 0.5, 0.25), plan(2, 0.5), plan(2, 1.0), plan(3, 1.0)]
+    plans += [plan(4, 0.25), plan(5, 0.5)]
+    groups = fuse(plans)
+    assert [[(p.stage_index, p.resources.num_cpus) for p in g] for g in groups] == [
+        [(0, 0.5)],
+        [(1, 0.5)],
+        [(2, 0.5), (2, 1.0)],
+        [(3, 1.0)],
+        [(4, 0.25), (5, 0.5)],
+    ]
+    resources, size = group_resources(groups[-1])
+    assert (resources.num_cpus, resources.batch_size, size) == (0.5, 8, 1)

@@ -1,4 +1,5 @@
-"""The execution plan, pure: operators per (stage, resource class), pool sizes, and each choice's identity.
+"""The execution plan, pure: operators per (stage, resource class), pool sizes, the operators that share one
+actor (`fuse`), and each choice's identity.
 
 The runner turns these plans into Ray Data operators. Pools are sized so the cluster never deadlocks:
 the heaviest stage (the one whose choices ask for the most CPU per actor, the OCR engines in the ID-card
@@ -147,6 +148,49 @@ def size_pools(
                 p.resources.num_cpus * scale, p.resources.num_gpus, p.resources.batch_size
             )
     return plans
+
+
+def fuse(plans: list[OperatorPlan]) -> list[list[OperatorPlan]]:
+    """The operators, grouped into the pools that run them: each run of consecutive CPU operators outside the
+    heaviest stage is one group, run in one actor stage after stage; the heaviest stage's operators and GPU
+    operators are groups of their own.
+
+    The light stages (orientation, enhancement, channel: milliseconds to a Tesseract OSD call) cost a pool
+    each otherwise: an actor process to start and to feed, and a hop of every item's state (images
+    included) between pools. Their work is small beside the heaviest stage's, which keeps its own pool
+    sized to the cluster."""
+    heavy = heaviest_stage(plans)
+    groups: list[list[OperatorPlan]] = []
+    for p in plans:
+        if _light(p, heavy) and groups and _light(groups[-1][-1], heavy):
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _light(plan: OperatorPlan, heavy: int) -> bool:
+    return plan.stage_index != heavy and not plan.resources.num_gpus
+
+
+def group_resources(group: list[OperatorPlan]) -> tuple[Resources, int]:
+    """One group's actor: the most CPU and GPU any of its operators asks for, the smallest batch; and its
+    pool size, the largest of theirs."""
+    res = Resources(
+        num_cpus=max(p.resources.num_cpus for p in group),
+        num_gpus=max(p.resources.num_gpus for p in group),
+        batch_size=min(p.resources.batch_size for p in group),
+    )
+    return res, max(p.pool_size for p in group)
+
+
+def group_label(group: list[OperatorPlan]) -> str:
+    if len(group) == 1:
+        return group[0].label
+    res, size = group_resources(group)
+    stages = " + ".join(dict.fromkeys(p.stage_name for p in group))
+    choices = "; ".join(f"{p.stage_name} " + ", ".join(p.choices) for p in group)
+    return f"{stages} in one actor ({choices}): {size} actor(s), {res.num_cpus:.2f} CPU each"
 
 
 @dataclass(frozen=True)

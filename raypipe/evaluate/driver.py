@@ -20,7 +20,7 @@ from raypipe.decide import results, slices
 from raypipe.decide.decision import Decision, DecisionSettings
 from raypipe.engine import latency
 from raypipe.engine.cache import CacheConfig
-from raypipe.engine.plan import RunOptions, plan_operators
+from raypipe.engine.plan import RunOptions, fuse, group_label, plan_operators
 from raypipe.engine.rundir import (
     CALIBRATION,
     CONFIGS,
@@ -188,8 +188,8 @@ def open_run(
     if on_progress:
         on_progress(ClusterFound(cpus, gpus))
         on_progress(Note(f"objective {objective.name}: {objective.description}"))
-        for p in plans:
-            on_progress(Note(f"operator {p.label}"))
+        for group in fuse(plans):
+            on_progress(Note(f"operator {group_label(group)}"))
     plan = RunPlan(spec, task, objective, configs, plans, run_options(request, search), cpus, gpus)
     counters = Counters(
         next_part=run_dir.next_part_index(),

@@ -60,9 +60,12 @@ def _init(address: str | None, num_cpus: int | None) -> None:
         # "local" starts this run's own Ray: without it, ray.init() joins whatever cluster another session
         # on the machine started last. Inside a Ray job (RAY_ADDRESS set) the job's cluster is the one.
         local = None if os.environ.get("RAY_ADDRESS") else "local"
+        # An embedded Ray's workers inherit this process's environment (WORKER_ENV is set before it starts),
+        # and without a runtime_env they can use the workers Ray prestarts: two actors were ready in 0.3 s
+        # instead of 1.6 s.
         ray.init(
-            address=local, num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
-            log_to_driver=False,
+            address=local, num_cpus=num_cpus, include_dashboard=False,
+            runtime_env=None if local else runtime_env, log_to_driver=False,
         )  # fmt: skip
 
 

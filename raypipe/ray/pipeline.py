@@ -1,4 +1,5 @@
-"""The Ray Data pipeline: items flow through a pool per (stage, resource class).
+"""The Ray Data pipeline: items flow through a pool per group of operators (`engine.plan.fuse`): the light
+stages share one actor, the heaviest stage and GPU stages have pools of their own.
 
 A small `RunControl` actor holds what the driver decides while the data streams: the configurations a
 search has dropped (actors skip work only they need) and the stage calls that timed out (a replaced actor
@@ -20,7 +21,7 @@ import ray
 
 from raypipe.engine.cache import StageCache
 from raypipe.engine.execution import ItemState, StageWorker, finish_item, start_item
-from raypipe.engine.plan import OperatorPlan, RunOptions
+from raypipe.engine.plan import OperatorPlan, RunOptions, fuse, group_resources
 from raypipe.ray.cluster import alive_nodes, cluster_resources, on_driver_node
 from raypipe.spec import columns
 from raypipe.spec.space import Configuration
@@ -71,48 +72,53 @@ class RunControl:
 
 
 class StageActor:
-    """A Ray Data callable class wrapping StageWorker: models load once per actor, when it starts (Ray Data
-    waits for every pool before items flow, so no call is timed while models load), and each choice's first
+    """A Ray Data callable class wrapping the StageWorkers of one operator group, run one after another on
+    each item: models load once per actor, when it starts (before it takes a batch), and each choice's first
     call is made once untimed.
 
-    A watchdog thread enforces the stage's timeout: a call that runs past it is reported to RunControl
-    and the actor exits, so Ray Data replaces it and retries the batch; the new actor records the call as a
-    timeout error instead of calling again.
+    A watchdog thread per worker enforces its stage's timeout: a call that runs past it is reported to
+    RunControl and the actor exits, so Ray Data replaces it and retries the batch; the new actor records the
+    call as a timeout error instead of calling again.
     """
 
     def __init__(
         self,
         control: Any,
+        workers: list[dict[str, Any]],
         task: Task | None = None,
         emit_rows_for: list[str] | None = None,
-        **worker_kwargs: Any,
     ):
-        self.worker = StageWorker(**worker_kwargs, warm_up=True)
-        self.worker.load_models()
+        self.workers = [StageWorker(**kwargs, warm_up=True) for kwargs in workers]
+        for worker in self.workers:
+            worker.load_models()
         self.control = control
         self.task = task
         self.emit_rows_for = emit_rows_for
         self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
-        threading.Thread(
-            target=watch_calls, args=(self.worker, control), daemon=True, name="raypipe-timeout"
-        ).start()
+        for worker in self.workers:
+            threading.Thread(
+                target=watch_calls, args=(worker, control), daemon=True, name="raypipe-timeout"
+            ).start()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
         dropped, timeouts = ray.get(self.control.snapshot.remote())
-        self.worker.live = lambda config: config not in dropped
-        self.worker.timed_out = timeouts
+        for worker in self.workers:
+            worker.live = lambda config: config not in dropped
+            worker.timed_out = timeouts
         states = [self._processed(ItemState.loads(blob)) for blob in batch["state"]]
         if self.emit_rows_for is not None:  # the last operator scores its items itself: no extra hop
             return result_rows(states, self.emit_rows_for, self.task)
         return {"item_id": batch["item_id"], "state": np.array([s.dumps() for s in states], dtype=object)}
 
     def _processed(self, state: ItemState) -> ItemState:
-        """Process the item and note where (node, process): it rides on the item's first row as the
-        `_node_<stage>` and `_pid_<stage>` work columns (multi-node tests and RELIABILITY.md read them)."""
-        state = self.worker.process(state)
-        n_stages = len(state.work["calls"])
-        for what, value in zip(PLACE_COLUMNS, self.where, strict=True):
-            state.work.setdefault(what, [None] * n_stages)[self.worker.stage_index] = value
+        """Process the item stage after stage and note where (node, process): it rides on the item's first row
+        as the `_node_<stage>` and `_pid_<stage>` work columns (multi-node tests and RELIABILITY.md read
+        them)."""
+        for worker in self.workers:
+            state = worker.process(state)
+            n_stages = len(state.work["calls"])
+            for what, value in zip(PLACE_COLUMNS, self.where, strict=True):
+                state.work.setdefault(what, [None] * n_stages)[worker.stage_index] = value
         return state
 
 
@@ -219,9 +225,9 @@ class StartItems:
 
 @dataclass(frozen=True)
 class StageOperator:
-    """One (stage, resource class) operator: a pool of StageActors; the last one also scores (`task`)."""
+    """One group of operators (`engine.plan.fuse`): a pool of StageActors; the last also scores (`task`)."""
 
-    plan: OperatorPlan
+    group: list[OperatorPlan]
     control: Any
     labels: list[tuple[str, ...]]
     options: RunOptions
@@ -231,28 +237,32 @@ class StageOperator:
     nodes: int = 1  # the cluster's, when the run starts
 
     def map_batches_args(self) -> dict[str, Any]:
-        p, options = self.plan, self.options
-        worker = {
-            "control": self.control,
-            "task": self.task,
-            "emit_rows_for": self.stage_names,
-            "stage_index": p.stage_index,
-            "stage_name": p.stage_name,
-            "labels_of_config": self.labels,
-            "choices": p.choices,
-            "finalize": p.finalize,
-            "reuse_identical": options.reuse_identical,
-            "cache": StageCache(options.cache) if options.cache else None,
-        }
+        options = self.options
+        workers = [
+            {
+                "stage_index": p.stage_index,
+                "stage_name": p.stage_name,
+                "labels_of_config": self.labels,
+                "choices": p.choices,
+                "finalize": p.finalize,
+                "reuse_identical": options.reuse_identical,
+                "cache": StageCache(options.cache) if options.cache else None,
+            }
+            for p in self.group
+        ]
+        resources, pool_size = group_resources(self.group)
         return {
             "fn": StageActor,
-            "fn_constructor_kwargs": worker,
-            "compute": pool_strategy(p.pool_size, self.nodes),
-            "batch_size": batch_size(
-                p.resources.batch_size, self.n_items, p.pool_size, options.max_batch_size
-            ),
-            "num_cpus": p.resources.num_cpus,
-            "num_gpus": p.resources.num_gpus or None,
+            "fn_constructor_kwargs": {
+                "control": self.control,
+                "workers": workers,
+                "task": self.task,
+                "emit_rows_for": self.stage_names,
+            },
+            "compute": pool_strategy(pool_size, self.nodes),
+            "batch_size": batch_size(resources.batch_size, self.n_items, pool_size, options.max_batch_size),
+            "num_cpus": resources.num_cpus,
+            "num_gpus": resources.num_gpus or None,
         }
 
 
@@ -264,18 +274,19 @@ def operators(
     options: RunOptions,
     control: Any,
 ) -> list[StartItems | StageOperator]:
-    """The run's operators in order: start items, then one per operator plan; the last one scores."""
+    """The run's operators in order: start items, then one per group of operator plans; the last scores."""
     stage_names = list(configs[0].stage_names)
     labels = [c.labels for c in configs]
     nodes = alive_nodes()
     chain: list[StartItems | StageOperator] = [
         StartItems(len(configs), len(stage_names), options.share_prefixes, task)
     ]
-    for n, p in enumerate(plans, start=1):
-        last = n == len(plans)
+    groups = fuse(plans)
+    for n, group in enumerate(groups, start=1):
+        last = n == len(groups)
         chain.append(
             StageOperator(
-                p,
+                group,
                 control,
                 labels,
                 options,
