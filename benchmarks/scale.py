@@ -1,6 +1,7 @@
 """raypipe's own cost at the public dataset's size: zero-cost stages, 525 configurations, up to 20,000 items.
 
     python benchmarks/scale.py [--items 1000 5000 20000] [--out benchmarks/results/scale]
+    python benchmarks/scale.py --images 200 [--reps 2] [--out benchmarks/results/scale]
 
 Three stages of the built-in zero-cost `noop` kind (7 x 5 x 15 choices = 525 configurations, each choice
 a distinct tiny output, so every unique prefix is a real stage call) over items of a task defined here
@@ -10,11 +11,20 @@ the whole machine (`core_ms_per_call`, the headline: run it on a quiet machine) 
 tree (`tree_core_ms_per_call`: it misses Ray workers that exit before the run ends), the driver's peak
 memory, the machine's peak memory, and whether Ray's object store spilled.
 Writes scale.md and scale.parquet under --out.
+
+`--images N` measures instead the engine's cost per stage call on card-sized items: N items of one megapixel
+(1000 x 1000 bytes) through three stages of the `noop` kind's `mark` (2 x 2 x 2 = 8 configurations; each
+call copies its input image and marks its first pixel, so images really move between stages). It runs the
+light stages fused into one actor (raypipe's default, `engine.plan.fuse`) and a pool per stage, alternating,
+`--reps` times each, in one session, and reports per run the overhead per call: the machine's CPU time
+beyond the calls' own (`cpu_seconds` of the manifest's work), divided by the calls. Writes overhead.md and
+overhead.json under --out; the data and run directories go to a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import threading
@@ -33,6 +43,8 @@ if __package__ in (None, ""):
 from raypipe.spec.task import Metric, Task
 
 STAGE_SIZES = (7, 5, 15)
+IMAGE_STAGE_SIZES = (2, 2, 2)
+IMAGE_SIDE = 1000
 
 
 class NullTask(Task):
@@ -45,7 +57,9 @@ class NullTask(Task):
     )
 
     def generate(self, profile: str, n: int, seed: int, **options: Any) -> pa.Table:
-        data = np.random.default_rng(seed).integers(0, 256, size=(n, 8), dtype=np.uint8)
+        """`size` bytes an item (8; a megapixel image is IMAGE_SIDE ** 2)."""
+        size = int(options.get("size", 8))
+        data = np.random.default_rng(seed).integers(0, 256, size=(n, size), dtype=np.uint8)
         return pa.table(
             {"item_id": [f"null-{i:06d}" for i in range(n)], "input": [row.tobytes() for row in data]}
         )
@@ -69,12 +83,12 @@ class NullTask(Task):
         return "even"
 
 
-def spec(source: str, sizes: tuple[int, ...] = STAGE_SIZES) -> dict:
+def spec(source: str, sizes: tuple[int, ...] = STAGE_SIZES, stage: str = "tag") -> dict:
     stages = [
         {
             "name": f"s{k}",
             "kind": "noop",
-            "choices": [{"name": "tag", "label": f"t{v}", "params": {"value": v}} for v in range(size)],
+            "choices": [{"name": stage, "label": f"t{v}", "params": {"value": v}} for v in range(size)],
         }
         for k, size in enumerate(sizes)
     ]
@@ -172,6 +186,51 @@ def measure(n_items: int, out: Path) -> dict:
     }
 
 
+def overhead(source: Path, run_dir: Path, fused: bool) -> dict:
+    """One run over megapixel items, fused or a pool per stage: CPU per call beyond the calls' own."""
+    from raypipe.engine.rundir import Request
+    from raypipe.evaluate.driver import evaluate
+    from raypipe.spec.validation import parse_spec
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    raw = spec(str(source), IMAGE_STAGE_SIZES, stage="mark")
+    request = Request(spec=parse_spec(raw), out=str(run_dir), calibrate=False, fuse_light_stages=fused)
+    machine_before, started = machine_cpu_seconds(), time.perf_counter()
+    result = evaluate(request)
+    wall, machine = time.perf_counter() - started, machine_cpu_seconds() - machine_before
+    work = result.manifest["work"].values()
+    calls, own_ms = sum(w["calls"] for w in work), 1000 * sum(w["cpu_seconds"] for w in work)
+    return {
+        "pools": "fused" if fused else "one per stage",
+        "items": result.manifest["n_items"],
+        "stage_calls": calls,
+        "wall_s": round(wall, 1),
+        "streaming_s": round(result.manifest["wall_seconds"], 1),
+        "calls_cpu_ms_per_call": round(own_ms / calls, 3),
+        "overhead_core_ms_per_call": round((1000 * machine - own_ms) / calls, 2),
+    }
+
+
+def measure_overhead(n_items: int, reps: int, out: Path) -> list[dict]:
+    import tempfile
+
+    from raypipe.engine.datasets import write_table
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="raypipe-overhead-") as tmp:
+        source = Path(tmp) / "images.parquet"
+        write_table(NullTask().generate("random", n_items, 0, size=IMAGE_SIDE**2), str(source))
+        for rep in range(reps):
+            for fused in (False, True):
+                print(f"rep {rep + 1}: {'fused' if fused else 'a pool per stage'}", flush=True)
+                rows.append({"rep": rep + 1, **overhead(source, Path(tmp) / "run", fused)})
+                print(rows[-1], flush=True)
+    (out / "overhead.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "overhead.md").write_text(table(rows))
+    print(table(rows))
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -185,6 +244,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, nargs="+", default=[1000, 5000, 20000])
+    parser.add_argument("--images", type=int, help="measure the overhead per call on N megapixel items")
+    parser.add_argument("--reps", type=int, default=2, help="--images: runs of each kind")
     parser.add_argument("--out", default="benchmarks/results/scale")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -192,6 +253,9 @@ def main(argv: list[str] | None = None) -> None:
     from raypipe.ray import cluster
 
     cluster.connect(None)
+    if args.images:
+        measure_overhead(args.images, args.reps, out)
+        return
     rows = []
     for n in args.items:
         print(f"measuring {n} items x 525 configurations", flush=True)

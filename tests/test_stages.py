@@ -290,3 +290,12 @@ def test_every_built_in_image_stage_resolves_with_default_params(kind):
         stage_class = registry.resolve(kind, name, IDCARD)
         registry.params_model(stage_class)()  # the defaults validate
         assert stage_class.resources.num_gpus == 0
+
+
+def test_the_mark_stage_copies_its_image_and_marks_one_pixel():
+    from raypipe.engine.noop import Mark
+
+    image = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    out = Mark(value=7)(image)
+    assert out[0, 0] == 7 and out.shape == image.shape and (out.ravel()[1:] == image.ravel()[1:]).all()
+    assert image[0, 0] == 0  # a copy: the input is not changed

@@ -204,3 +204,4 @@ class RunOptions:
     # A search that drops configurations while items flow wants small batches: an actor reads the live set
     # once per batch, and a large batch decided before a drop runs to its end.
     max_batch_size: int | None = None
+    fuse_light_stages: bool = True  # `fuse`; off: a pool per operator (benchmarks/scale.py measures both)

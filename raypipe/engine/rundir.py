@@ -181,6 +181,7 @@ class Request(BaseModel):
     address: str | None = Field(None, description="The Ray cluster; None: embedded.")
     share_prefixes: bool = True
     reuse_identical: bool = True
+    fuse_light_stages: bool = Field(True, description="Run the light stages in one actor (engine.plan.fuse).")
     cache_dir: str | None = Field(None, description="The stage cache's folder; None: no cache.")
     max_actors_per_pool: int | None = None
     calibrate: bool = Field(True, description="Time a sample of calls alone to turn CPU time into latency.")

@@ -122,7 +122,12 @@ def run_options(request: Request, search: Search | None = None) -> RunOptions:
     cache = CacheConfig(request.cache_dir) if request.cache_dir else None
     cap = search.max_batch_size if search is not None else None
     return RunOptions(
-        request.share_prefixes, request.reuse_identical, cache, request.max_actors_per_pool, cap
+        request.share_prefixes,
+        request.reuse_identical,
+        cache,
+        request.max_actors_per_pool,
+        cap,
+        request.fuse_light_stages,
     )
 
 
@@ -188,7 +193,7 @@ def open_run(
     if on_progress:
         on_progress(ClusterFound(cpus, gpus))
         on_progress(Note(f"objective {objective.name}: {objective.description}"))
-        for group in fuse(plans):
+        for group in fuse(plans) if request.fuse_light_stages else [[p] for p in plans]:
             on_progress(Note(f"operator {group_label(group)}"))
     plan = RunPlan(spec, task, objective, configs, plans, run_options(request, search), cpus, gpus)
     counters = Counters(

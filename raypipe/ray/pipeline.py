@@ -281,7 +281,7 @@ def operators(
     chain: list[StartItems | StageOperator] = [
         StartItems(len(configs), len(stage_names), options.share_prefixes, task)
     ]
-    groups = fuse(plans)
+    groups = fuse(plans) if options.fuse_light_stages else [[p] for p in plans]
     for n, group in enumerate(groups, start=1):
         last = n == len(groups)
         chain.append(

@@ -32,7 +32,7 @@ SEARCH_GROUP = "raypipe.searches"
 # digits' stages and idcard's OCR stages live in its package.
 STAGE_BUILTINS: dict[str, dict[str, str]] = {
     # Zero-cost stages for measuring the engine's own overhead (benchmarks/scale.py).
-    "noop": {"tag": "raypipe.engine.noop:Tag"},
+    "noop": {"tag": "raypipe.engine.noop:Tag", "mark": "raypipe.engine.noop:Mark"},
 }
 OWN_DISTRIBUTION = "raypipe"  # built-in tasks and searches are its own entry points (pyproject.toml)
 
