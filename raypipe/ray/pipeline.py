@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 
@@ -100,15 +99,15 @@ class StageActor:
                 target=watch_calls, args=(worker, control), daemon=True, name="raypipe-timeout"
             ).start()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray] | pa.Table:
+    def __call__(self, batch: pa.Table) -> pa.Table:
         dropped, timeouts = ray.get(self.control.snapshot.remote())
         for worker in self.workers:
             worker.live = lambda config: config not in dropped
             worker.timed_out = timeouts
-        states = [self._processed(ItemState.loads(blob)) for blob in batch["state"]]
+        states = [self._processed(ItemState.loads(blob)) for blob in batch.column("state").to_pylist()]
         if self.emit_rows_for is not None:  # the last operator scores its items itself: no extra hop
             return result_rows(states, self.emit_rows_for, self.task)
-        return {"item_id": batch["item_id"], "state": np.array([s.dumps() for s in states], dtype=object)}
+        return state_table(batch.column("item_id"), [s.dumps() for s in states])
 
     def _processed(self, state: ItemState) -> ItemState:
         """Process the item stage after stage and note where (node, process): it rides on the item's first row
@@ -134,16 +133,25 @@ def watch_calls(worker: Any, control: Any) -> None:
             os._exit(1)
 
 
-def _start_items(
-    batch: dict[str, np.ndarray], n_configs: int, n_stages: int, share: bool, task: Task
-) -> dict:
-    truth_cols = [c for c in batch if c.startswith("truth_")]
+def _start_items(batch: pa.Table, n_configs: int, n_stages: int, share: bool, task: Task) -> pa.Table:
+    truths = {
+        c.removeprefix("truth_"): batch.column(c).to_pylist()
+        for c in batch.column_names
+        if c.startswith("truth_")
+    }
     states = []
-    for i, item_id in enumerate(batch["item_id"]):
-        truth = {c.removeprefix("truth_"): batch[c][i] for c in truth_cols}
-        state = start_item(str(item_id), batch["input"][i], truth, n_configs, n_stages, share, task.decode)
+    item_ids, inputs = batch.column("item_id").to_pylist(), batch.column("input").to_pylist()
+    for i, (item_id, data) in enumerate(zip(item_ids, inputs, strict=True)):
+        truth = {name: values[i] for name, values in truths.items()}
+        state = start_item(str(item_id), data, truth, n_configs, n_stages, share, task.decode)
         states.append(state.dumps())
-    return {"item_id": batch["item_id"], "state": np.array(states, dtype=object)}
+    return state_table(batch.column("item_id"), states)
+
+
+def state_table(item_ids: pa.ChunkedArray | pa.Array, states: list[bytes]) -> pa.Table:
+    """The batch that flows between pools: each item's id and its pickled state, as Arrow binary (Ray Data
+    carries it as is; a NumPy object column cost a conversion to Arrow at every hop)."""
+    return pa.table({"item_id": item_ids, "state": pa.array(states, pa.large_binary())})
 
 
 def result_rows(states: list[ItemState], stage_names: list[str], task: Task) -> pa.Table:
@@ -219,6 +227,7 @@ class StartItems:
                 "task": self.task,
             },
             "batch_size": None,
+            "batch_format": "pyarrow",
             "num_cpus": TASK_CPUS,
         }
 
@@ -260,6 +269,7 @@ class StageOperator:
                 "emit_rows_for": self.stage_names,
             },
             "compute": pool_strategy(pool_size, self.nodes),
+            "batch_format": "pyarrow",
             "batch_size": batch_size(resources.batch_size, self.n_items, pool_size, options.max_batch_size),
             "num_cpus": resources.num_cpus,
             "num_gpus": resources.num_gpus or None,
