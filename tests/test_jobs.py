@@ -75,7 +75,7 @@ def start_head(env: dict, temp_dir: str) -> tuple[subprocess.Popen, str, Path]:
 def stop_head(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=3)  # `ray start --block` rarely exits sooner than 10 s: its group is killed below
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     try:
