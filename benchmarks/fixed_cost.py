@@ -1,5 +1,6 @@
-"""A run's fixed cost: everything but its streaming part, on small specs, with the pools started as before
-issue 19 (Ray Data's wait for each pool, operator after operator, at full size) and as now (together, each
+"""A run's fixed cost: everything but its streaming part, on small specs, with the pools started as raypipe
+starts them on a cluster of several nodes, and everywhere before issue 19 ("before": Ray Data's wait for each
+pool, operator after operator, at full size) and as it starts them on one machine ("now": together, each
 from one actor, growing while its queue is long), alternating in one session on one embedded Ray.
 
     python benchmarks/fixed_cost.py [--reps 3] [--out benchmarks/results/fixed-cost]
