@@ -44,7 +44,7 @@ CASES = (  # name, task, stages, items, calibrate
     ("idcard 6 x 2", "idcard", IDCARD, 6, False),
     ("idcard 6 x 2, calibrated", "idcard", IDCARD, 6, True),
 )
-ALIVE_NODES = cluster.alive_nodes
+ALIVE_NODES = pipeline.alive_nodes
 
 
 def as_on_a_cluster() -> int:
@@ -56,7 +56,7 @@ def use(mode: str) -> None:
     its pools on a cluster of several nodes, as it did everywhere before issue 19 (raypipe.ray.pipeline.
     pool_strategy)."""
     nodes = ALIVE_NODES if mode == "now" else as_on_a_cluster
-    cluster.alive_nodes = pipeline.alive_nodes = nodes
+    pipeline.alive_nodes = nodes
 
 
 def spec(task: str, stages: dict, source: str) -> dict:

@@ -239,5 +239,6 @@ def test_fuse_groups_runs_of_light_cpu_operators_and_keeps_heavy_and_gpu_ones_al
         [(3, 1.0)],
         [(4, 0.25), (5, 0.5)],
     ]
+    assert [len(g) for g in fuse(plans, light_together=False)] == [1] * len(plans)  # benchmarks' switch
     resources, size = group_resources(groups[-1])
     assert (resources.num_cpus, resources.batch_size, size) == (0.5, 8, 1)

@@ -150,10 +150,10 @@ def size_pools(
     return plans
 
 
-def fuse(plans: list[OperatorPlan]) -> list[list[OperatorPlan]]:
+def fuse(plans: list[OperatorPlan], light_together: bool = True) -> list[list[OperatorPlan]]:
     """The operators, grouped into the pools that run them: each run of consecutive CPU operators outside the
     heaviest stage is one group, run in one actor stage after stage; the heaviest stage's operators and GPU
-    operators are groups of their own.
+    operators are groups of their own. Without `light_together` (benchmarks), every operator is its own.
 
     The light stages (orientation, enhancement, channel: milliseconds to a Tesseract OSD call) cost a pool
     each otherwise: an actor process to start and to feed, and a hop of every item's state (images
@@ -162,7 +162,7 @@ def fuse(plans: list[OperatorPlan]) -> list[list[OperatorPlan]]:
     heavy = heaviest_stage(plans)
     groups: list[list[OperatorPlan]] = []
     for p in plans:
-        if _light(p, heavy) and groups and _light(groups[-1][-1], heavy):
+        if light_together and _light(p, heavy) and groups and _light(groups[-1][-1], heavy):
             groups[-1].append(p)
         else:
             groups.append([p])

@@ -193,7 +193,7 @@ def open_run(
     if on_progress:
         on_progress(ClusterFound(cpus, gpus))
         on_progress(Note(f"objective {objective.name}: {objective.description}"))
-        for group in fuse(plans) if request.fuse_light_stages else [[p] for p in plans]:
+        for group in fuse(plans, request.fuse_light_stages):
             on_progress(Note(f"operator {group_label(group)}"))
     plan = RunPlan(spec, task, objective, configs, plans, run_options(request, search), cpus, gpus)
     counters = Counters(

@@ -21,7 +21,6 @@ WORKER_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-ACTOR_START_S = 900
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -36,12 +35,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     # OCR actors hold models of ~1 GB by design; Ray Data's periodic advice about it is noise here.
     ctx.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     ctx.execution_options.preserve_order = False
-    # On a cluster, every pool starts at its planned size, models loaded, before the first item flows, so that
-    # its actors spread over the nodes (pipeline.pool_strategy). On one node the pools grow from one actor and
-    # start together: Ray Data's wait runs operator by operator, so a run's start was the sum of every pool's
-    # (BENCHMARKS.md section 8); a call's service time is its CPU time (engine.latency), which an actor
-    # loading beside it barely moves.
-    ctx.wait_for_min_actors_s = ACTOR_START_S if alive_nodes() > 1 else 0
 
 
 def alive_nodes() -> int:

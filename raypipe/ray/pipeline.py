@@ -27,6 +27,7 @@ from raypipe.spec.space import Configuration
 from raypipe.spec.task import Task
 
 TASK_CPUS = 0.1
+ACTOR_START_S = 900  # on a cluster: how long Ray Data waits for a pool's actors before items flow
 WATCHDOG_PERIOD_S = 0.25
 WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 PLACE_COLUMNS = ("node", "pid")  # where each stage ran an item
@@ -283,15 +284,16 @@ def operators(
     plans: list[OperatorPlan],
     options: RunOptions,
     control: Any,
+    nodes: int = 1,
 ) -> list[StartItems | StageOperator]:
-    """The run's operators in order: start items, then one per group of operator plans; the last scores."""
+    """The run's operators in order: start items, then one per group of operator plans; the last scores.
+    `nodes`: the cluster's alive nodes (`pool_strategy`)."""
     stage_names = list(configs[0].stage_names)
     labels = [c.labels for c in configs]
-    nodes = alive_nodes()
     chain: list[StartItems | StageOperator] = [
         StartItems(len(configs), len(stage_names), options.share_prefixes, task)
     ]
-    groups = fuse(plans) if options.fuse_light_stages else [[p] for p in plans]
+    groups = fuse(plans, options.fuse_light_stages)
     for n, group in enumerate(groups, start=1):
         last = n == len(groups)
         chain.append(
@@ -317,8 +319,16 @@ def build_plan(
     options: RunOptions,
     control: Any,
 ) -> ray.data.Dataset:
-    """The Ray Data plan: the items in small blocks, then each operator's map_batches in order."""
+    """The Ray Data plan: the items in small blocks, then each operator's map_batches in order.
+
+    On a cluster of several nodes every pool starts at its planned size, models loaded, before the first
+    item flows, so that its actors spread over the nodes (`pool_strategy`). On one node the pools grow from
+    one actor and start together: Ray Data's wait runs operator by operator, so a run's start was the sum of
+    every pool's (BENCHMARKS.md section 8); a call's service time is its CPU time (engine.latency), which an
+    actor loading beside it barely moves."""
+    nodes = alive_nodes()
+    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_S if nodes > 1 else 0
     ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
-    for operator in operators(items, task, configs, plans, options, control):
+    for operator in operators(items, task, configs, plans, options, control, nodes):
         ds = ds.map_batches(**operator.map_batches_args())
     return ds
