@@ -22,7 +22,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-FAMILY_ALPHA = 0.05
+# The level the family is tested at. raypipe promises at most 5 % false alarms on unshifted batches. Weighted
+# Holm over tests whose p-values are exact fires at most alpha, and these fire close to it: at alpha 0.05,
+# 4.2 % of 3,600 unshifted digits checks and up to 5.3 % in a cell of 300 (MONITORING.md). Testing at 4 %
+# keeps every reference and batch size under the promise with a margin a few hundred checks can show.
+FAMILY_ALPHA = 0.04
 # Shares of the family-wise level by group of tests (see MONITORING.md): the slice-mix test is the most
 # powerful against the shifts that move the objective, the others localise drift and catch what the mix
 # cannot see (a new kind of degradation). Groups a check lacks give their share to the others.

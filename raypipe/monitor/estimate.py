@@ -3,11 +3,17 @@
 Two estimators, each with a 95 % interval:
 
 - mix-reweighted: the reference's per-slice means of the objective, weighted by the batch's estimated slice
-  mix. Its variance adds the per-slice means' sampling variance to the mix estimate's (delta method). It
-  is right when the batch differs from the reference only in its mix.
+  mix. It is right when the batch differs from the reference only in its mix.
 - score-calibrated: each batch item's label-free score (the assertion score, the classifier's confidence)
   mapped to the reference's mean objective among items with that score (or score decile). It also sees
   changes inside a slice, as far as the score follows the objective.
+
+What an interval covers is the batch's own mean objective, the number a labelled check of that batch would
+measure, so each variance has two parts: the reference's error in what it maps the batch to (per-slice or
+per-score means, and for the mix its estimate's covariance, delta method), and the batch items' own spread
+around those means, which a small batch does not average away (sum over bins of share x variance / n).
+Without the second part a 95 % interval held a batch of 20's objective 56 % of the time (digits, a
+reference of 1,000; MONITORING.md).
 """
 
 from __future__ import annotations
@@ -70,8 +76,10 @@ def mix_reweighted(per_slice: pl.DataFrame, mix: MixEstimate, metric: Metric) ->
     overall = float((per_slice["mean"] * per_slice["n"]).sum() / per_slice["n"].sum())
     means = np.array([known[b]["mean"] if b in known else overall for b in mix.labels])
     var_means = np.array([known[b]["var_of_mean"] if b in known else 0.25 for b in mix.labels])
+    spreads = np.array([known[b]["var"] if b in known else 0.25 for b in mix.labels])
     value = float(mix.shares @ means)
-    variance = float(mix.shares**2 @ var_means + means @ mix.covariance @ means)
+    reference_error = float(mix.shares**2 @ var_means + means @ mix.covariance @ means)
+    variance = reference_error + float(mix.shares @ spreads) / mix.items
     return _interval("mix-reweighted", value, variance, metric)
 
 
@@ -89,15 +97,18 @@ def score_calibrated(
     edges = _score_edges(scores)
     overall = float(truth.mean())
     reference_bins, batch_bins = np.digitize(scores, edges), np.digitize(batch_scores, edges)
-    means, variances = np.full(len(edges) + 1, overall), np.zeros(len(edges) + 1)
+    spread = max(float(np.var(truth)), 1e-4)
+    means, spreads, counts = (np.zeros(len(edges) + 1) for _ in range(3))
     for b in range(len(edges) + 1):
         cell = truth[reference_bins == b]
+        counts[b] = len(cell)
         means[b] = (cell.sum() + SMOOTHING * overall) / (len(cell) + SMOOTHING)
-        variances[b] = max(float(np.var(truth)), 1e-4) / (len(cell) + SMOOTHING)
-    mapped = means[batch_bins]
+        # the bin's spread of the objective, shrunk like its mean towards the whole reference's
+        spreads[b] = (np.sum((cell - means[b]) ** 2) + SMOOTHING * spread) / (len(cell) + SMOOTHING)
     weights = np.bincount(batch_bins, minlength=len(edges) + 1) / len(batch_bins)
-    variance = float(weights**2 @ variances) + float(np.var(mapped)) / len(mapped)
-    return _interval("score-calibrated", float(mapped.mean()), variance, metric)
+    reference_error = float(weights**2 @ (spreads / (counts + SMOOTHING)))
+    variance = reference_error + float(weights @ spreads) / len(batch_bins)
+    return _interval("score-calibrated", float(weights @ means), variance, metric)
 
 
 def _score_edges(scores: np.ndarray) -> np.ndarray:

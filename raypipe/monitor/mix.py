@@ -128,6 +128,7 @@ class MixEstimate:
     covariance: np.ndarray
     predicted: np.ndarray  # the classifier's raw shares in the batch
     reference: np.ndarray
+    items: float = 1.0  # the batch's items the shares were estimated from
 
     def interval(self, k: int) -> tuple[float, float]:
         half = Z_95 * math.sqrt(max(self.covariance[k, k], 0.0))
@@ -243,7 +244,7 @@ def estimate_mix(model: MixModel, predicted: np.ndarray) -> MixEstimate:
         column, items = model.confusion[:, j], max(model.true_counts[j], 1.0)
         spread = spread + shares[j] ** 2 * (np.diag(column) - np.outer(column, column)) / items
     covariance = inverse @ spread @ inverse.T
-    return MixEstimate(model.attribute, model.labels, shares, covariance, q, model.reference_shares)
+    return MixEstimate(model.attribute, model.labels, shares, covariance, q, model.reference_shares, n)
 
 
 def share_z(reference: np.ndarray, batch: np.ndarray) -> np.ndarray:
