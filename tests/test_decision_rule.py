@@ -189,3 +189,71 @@ def test_the_items_needed_projection_is_roughly_right():
             ["a", "b"], ACCURACY, SLASpec(), {}, scores, np.ones_like(scores), {}
         ).status == ("certified")
     assert decided >= 25
+
+
+def test_items_fed_in_blocks_give_the_same_evidence_as_all_at_once(monkeypatch):
+    """A large run feeds the pairwise tests in blocks (their item x K x K differences would take gigabytes
+    at once); the tests advance item by item, so the blocks must not change a single p-value."""
+    from raypipe.decide import decision
+
+    rng = np.random.default_rng(5)
+    scores = correlated_scores(rng, 60, [0.8, 0.78, 0.7, 0.5])
+    latency = rng.random(scores.shape) * 100
+    whole = Evidence(list("abcd"), ACCURACY, SLASpec(p95_latency_ms=90), {})
+    whole.add(scores, latency, {})
+    monkeypatch.setattr(decision, "PAIR_CELLS_AT_ONCE", 16 * 7)  # 7 items a block, the last one shorter
+    blocks = Evidence(list("abcd"), ACCURACY, SLASpec(p95_latency_ms=90), {})
+    blocks.add(scores, latency, {})
+    for name in ("far", "near"):
+        a, b = getattr(whole, name), getattr(blocks, name)
+        assert np.array_equal(a.min_p, b.min_p) and np.array_equal(a.log_wealth, b.log_wealth)
+        assert a.min_p.min() < 0.5  # the evidence is not trivially empty
+    assert decide(whole).to_json() == decide(blocks).to_json()
+
+
+def test_item_arrays_from_a_lazy_frame_match_the_rows():
+    """The (items, K) arrays the rule and the percentiles read, from a lazy frame in streaming batches: every
+    row lands in its cell, missing rows and nulls are NaN, items and configurations outside are left out."""
+    import polars as pl
+
+    from raypipe.decide.decision import item_arrays
+
+    rows = pl.DataFrame(
+        {
+            "item_id": ["i1", "i1", "i2", "i3", "i3", "other"],
+            "config_id": ["a", "b", "a", "b", "c", "a"],
+            "accuracy": [1.0, 0.0, None, 1.0, 1.0, 1.0],
+        }
+    )
+    found = item_arrays(rows.lazy(), ["a", "b"], ["accuracy"], order=["i3", "i1", "i2"])["accuracy"]
+    expected = np.array([[np.nan, 1.0], [1.0, 0.0], [np.nan, np.nan]])
+    assert np.array_equal(found, expected, equal_nan=True)
+    # without an order: every item of the rows, in the rule's seeded order
+    assert item_arrays(rows, ["a", "b", "c"], ["accuracy"])["accuracy"].shape == (4, 3)
+
+
+def test_percentiles_per_configuration_match_polars_quantiles():
+    import polars as pl
+
+    from raypipe.decide.results import percentile_table
+
+    rng = np.random.default_rng(2)
+    n = 97
+    rows = pl.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n)] * 2,
+            "config_id": ["a"] * n + ["b"] * n,
+            "latency_total_ms": np.concatenate([rng.exponential(50, n), rng.exponential(80, n)]),
+        }
+    ).with_columns(  # a few nulls: left out, as Polars leaves them out
+        pl.when(pl.int_range(pl.len()) % 13 == 0).then(None).otherwise(pl.col("latency_total_ms"))
+        .alias("latency_total_ms")
+    )  # fmt: skip
+    wanted = {"latency_total_ms": [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)]}
+    found = percentile_table(rows.lazy(), ["a", "b", "none"], wanted)
+    for config in ("a", "b"):
+        part = rows.filter(pl.col("config_id") == config)["latency_total_ms"]
+        row = found.filter(pl.col("config_id") == config).row(0, named=True)
+        for name, q in wanted["latency_total_ms"]:
+            assert row[name] == pytest.approx(part.quantile(q, "linear"), rel=1e-12)
+    assert found.filter(pl.col("config_id") == "none")["p95"].to_list() == [None]  # no rows: null, not NaN

@@ -140,6 +140,13 @@ class SLATest:
     misses: confseq.Evidence
 
 
+# How many (item, X, Y) differences the pairwise tests are fed at once. One item over K configurations makes
+# K x K of them (2.2 MB at 525 configurations), so a run's items go in blocks of about 32 MB: all 1,000
+# items of a 525-configuration run at once took 2.2 GB an array (and 200 items already 1 GB of driver).
+PAIR_CELLS_AT_ONCE = 1 << 22
+BATCH_ROWS = 1 << 16  # rows of a run's items read into the (items, K) arrays at a time
+
+
 class Evidence:
     """The running evidence of the rule over K configurations, fed items in order (NaN: no row)."""
 
@@ -200,9 +207,13 @@ class Evidence:
         w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
         s = np.asarray(scores, dtype=float) * sign * w[:, None]
         metrics = {m: np.asarray(v, dtype=float) * w[:, None] for m, v in metrics.items()}
-        diff = s[:, None, :] - s[:, :, None]  # [item, X, Y] = s_Y - s_X
-        self.far = confseq.advance(self.far, diff - self.settings.epsilon)
-        self.near = confseq.advance(self.near, self.settings.epsilon + s[:, :, None] - s[:, None, :])
+        eps, block = self.settings.epsilon, max(1, PAIR_CELLS_AT_ONCE // max(1, s.shape[1] ** 2))
+        for start in range(0, len(s), block):  # the tests advance item by item: blocks change nothing
+            part = s[start : start + block]
+            diff = part[:, None, :] - part[:, :, None]  # [item, X, Y] = s_Y - s_X
+            self.far = confseq.advance(self.far, diff - eps)
+            del diff
+            self.near = confseq.advance(self.near, eps + part[:, :, None] - part[:, None, :])
         self._add_sla(np.asarray(latency, dtype=float), metrics, w)
         self.n += (~np.isnan(s)).sum(axis=0)
         self.score_sum += np.nansum(s, axis=0)
@@ -420,26 +431,38 @@ def item_order(item_ids: list[str], seed: int = 0) -> list[str]:
 
 
 def item_arrays(
-    items: pl.DataFrame, config_ids: list[str], columns: list[str], order: list[str] | None = None
+    items: pl.DataFrame | pl.LazyFrame,
+    config_ids: list[str],
+    columns: list[str],
+    order: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Per column, an (items, K) float array: rows in `order` (default: `item_order`), NaN where a
-    configuration has no row for an item."""
-    order = order if order is not None else item_order(items["item_id"].to_list())
-    row = {item: i for i, item in enumerate(order)}
-    col = {c: j for j, c in enumerate(config_ids)}
-    frame = items.filter(pl.col("config_id").is_in(config_ids) & pl.col("item_id").is_in(order))
-    r = np.array([row[i] for i in frame["item_id"].to_list()], dtype=int)
-    c = np.array([col[i] for i in frame["config_id"].to_list()], dtype=int)
+    configuration has no row for an item.
+
+    `items` may be lazy (a run's items.parquet): each column is read in its own streaming pass that keeps
+    only a batch of cell positions and values at a time: a run of 20,000 items x 525 configurations needs
+    its arrays (84 MB each) and the streaming engine's buffers, never its 10.5 M rows at once."""
+    items = items.lazy()
+    if order is None:
+        order = item_order(items.select(pl.col("item_id").unique()).collect()["item_id"].to_list())
+    rows = pl.LazyFrame({"item_id": pl.Series(order, dtype=pl.String), "_row": np.arange(len(order))})
+    cols = pl.LazyFrame(
+        {"config_id": pl.Series(config_ids, dtype=pl.String), "_col": np.arange(len(config_ids))}
+    )
+    cells = items.join(rows, on="item_id", how="inner").join(cols, on="config_id", how="inner")
+    flat = (pl.col("_row") * len(config_ids) + pl.col("_col")).alias("_cell")
     out = {}
     for name in columns:
-        values = np.full((len(order), len(config_ids)), np.nan)
-        values[r, c] = frame[name].cast(pl.Float64).fill_null(math.nan).to_numpy()
-        out[name] = values
+        values = np.full(len(order) * len(config_ids), np.nan)
+        found = cells.select(flat, pl.col(name).cast(pl.Float64).fill_null(math.nan))
+        for batch in found.collect_batches(chunk_size=BATCH_ROWS):
+            values[batch["_cell"].to_numpy()] = batch[name].to_numpy()
+        out[name] = values.reshape(len(order), len(config_ids))
     return out
 
 
 def decide_items(
-    items: pl.DataFrame,
+    items: pl.DataFrame | pl.LazyFrame,
     config_ids: list[str],
     objective: Metric,
     sla: SLASpec,

@@ -21,6 +21,7 @@ import polars as pl
 
 from raypipe.decide import stats
 from raypipe.decide.decision import DecisionSettings, decide_items
+from raypipe.decide.results import percentile_table
 from raypipe.spec.schema import PipelineSpec, SLASpec
 from raypipe.spec.task import Metric, SliceAttribute, Task
 
@@ -102,20 +103,34 @@ def bin_exprs(
 
 
 def cell_stats(
-    items: pl.DataFrame, keys: list[str], objective: Metric, sla: SLASpec, alive: list[str]
+    items: pl.LazyFrame, keys: list[str], objective: Metric, sla: SLASpec, alive: list[str]
 ) -> pl.DataFrame:
     """Per cell and configuration: n, objective mean and interval, p95 service time, and whether it meets the
-    SLA on the cell's own items (the SLA a deployment to that slice would face) and no search dropped it."""
+    SLA on the cell's own items (the SLA a deployment to that slice would face) and no search dropped it.
+    Counts, means and intervals stream through Polars' group-by; each cell's p95 is read per cell."""
     low, high = stats.interval_exprs(objective.name, objective.interval)
     bounds = sla.bounds()
-    frame = items.group_by([*keys, "config_id"]).agg(
-        pl.col(objective.name).count().alias("n"),
-        pl.col(objective.name).cast(pl.Float64).mean().alias("objective"),
-        low.alias("ci_low"),
-        high.alias("ci_high"),
-        pl.col("latency_total_ms").quantile(0.95, "linear").alias("latency_p95_ms"),
-        *[pl.col(m).cast(pl.Float64).mean().alias(f"_sla_{m}") for m in {m for m, _, _ in bounds}],
+    frame = (
+        items.group_by([*keys, "config_id"])
+        .agg(
+            pl.col(objective.name).count().alias("n"),
+            pl.col(objective.name).cast(pl.Float64).mean().alias("objective"),
+            low.alias("ci_low"),
+            high.alias("ci_high"),
+            *[pl.col(m).cast(pl.Float64).mean().alias(f"_sla_{m}") for m in {m for m, _, _ in bounds}],
+        )
+        .collect(engine="streaming")
     )
+    key_types = {k: frame.schema[k] for k in keys}
+    p95 = [
+        percentile_table(items.filter(_match(keys, key)), cell["config_id"].to_list(), P95).with_columns(
+            [pl.lit(v, key_types[k]).alias(k) for k, v in zip(keys, key, strict=True)]
+        )
+        for key, cell in frame.group_by(keys)
+    ]
+    schema = {"config_id": pl.String, "latency_p95_ms": pl.Float64} | key_types
+    p95_frame = pl.concat([pl.DataFrame(schema=schema), *p95], how="diagonal_relaxed")
+    frame = frame.join(p95_frame, on=[*keys, "config_id"], how="left")
     ok = pl.col("config_id").is_in(alive)
     if sla.p95_latency_ms is not None:
         ok = ok & (pl.col("latency_p95_ms") <= sla.p95_latency_ms)
@@ -127,22 +142,38 @@ def cell_stats(
     ).drop([c for c in frame.columns if c.startswith("_sla_")])
 
 
+P95 = {"latency_total_ms": [("latency_p95_ms", 0.95)]}
+
+
+def _match(keys: list[str], values: tuple) -> pl.Expr:
+    return pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, values, strict=True)])
+
+
+def cell_items(items: pl.LazyFrame, keys: list[str]) -> dict[tuple, int]:
+    """Each cell's number of distinct items."""
+    counts = items.select([*keys, "item_id"]).unique().group_by(keys).len().collect(engine="streaming")
+    return {tuple(row[:-1]): int(row[-1]) for row in counts.iter_rows()}
+
+
 def cell_winners(
-    items: pl.DataFrame,
+    items: pl.LazyFrame,
     per_cell: pl.DataFrame,
     keys: list[str],
     objective: Metric,
     spec: PipelineSpec,
     metrics: dict[str, Metric],
     n_cells: int,
+    n_items: dict[tuple, int],
 ) -> pl.DataFrame:
     """Per cell: the number of items, the certified winner (or why none), its certified group or candidates,
     and the provisional pick of an undecided cell."""
     rows = []
     for cell_key, cell in per_cell.group_by(keys, maintain_order=True):
-        match = pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, cell_key, strict=True)])
-        row = _cell_winner(items.filter(match), cell, objective, spec, metrics, n_cells)
-        rows.append(dict(zip(keys, cell_key, strict=True)) | row)
+        found = _cell_winner(
+            items.filter(_match(keys, cell_key)), n_items[tuple(cell_key)], cell, objective, spec, metrics,
+            n_cells,
+        )  # fmt: skip
+        rows.append(dict(zip(keys, cell_key, strict=True)) | found)
     schema = {k: pl.String for k in keys} | CELL_SCHEMA
     return pl.DataFrame(rows, schema=schema)
 
@@ -164,7 +195,8 @@ def cell_settings(spec: PipelineSpec, n_cells: int) -> DecisionSettings:
 
 
 def _cell_winner(
-    cell_items: pl.DataFrame,
+    cell_items: pl.LazyFrame,
+    n_items: int,
     cell: pl.DataFrame,
     objective: Metric,
     spec: PipelineSpec,
@@ -173,7 +205,6 @@ def _cell_winner(
 ) -> dict:
     """One cell's decision among the configurations no search dropped, on the cell's own items (the SLA a
     deployment to that slice would face)."""
-    n_items = cell_items["item_id"].n_unique()
     row = {"cell_items": n_items, "cell_status": None, "winner": None, "provisional": None, "tied": [],
            "note": None}  # fmt: skip
     if n_items < spec.slices.min_items:
@@ -199,31 +230,35 @@ def alive_configs(configs: pl.DataFrame) -> list[str]:
 
 
 def slice_table(
-    items: pl.DataFrame, configs: pl.DataFrame, task: Task, objective: Metric, spec: PipelineSpec
+    items: pl.LazyFrame | pl.DataFrame,
+    configs: pl.DataFrame,
+    task: Task,
+    objective: Metric,
+    spec: PipelineSpec,
 ) -> pl.DataFrame:
-    """slices.parquet: one row per (dimension, cell, configuration), with the cell's winner and ties."""
+    """slices.parquet: one row per (dimension, cell, configuration), with the cell's winner and ties.
+    `items` may be lazy (a run's items.parquet): nothing reads more than a cell's arrays at once."""
+    items = items.lazy()
+    columns = items.collect_schema().names()
     alive = alive_configs(configs)
-    dims = [[bin_column(a.name)] for a in task.slice_attributes if bin_column(a.name) in items.columns]
+    dims = [[bin_column(a.name)] for a in task.slice_attributes if bin_column(a.name) in columns]
     dims += [
         [bin_column(a), bin_column(b)]
         for a, b in spec.slices.cross
-        if bin_column(a) in items.columns and bin_column(b) in items.columns
+        if bin_column(a) in columns and bin_column(b) in columns
     ]
     metrics = {m: task.metric(m) for m, _, _ in spec.sla.bounds()}
     cells = {}
     for keys in dims:
         present = items.drop_nulls(keys)
-        if not present.is_empty():
-            cells[tuple(keys)] = (present, cell_stats(present, keys, objective, spec.sla, alive))
-    n_cells = sum(
-        int((present.group_by(list(keys)).agg(pl.col("item_id").n_unique().alias("n"))["n"]
-             >= spec.slices.min_items).sum())
-        for keys, (present, _) in cells.items()
-    )  # fmt: skip
+        counts = cell_items(present, keys)
+        if counts:
+            cells[tuple(keys)] = (present, counts, cell_stats(present, keys, objective, spec.sla, alive))
+    n_cells = sum(sum(n >= spec.slices.min_items for n in counts.values()) for _, counts, _ in cells.values())
     frames = []
-    for keys, (present, per_cell) in cells.items():
+    for keys, (present, counts, per_cell) in cells.items():
         keys = list(keys)
-        winners = cell_winners(present, per_cell, keys, objective, spec, metrics, n_cells)
+        winners = cell_winners(present, per_cell, keys, objective, spec, metrics, n_cells, counts)
         frame = per_cell.join(winners, on=keys, how="left").with_columns(
             (pl.col("config_id") == pl.col("winner")).fill_null(False).alias("is_winner"),
         )

@@ -33,14 +33,14 @@ def wilson_expr(successes: pl.Expr, n: pl.Expr, z: float = Z_95) -> tuple[pl.Exp
 
 def normal_expr(column: str, z: float = Z_95) -> tuple[pl.Expr, pl.Expr]:
     """Mean +- z standard errors of a column, for unbounded per-item values."""
-    values = pl.col(column).drop_nulls()
+    values = pl.col(column)  # mean, std and count leave nulls out
     half = z * values.std() / values.count().sqrt()
     return values.mean() - half, values.mean() + half
 
 
 def interval_exprs(column: str, method: str, z: float = Z_95) -> tuple[pl.Expr, pl.Expr]:
     """The interval of a column's mean by a catalogue's method: wilson, normal or none."""
-    values = pl.col(column).drop_nulls().cast(pl.Float64)
+    values = pl.col(column).cast(pl.Float64)  # sum and count leave nulls out; drop_nulls would not stream
     if method == "wilson":
         return wilson_expr(values.sum(), values.count(), z)
     if method == "normal":

@@ -300,8 +300,8 @@ def decision_entry(decision: Decision, outcome: SearchOutcome, n_available: int)
     return entry
 
 
-def slice_view(items: pl.LazyFrame, ctx: RunContext) -> pl.DataFrame:
-    """The columns slicing reads: ids, the objective, latency, the SLA's metrics and the bins."""
+def slice_view(items: pl.LazyFrame, ctx: RunContext) -> pl.LazyFrame:
+    """The columns slicing reads: ids, the objective, latency, the SLA's metrics and the bins (lazy)."""
     names = items.collect_schema().names()
     metrics = {ctx.objective.name, *(m for m, _, _ in ctx.spec.sla.bounds())}
     wanted = [
@@ -312,5 +312,5 @@ def slice_view(items: pl.LazyFrame, ctx: RunContext) -> pl.DataFrame:
         *[c for c in names if c.startswith("bin_")],
     ]
     if not any(c.startswith("bin_") for c in names):
-        return pl.DataFrame(schema={c: pl.String for c in ("item_id", "config_id")})
-    return items.select([c for c in wanted if c in names]).collect()
+        return pl.LazyFrame(schema={c: pl.String for c in ("item_id", "config_id")})
+    return items.select([c for c in wanted if c in names])
