@@ -166,6 +166,7 @@ def measure(n_items: int, out: Path) -> dict:
     run_dir = out / f"run-{n_items}"
     shutil.rmtree(run_dir, ignore_errors=True)
     request = Request(spec=parse_spec(spec(str(source))), out=str(run_dir), calibrate=False)
+    driver_start = psutil.Process().memory_info().rss
     cpu_before, machine_before, started = tree_cpu_seconds(), machine_cpu_seconds(), time.perf_counter()
     with Sampler() as sampler:
         result = evaluate(request)
@@ -180,6 +181,7 @@ def measure(n_items: int, out: Path) -> dict:
         "wall_s": round(wall, 1),
         "core_ms_per_call": round(1000 * machine / calls, 4),
         "tree_core_ms_per_call": round(1000 * cpu / calls, 4),
+        "driver_start_mib": round(driver_start / 2**20),
         "driver_peak_mib": round(sampler.driver_peak / 2**20),
         "machine_peak_mib": round(sampler.machine_peak / 2**20),
         "spilled_mib": round(spilled_bytes() / 2**20, 1),
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     import polars as pl
 
     pl.DataFrame(rows).write_parquet(out / "scale.parquet")
+    (out / "scale.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "scale.md").write_text(table(rows))
     print(table(rows))
 

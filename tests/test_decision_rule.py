@@ -208,6 +208,9 @@ def test_items_fed_in_blocks_give_the_same_evidence_as_all_at_once(monkeypatch):
         a, b = getattr(whole, name), getattr(blocks, name)
         assert np.array_equal(a.min_p, b.min_p) and np.array_equal(a.log_wealth, b.log_wealth)
         assert a.min_p.min() < 0.5  # the evidence is not trivially empty
+    for a, b in zip(whole.tests, blocks.tests, strict=True):  # the p95 SLA's tests, fed in the same blocks
+        assert np.array_equal(a.meets.min_p, b.meets.min_p) and np.array_equal(a.misses.min_p, b.misses.min_p)
+    assert np.allclose(whole.means(), blocks.means(), rtol=1e-12)
     assert decide(whole).to_json() == decide(blocks).to_json()
 
 

@@ -103,3 +103,19 @@ def test_run_directory_and_dataset_on_an_s3_endpoint(ray_cluster, s3_endpoint):
     configs = pq.read_table(f"{root}/configs.parquet", filesystem=fs)
     assert configs.num_rows == 2 and configs.column("n_items").to_pylist() == [12, 12]
     assert "testing" not in run_dir.read_bytes("run.json").decode()  # credentials come from the environment
+
+
+def test_a_resumed_run_drops_its_unfinished_items_earlier_rows_from_the_parts(tmp_path):
+    """The items a resumed run runs again lose their earlier rows, part by part (a part left empty goes),
+    so every (item, configuration) keeps one row and finalizing need not deduplicate."""
+    import pyarrow as pa
+
+    run_dir = RunDir(str(tmp_path / "run")).make()
+    parts = [(["a", "a", "b"], [0, 1, 0]), (["c", "c"], [0, 1]), (["b", "d"], [1, 0])]
+    for index, (items, configs) in enumerate(parts):
+        run_dir.write_part(pa.table({"item_id": items, "config_index": configs}), index)
+    assert run_dir.drop_from_parts({"b", "c"}) == 4
+    assert len(run_dir.part_names()) == 2  # the part of c alone is gone
+    rows = run_dir.read_parts().sort("item_id", "config_index")
+    assert rows.rows() == [("a", 0), ("a", 1), ("d", 0)]
+    assert run_dir.drop_from_parts({"b", "c"}) == 0  # again: nothing left to drop

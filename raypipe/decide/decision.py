@@ -141,9 +141,9 @@ class SLATest:
 
 
 # How many (item, X, Y) differences the pairwise tests are fed at once. One item over K configurations makes
-# K x K of them (2.2 MB at 525 configurations), so a run's items go in blocks of about 32 MB: all 1,000
+# K x K of them (2.2 MB at 525 configurations), so a run's items go in blocks of about 8 MB: all 1,000
 # items of a 525-configuration run at once took 2.2 GB an array (and 200 items already 1 GB of driver).
-PAIR_CELLS_AT_ONCE = 1 << 22
+PAIR_CELLS_AT_ONCE = 1 << 20
 BATCH_ROWS = 1 << 16  # rows of a run's items read into the (items, K) arrays at a time
 
 
@@ -204,20 +204,22 @@ class Evidence:
         on and the SLA's metrics; NaN where a configuration has no row. `weights` (one per item, mean 1 over
         the run, at most `scale`) reweight the items to another mix: every mean becomes the mix's mean."""
         sign = 1.0 if self.objective.higher_is_better else -1.0
-        w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
-        s = np.asarray(scores, dtype=float) * sign * w[:, None]
-        metrics = {m: np.asarray(v, dtype=float) * w[:, None] for m, v in metrics.items()}
-        eps, block = self.settings.epsilon, max(1, PAIR_CELLS_AT_ONCE // max(1, s.shape[1] ** 2))
-        for start in range(0, len(s), block):  # the tests advance item by item: blocks change nothing
-            part = s[start : start + block]
-            diff = part[:, None, :] - part[:, :, None]  # [item, X, Y] = s_Y - s_X
+        scores, latency = np.asarray(scores, dtype=float), np.asarray(latency, dtype=float)
+        weights = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=float)
+        eps, block = self.settings.epsilon, max(1, PAIR_CELLS_AT_ONCE // max(1, scores.shape[1] ** 2))
+        for start in range(0, len(scores), block):  # the tests advance item by item: blocks change nothing
+            rows = slice(start, start + block)
+            w = weights[rows]
+            s = scores[rows] * sign * w[:, None]
+            diff = s[:, None, :] - s[:, :, None]  # [item, X, Y] = s_Y - s_X
             self.far = confseq.advance(self.far, diff - eps)
             del diff
-            self.near = confseq.advance(self.near, eps + part[:, :, None] - part[:, None, :])
-        self._add_sla(np.asarray(latency, dtype=float), metrics, w)
-        self.n += (~np.isnan(s)).sum(axis=0)
-        self.score_sum += np.nansum(s, axis=0)
-        self.latency.append(np.asarray(latency, dtype=float))
+            self.near = confseq.advance(self.near, eps + s[:, :, None] - s[:, None, :])
+            block_metrics = {m: np.asarray(v, dtype=float)[rows] * w[:, None] for m, v in metrics.items()}
+            self._add_sla(latency[rows], block_metrics, w)
+            self.n += (~np.isnan(s)).sum(axis=0)
+            self.score_sum += np.nansum(s, axis=0)
+        self.latency.append(latency)
 
     def _add_sla(self, latency: np.ndarray, metrics: dict[str, np.ndarray], w: np.ndarray) -> None:
         k = 0

@@ -70,11 +70,12 @@ def configs_frame(configs: list[Configuration]) -> pl.DataFrame:
 def assemble_items(
     rows: pl.LazyFrame | pl.DataFrame, configs: list[Configuration], attributes: pl.DataFrame
 ) -> pl.LazyFrame:
-    """Result rows, one per (item, configuration) (a resumed run's repeated rows dropped), joined with their
-    configuration's choices and the item's attributes; lazy, so a large run is never held in memory."""
+    """Result rows, one per (item, configuration), joined with their configuration's choices and the item's
+    attributes; lazy, so a large run is never held in memory. The rows must be unique: a resumed run drops
+    its unfinished items' earlier rows before running them again (`RunDir.drop_from_parts`), because a
+    `unique` here held every row (330 MB at 1,000 items x 525 configurations)."""
     names = rows.collect_schema().names()
     frame = rows.lazy().drop([c for c in names if c.startswith("_")])
-    frame = frame.unique(subset=["item_id", "config_index"], keep="last")
     frame = frame.join(configs_frame(configs).lazy(), on="config_index", how="left")
     frame = frame.join(attributes.lazy(), on="item_id", how="left")
     first = ["config_id", *configs[0].stage_names, "item_id"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,6 +124,28 @@ class RunDir:
             for n in names
         ]
         return pl.concat(frames, how="diagonal_relaxed")
+
+    def drop_from_parts(self, item_ids: set[str]) -> int:
+        """Remove these items' rows from every part (a resumed run runs them again, every configuration), so
+        that each (item, configuration) has one row and finalizing need not deduplicate, which held every
+        row in memory. Each part is rewritten in place (temporary file, then a move), so a crash leaves
+        either part whole; running it again is harmless. Returns the rows removed."""
+        removed = 0
+        wanted = pa.array(sorted(item_ids), pa.string())
+        for name in self.part_names():
+            path = self.path(posixpath.join(PARTS, name))
+            ids = pq.read_table(path, filesystem=self.fs, columns=["item_id"]).column("item_id")
+            drop = pc.is_in(ids, value_set=wanted)
+            hits = pc.sum(drop).as_py() or 0
+            if not hits:
+                continue
+            removed += hits
+            if hits == len(ids):
+                self.fs.delete_file(path)
+                continue
+            table = pq.read_table(path, filesystem=self.fs)
+            self.write_parquet(posixpath.join(PARTS, name), table.filter(pc.invert(drop)))
+        return removed
 
     def scan_parts(self) -> pl.LazyFrame | None:
         """Every streamed part as one lazy frame (nothing is read until it is collected or sunk)."""

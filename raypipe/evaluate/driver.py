@@ -161,6 +161,8 @@ def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult
     ctx = open_run(request, task, objective, table, run_dir, on_progress, search)
     if resuming:
         ctx.table = remaining_items(ctx)
+        # they run again for every configuration: their earlier rows go, so each pair keeps one row
+        run_dir.drop_from_parts(set(ctx.table.column("item_id").to_pylist()))
     started = time.perf_counter()
     outcome = search.run(ctx)
     wall_s = time.perf_counter() - started
