@@ -127,7 +127,7 @@ def digits_profile(ray_cluster, tmp_path_factory):
     )
     result = CliRunner().invoke(monitor_app, ["reference", str(root / "run"), "--out", str(root / "profile")])
     assert result.exit_code == 0, result.output
-    assert "reference of digits (version 1): 300 items, 5 features, mix of profile; deployed" in result.output
+    assert "reference of digits (version 2): 300 items, 6 features, mix of profile; deployed" in result.output
     return root
 
 
@@ -135,7 +135,7 @@ def test_profile_holds_features_slices_outputs_and_the_deployed_configuration(di
     profile = load_reference(str(digits_profile / "profile"))
     configs = pl.read_parquet(digits_profile / "run" / "configs.parquet")
     assert profile.deployed == configs.sort("rank")["config_id"][0]
-    assert profile.meta["task"] == {"name": "digits", "version": "1"}
+    assert profile.meta["task"] == {"name": "digits", "version": "2"}
     assert profile.meta["mix_attribute"] == "profile" and profile.meta["objective"] == "accuracy"
     assert profile.features.height == 300 and profile.features["feature_error"].null_count() == 300
     assert set(resolve_task("digits").features) <= set(profile.features.columns)
@@ -193,6 +193,21 @@ def test_an_all_blurred_batch_exits_1_and_a_switch_is_advised_only_if_it_holds_o
         assert "stays" in result.output or "still the choice" in result.output
     if bounds is not None:
         assert bounds["mix_box"]["blurred"][0] == pytest.approx(shares["blurred"]["ci_low"])
+
+
+def test_an_all_upside_down_digits_batch_exits_1_on_the_upright_feature(digits_profile):
+    """No pixel statistic of a digit changes when it turns half round; the upright classifier's
+    probability does, so an upside-down batch of the reference's own profile is drift."""
+    from raypipe.tasks.digits.data import encode_png
+
+    task = resolve_task("digits")
+    table = task.generate("mixed", 60, seed=13)
+    turned = [encode_png(np.rot90(task.decode(b), 2)) for b in table["image"].to_pylist()]
+    table = table.set_column(table.column_names.index("image"), "image", pa.array(turned, pa.binary()))
+    batch = write_batch(table, digits_profile / "upside-down.parquet")
+    result, report = check(digits_profile / "profile", batch, digits_profile / "check-upside-down")
+    assert result.exit_code == 1, result.output
+    assert "upright" in {t["name"] for t in report["tests"] if t["drifted"]}
 
 
 def test_bad_usage_exits_2_with_one_clear_message(digits_profile, cards, tmp_path):

@@ -3,7 +3,9 @@ table, the plots, the reweighted ranking and the racing looks."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from raypipe.engine.rundir import SearchRequest
@@ -97,6 +99,7 @@ def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypat
     from raypipe.cli.monitor import monitor_app
     from raypipe.engine.datasets import write_table
     from raypipe.spec.registry import resolve_task
+    from raypipe.tasks.digits.data import encode_png
 
     _, full = runs
     profile = CliRunner().invoke(
@@ -105,10 +108,12 @@ def test_notebook_shows_an_exhaustive_run_and_a_monitoring_check(runs, monkeypat
     assert profile.exit_code == 0, profile.output
     task = resolve_task("digits")
     write_table(task.generate("mixed", 80, seed=42), str(tmp_path / "same.parquet"))
-    # Every digits feature is unchanged by a 180-degree turn (intensity, ink, |centre offset|, slant,
-    # sharpness), so an upside-down digits batch is invisible to them (measured: exit 0); an all-blurred
-    # batch is the digits case here, and tests/test_monitor.py checks upside-down ID cards
-    write_table(task.generate("blurred", 80, seed=41), str(tmp_path / "flipped.parquet"))
+    # an upside-down batch of the same profile: the upright feature sees it (tests/test_monitor.py checks
+    # upside-down ID cards)
+    flipped = task.generate("mixed", 80, seed=41)
+    turned = [encode_png(np.rot90(task.decode(b), 2)) for b in flipped["image"].to_pylist()]
+    flipped = flipped.set_column(flipped.column_names.index("image"), "image", pa.array(turned, pa.binary()))
+    write_table(flipped, str(tmp_path / "flipped.parquet"))
     codes = {}
     for name in ("same", "flipped"):
         check = CliRunner().invoke(
