@@ -5,7 +5,8 @@
 
 Three stages of the built-in zero-cost `noop` kind (7 x 5 x 15 choices = 525 configurations, each choice
 a distinct tiny output, so every unique prefix is a real stage call) over items of a task defined here
-(`NullTask`, the "write your own task" pattern: 8 bytes an item, a trivial score). For each size it reports
+(`NullTask`, the "write your own task" pattern: 8 bytes an item, a trivial score). Each size runs in a
+fresh process with its own embedded Ray (a user's run is one process), and for each it reports
 the wall time, the CPU time per stage call (the engine's overhead: the stages themselves cost nothing) of
 the whole machine (`core_ms_per_call`, the headline: run it on a quiet machine) and of the driver's process
 tree (`tree_core_ms_per_call`: it misses Ray workers that exit before the run ends), the driver's peak
@@ -249,20 +250,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, help="measure the overhead per call on N megapixel items")
     parser.add_argument("--reps", type=int, default=2, help="--images: runs of each kind")
     parser.add_argument("--out", default="benchmarks/results/scale")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a size in this process
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not args.images and not args.one:
+        rows = [measure_apart(n, out) for n in args.items]
+        write_scale(rows, out)
+        return
     from raypipe.ray import cluster
 
     cluster.connect(None)
     if args.images:
         measure_overhead(args.images, args.reps, out)
         return
-    rows = []
     for n in args.items:
         print(f"measuring {n} items x 525 configurations", flush=True)
-        rows.append(measure(n, out))
-        print(rows[-1], flush=True)
+        row = measure(n, out)
+        (out / f"scale-{n}.json").write_text(json.dumps(row) + "\n")
+        print(row, flush=True)
+
+
+def measure_apart(n: int, out: Path) -> dict:
+    """One size in a fresh process with its own embedded Ray, as a user runs one run per process: the
+    driver's memory at one size is not what an earlier, larger size left behind."""
+    import subprocess
+
+    subprocess.run([sys.executable, __file__, "--one", "--items", str(n), "--out", str(out)], check=True)
+    return json.loads((out / f"scale-{n}.json").read_text())
+
+
+def write_scale(rows: list[dict], out: Path) -> None:
     import polars as pl
 
     pl.DataFrame(rows).write_parquet(out / "scale.parquet")

@@ -237,6 +237,15 @@ class Evidence:
             test.misses = confseq.advance(test.misses, -x if side == "min" else x)
 
     # -- what the data say ----------------------------------------------------------------------------------
+    def latency_rows(self) -> np.ndarray:
+        """Every item's latency so far, (items, K): joined once and kept joined (no copy per reading: at
+        20,000 items x 525 configurations each is 84 MB)."""
+        if not self.latency:
+            return np.zeros((0, len(self.config_ids)))
+        if len(self.latency) > 1:
+            self.latency = [np.concatenate(self.latency)]
+        return self.latency[0]
+
     @property
     def n_items(self) -> int:
         return int(self.n.max()) if len(self.n) else 0
@@ -248,7 +257,7 @@ class Evidence:
 
     def p95(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per configuration: p95 point estimate and its 95 % order-statistic interval."""
-        rows = np.concatenate(self.latency) if self.latency else np.zeros((0, len(self.config_ids)))
+        rows = self.latency_rows()
         out = [p95_interval(rows[:, c]) for c in range(rows.shape[1])]
         return tuple(np.array([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
 
@@ -324,7 +333,7 @@ def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decisio
     candidates = [ids[c] for c in np.flatnonzero(live)]
     point, low, high = evidence.p95()
     if len(certified):
-        rows = np.concatenate(evidence.latency) if evidence.latency else np.zeros((0, len(ids)))
+        rows = evidence.latency_rows()
         pick = cheapest(certified, means, point, confidently_faster(rows, point, low, high))
         names = [ids[c] for c in certified]
         return Decision("certified", ids[pick], candidates=candidates, certified=names, items_needed=0,
@@ -478,4 +487,5 @@ def decide_items(
     evidence = Evidence(config_ids, objective, sla, metrics, settings)
     if arrays[objective.name].shape[0]:
         evidence.add(arrays[objective.name], arrays[latency], {m: arrays[m] for m in metrics})
+    del arrays  # the evidence keeps the latency it needs; the rest goes before deciding
     return decide(evidence), evidence

@@ -9,7 +9,14 @@ import numpy as np
 import polars as pl
 
 from raypipe.decide import stats
-from raypipe.decide.decision import Decision, DecisionSettings, decide_items, item_arrays, p95_interval
+from raypipe.decide.decision import (
+    Decision,
+    DecisionSettings,
+    Evidence,
+    decide_items,
+    item_arrays,
+    p95_interval,
+)
 from raypipe.spec import columns
 from raypipe.spec.schema import SLASpec
 from raypipe.spec.space import Configuration
@@ -223,8 +230,9 @@ def decide_and_rank(
     dropped = _dropped(frame)
     live = [c for c in frame["config_id"].to_list() if c not in dropped]
     metrics = {m: task.metric(m) for m, _, _ in sla.bounds()}
-    decision, _ = decide_items(items, live, objective, sla, metrics, settings)
-    intervals = p95_intervals(items, frame["config_id"].to_list())
+    decision, evidence = decide_items(items, live, objective, sla, metrics, settings)
+    intervals = p95_intervals(items, frame["config_id"].to_list(), evidence)
+    del evidence
     status = ["dropped" if c in dropped else decision.row_status(c) for c in frame["config_id"].to_list()]
     reasons = [dropped.get(c) or decision.excluded.get(c) for c in frame["config_id"].to_list()]
     frame = frame.with_columns(
@@ -268,11 +276,19 @@ def _dropped(frame: pl.DataFrame) -> dict[str, str]:
     }
 
 
-def p95_intervals(items: pl.LazyFrame | pl.DataFrame, config_ids: list[str]) -> pl.DataFrame:
-    """Per configuration with service times: the 95 % order-statistic interval of its p95 service time."""
-    latency = item_arrays(items, config_ids, ["latency_total_ms"])["latency_total_ms"]
+def p95_intervals(
+    items: pl.LazyFrame | pl.DataFrame, config_ids: list[str], evidence: Evidence | None = None
+) -> pl.DataFrame:
+    """Per configuration with service times: the 95 % order-statistic interval of its p95 service time.
+    Configurations the decision's `evidence` holds are read from it; the others (dropped by a search)
+    from `items`."""
+    held = {c: k for k, c in enumerate(evidence.config_ids)} if evidence is not None else {}
+    rest = {c: k for k, c in enumerate(c for c in config_ids if c not in held)}
+    held_rows = evidence.latency_rows() if evidence is not None and held else None
+    rest_rows = item_arrays(items, list(rest), ["latency_total_ms"])["latency_total_ms"] if rest else None
     data = []
-    for config_id, column in zip(config_ids, latency.T, strict=True):
+    for config_id in config_ids:
+        column = held_rows[:, held[config_id]] if config_id in held else rest_rows[:, rest[config_id]]
         values = column[~np.isnan(column)]
         if len(values):
             _, low, high = p95_interval(values)
