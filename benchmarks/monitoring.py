@@ -112,8 +112,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-idcard", action="store_true", help="digits only")
     parser.add_argument("--tasks", default="digits,idcard", help="the pools to run, comma-separated")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, --doc ignored")
+    parser.add_argument(
+        "--references", help="digits reference sizes to draw, comma-separated (more pairs for some cells)"
+    )
     args = parser.parse_args(argv)
+    only = args.references
     vars(args).update(FULL)
+    if only:
+        args.references = tuple(int(m) for m in only.split(","))
     if args.quick:
         vars(args).update(QUICK, doc="")
     return args

@@ -306,7 +306,7 @@ def test_a_profile_of_another_task_version_is_refused_naming_both(digits_profile
     (copy / "reference.json").write_text(json.dumps(meta))
     result, _ = check(copy, str(digits_profile / "same.parquet"), tmp_path / "out")
     assert result.exit_code == 2
-    assert "written for task 'digits' version 0" in result.output and "is version 1" in result.output
+    assert "written for task 'digits' version 0" in result.output and "is version 2" in result.output
 
 
 # -- idcard: upside-down cards ----------------------------------------------------------------------------
