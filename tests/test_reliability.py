@@ -131,6 +131,33 @@ def test_a_call_that_hangs_in_calibration_becomes_a_timeout_there_and_the_run_fi
     assert factors[("preprocess", "hang")] == 5  # the timeout is no sample of the stage's time
 
 
+@pytest.mark.ray
+def test_the_calibrator_is_kept_between_a_driver_s_runs_and_holds_no_cpu_while_idle(ray_cluster, tmp_path):
+    """A driver's second run calibrates in the first run's calibrator (no new process, no imports again),
+    and while no run calibrates it reserves no CPU, so the next run's pools get every core."""
+    import ray
+
+    from raypipe.ray import calibration
+
+    source = tmp_path / "digits.parquet"
+    write_table(resolve_task("digits").generate("clean", 12, seed=5), str(source))
+    raw = digits_spec(str(source), ["none", "threshold"], ["linear", "mlp"])
+    first = evaluate(request_for(raw, tmp_path / "first", calibrate=True))
+    (kept,) = calibration._KEPT.values()
+    deadline = time.monotonic() + 60  # the run's pools end in the background
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < deadline, f"idle, yet {ray.available_resources()} of {ray.cluster_resources()}"
+        time.sleep(0.2)
+    second = evaluate(request_for(raw, tmp_path / "second", calibrate=True))
+    assert calibration._KEPT[next(iter(calibration._KEPT))][0]._actor_id == kept[0]._actor_id
+    pairs = [
+        result.run_dir.read_parquet("calibration.parquet").sort("item_id", "config_index", "stage")
+        for result in (first, second)
+    ]
+    assert pairs[0].height == 6 * 2 * 2 and pairs[0]["error"].null_count() == pairs[0].height
+    assert pairs[0].select("item_id", "config_index", "stage").equals(pairs[1].select(pairs[0].columns[:3]))
+
+
 # -- bad inputs ---------------------------------------------------------------------------------------------
 
 

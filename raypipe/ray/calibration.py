@@ -3,17 +3,19 @@ gone, so that latency is a property of the configuration and not of how busy the
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
 
 import pyarrow as pa
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
 
 from raypipe.engine.execution import ChoiceRef, CurrentCall, timed_call
 from raypipe.engine.plan import OperatorPlan
-from raypipe.ray.cluster import cluster_resources, on_driver_node
-from raypipe.ray.pipeline import RunControl, watch_calls
+from raypipe.ray.cluster import alive_nodes, cluster_resources, on_driver_node
+from raypipe.ray.pipeline import ACTOR_START_S, RunControl, watch_calls
 from raypipe.spec.task import Task
 
 
@@ -23,24 +25,41 @@ class Calibrator:
     The stages' timeouts hold here as in the run: a watchdog thread reports a call past its timeout to
     RunControl and ends the actor (the call cannot be interrupted); the driver starts another, which records
     that call as a timeout instead of making it again, and goes on with the remaining pairs.
+
+    One calibrator serves one run at a time (`prepare`); between runs of one driver it is kept, its models
+    let go (`forget`), so that the next run's calibration does not pay for a process and its imports again.
     """
 
-    def __init__(
-        self,
-        control: Any,
-        task: Task,
-        choices: list[dict[str, ChoiceRef]],
-        stage_names: list[str],
-        timed_out: set[tuple[str, int, str, str]],
-    ):
-        self.control, self.task, self.choices, self.stage_names = control, task, choices, stage_names
-        self.timed_out = timed_out
+    def __init__(self, control: Any):
+        self.control = control
+        self.task: Any = None  # the run's Task, from `prepare`
+        self.choices: list[dict[str, ChoiceRef]] = []
+        self.stage_names: list[str] = []
+        self.timed_out: set[tuple[str, int, str, str]] = set()
         self.impls: dict[tuple[int, str], Any] = {}
         self.warm: set[tuple[int, str]] = set()
         self.current: CurrentCall | None = None
         threading.Thread(
             target=watch_calls, args=(self, control), daemon=True, name="raypipe-timeout"
         ).start()
+
+    def prepare(
+        self,
+        task: Task,
+        choices: list[dict[str, ChoiceRef]],
+        stage_names: list[str],
+        timed_out: set[tuple[str, int, str, str]],
+    ) -> bool:
+        """Take a run's task, choices and known timeouts; its models load at their first call."""
+        self.forget()
+        self.task, self.choices, self.stage_names, self.timed_out = task, choices, stage_names, timed_out
+        return True
+
+    def forget(self) -> None:
+        """Let the last run's models go (the process and its imports stay)."""
+        self.impls.clear()
+        self.warm.clear()
+        gc.collect()
 
     def run_pair(self, item_id: str, data: bytes, config_index: int, labels: tuple[str, ...]) -> list[dict]:
         """One calibration row per stage call of the pair, up to its first failure (a failing sample is
@@ -95,6 +114,11 @@ class Calibrator:
         return self.impls[(k, label)]
 
 
+# A calibrator and its RunControl kept between the runs of one driver, by (job, node): single-node CPU runs
+# only (a GPU calibrator would hold its GPU between runs; on a cluster, the driver's node may change).
+_KEPT: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def calibrate(
     task: Task,
     plans: list[OperatorPlan],
@@ -103,28 +127,70 @@ def calibrate(
     pairs: list[tuple[str, int, tuple[str, ...]]],
 ) -> pa.Table:
     """Time the sampled pairs in one actor while nothing else runs (after the run's pools are gone), one pair
-    per call; an actor ended by a timeout is replaced, and the pair it was on is tried again by the next."""
+    per call; an actor ended by a timeout is replaced, and the pair it was on is tried again by the next.
+
+    On one node without GPUs the calibrator outlives the run (for the driver's next run: a second run in a
+    process, a notebook, a benchmark) and reserves no CPU while idle; while it times, a one-CPU placement
+    group holds its CPU, as its own reservation did."""
     choices: list[dict[str, ChoiceRef]] = [{} for _ in stage_names]
     for p in plans:
         choices[p.stage_index].update(p.choices)
     gpus = 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
-    control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
-    start = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(Calibrator).remote
-    data, rows, timed_out, actor = dict(inputs), [], set(), None
+    keep = gpus == 0 and alive_nodes() == 1
+    key = (ray.get_runtime_context().get_job_id(), ray.get_runtime_context().get_node_id())
+    actor, control = _kept(key) if keep else (None, None)
+    if control is None:
+        control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
+    start = ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator).options(
+        scheduling_strategy=on_driver_node()
+    ).remote
+    data, rows, timed_out = dict(inputs), [], set()
+    hold = _hold_cpu() if keep else None
+    prepared = False
     try:
         for item_id, config_index, labels in pairs:
             while True:
-                actor = actor or start(control, task, choices, stage_names, timed_out)
+                actor = actor or start(control)
+                if not prepared:  # an actor runs its calls in order: this one before its pairs
+                    actor.prepare.remote(task, choices, stage_names, timed_out)
+                    prepared = True
                 try:
                     rows += ray.get(actor.run_pair.remote(item_id, data[item_id], config_index, labels))
                     break
                 except ray.exceptions.RayActorError:
-                    actor, known = None, len(timed_out)
+                    actor, prepared, known = None, False, len(timed_out)
                     timed_out = set(ray.get(control.snapshot.remote())[1])
                     if len(timed_out) == known:  # it died of something other than a timeout: no sample
                         break
     finally:
-        for handle in (actor, control):
-            if handle is not None:
-                ray.kill(handle)
+        if hold is not None:
+            remove_placement_group(hold)
+        if keep and actor is not None:
+            actor.forget.remote()
+            _KEPT[key] = (actor, control)
+        else:
+            for handle in (actor, control):
+                if handle is not None:
+                    ray.kill(handle)
     return pa.Table.from_pylist(rows)
+
+
+def _kept(key: tuple[str, str]) -> tuple[Any, Any]:
+    """The calibrator kept from this driver's last run, cleared and alive, or (None, None)."""
+    actor, control = _KEPT.pop(key, (None, None))
+    if actor is None:
+        return None, None
+    try:
+        ray.get([control.clear.remote(), actor.forget.remote()], timeout=60)
+    except (ray.exceptions.RayError, TimeoutError):  # it died between runs: start afresh
+        for handle in (actor, control):
+            ray.kill(handle)
+        return None, None
+    return actor, control
+
+
+def _hold_cpu() -> Any:
+    """One CPU of the driver's node held while the kept calibrator times (it reserves none of its own)."""
+    group = placement_group([{"CPU": 1}])
+    group.wait(ACTOR_START_S)
+    return group

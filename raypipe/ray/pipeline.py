@@ -70,6 +70,10 @@ class RunControl:
     def snapshot(self) -> tuple[set[int], set[tuple[str, int, str, str]]]:
         return self.dropped, self.timeouts
 
+    def clear(self) -> None:
+        """Forget an earlier use's decisions (a calibrator kept between runs keeps its RunControl)."""
+        self.dropped, self.timeouts = set(), set()
+
 
 class StageActor:
     """A Ray Data callable class wrapping the StageWorkers of one operator group, run one after another on
