@@ -146,7 +146,7 @@ def test_the_calibrator_is_kept_between_a_driver_s_runs_and_holds_no_cpu_while_i
     (kept,) = calibration._KEPT.values()
     deadline = time.monotonic() + 60  # the run's pools end in the background
     while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
-        assert time.monotonic() < deadline, f"idle, yet {ray.available_resources()} of {ray.cluster_resources()}"
+        assert time.monotonic() < deadline, f"idle: {ray.available_resources()} of {ray.cluster_resources()}"
         time.sleep(0.2)
     second = evaluate(request_for(raw, tmp_path / "second", calibrate=True))
     assert calibration._KEPT[next(iter(calibration._KEPT))][0]._actor_id == kept[0]._actor_id
