@@ -141,9 +141,11 @@ def calibrate(
     actor, control = _kept(key) if keep else (None, None)
     if control is None:
         control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
-    start = ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator).options(
-        scheduling_strategy=on_driver_node()
-    ).remote
+    start = (
+        ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator)
+        .options(scheduling_strategy=on_driver_node())
+        .remote
+    )
     data, rows, timed_out = dict(inputs), [], set()
     hold = _hold_cpu() if keep else None
     prepared = False
