@@ -3,7 +3,7 @@ starts them on a cluster of several nodes, and everywhere before issue 19 ("befo
 pool, operator after operator, at full size) and as it starts them on one machine ("now": together, each
 from one actor, growing while its queue is long), alternating in one session on one embedded Ray.
 
-    python benchmarks/fixed_cost.py [--reps 3] [--out benchmarks/results/fixed-cost]
+    python benchmarks/fixed_cost.py [--reps 3] [--out benchmarks/results/fixed-cost] [--compare calibrator]
 
 Specs: 40 digits x 4 configurations (no calibration: the test suite's usual run) and 6 ID cards x 2
 configurations (Tesseract with and without the orientation CNN), with and without calibration. Reports per
@@ -11,6 +11,12 @@ run the wall time, the streaming part (the manifest's `wall_seconds`) and the re
 preflight, calibration, result files). The actors' start falls inside the streaming part, so the wall time
 is the number that moved. The digits models are read from the user's cache in both modes (kept by the
 first run: `raypipe.tasks.digits.models`). Writes fixed-cost.json and fixed-cost.md under --out.
+
+`--compare calibrator` compares instead the calibrator a driver keeps between its runs ("kept", raypipe's
+default on one node without GPUs: `raypipe.ray.calibration`) with a fresh calibrator actor per run ("fresh",
+as on a cluster of several nodes, and everywhere before), on the two calibrated cases, with the pools as
+raypipe starts them on one node; it also reports the calibration's own seconds. Writes
+fixed-cost-calibrator.json and .md.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ if __package__ in (None, ""):
 from raypipe.engine.datasets import write_table
 from raypipe.engine.rundir import Request
 from raypipe.evaluate.driver import evaluate
-from raypipe.ray import cluster, pipeline
+from raypipe.ray import calibration, cluster, pipeline
 from raypipe.spec.registry import resolve_task
 from raypipe.spec.validation import parse_spec
 
@@ -44,7 +50,13 @@ CASES = (  # name, task, stages, items, calibrate
     ("idcard 6 x 2", "idcard", IDCARD, 6, False),
     ("idcard 6 x 2, calibrated", "idcard", IDCARD, 6, True),
 )
+CALIBRATED_CASES = (
+    ("digits 40 x 4, calibrated", "digits", DIGITS, 40, True),
+    ("idcard 6 x 2, calibrated", "idcard", IDCARD, 6, True),
+)
 ALIVE_NODES = pipeline.alive_nodes
+CALIBRATE = calibration.calibrate
+SPENT = {"calibration_s": 0.0}
 
 
 def as_on_a_cluster() -> int:
@@ -59,6 +71,28 @@ def use(mode: str) -> None:
     pipeline.alive_nodes = nodes
 
 
+def use_calibrator(mode: str) -> None:
+    """ "kept" is raypipe's default on one node; "fresh" starts a calibrator actor per run and ends it after,
+    as raypipe does on a cluster of several nodes (the calibrator kept from a "kept" run is ended first)."""
+    pipeline.alive_nodes = ALIVE_NODES
+    calibration.alive_nodes = ALIVE_NODES if mode == "kept" else as_on_a_cluster
+    if mode == "fresh":
+        import ray
+
+        for actor, control in calibration._KEPT.values():
+            ray.kill(actor)
+            ray.kill(control)
+        calibration._KEPT.clear()
+
+
+def timed_calibrate(*args, **kwargs):
+    started = time.perf_counter()
+    try:
+        return CALIBRATE(*args, **kwargs)
+    finally:
+        SPENT["calibration_s"] += time.perf_counter() - started
+
+
 def spec(task: str, stages: dict, source: str) -> dict:
     return {
         "name": "fixed-cost",
@@ -70,11 +104,17 @@ def spec(task: str, stages: dict, source: str) -> dict:
 
 
 def one_run(task: str, stages: dict, source: str, out: Path, calibrate: bool) -> dict[str, float]:
+    SPENT["calibration_s"] = 0.0
     started = time.perf_counter()
     result = evaluate(Request(spec=parse_spec(spec(task, stages, source)), out=str(out), calibrate=calibrate))
     wall = time.perf_counter() - started
     streaming = float(result.manifest["wall_seconds"])
-    return {"wall_s": wall, "streaming_s": streaming, "rest_s": wall - streaming}
+    return {
+        "wall_s": wall,
+        "streaming_s": streaming,
+        "rest_s": wall - streaming,
+        "calibration_s": SPENT["calibration_s"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
+    parser.add_argument(
+        "--compare", choices=("pools", "calibrator"), default="pools", help="what the two modes differ in"
+    )
     args = parser.parse_args(argv)
+    if args.compare == "calibrator":
+        modes, switch, cases, stem = (
+            ("fresh", "kept"),
+            use_calibrator,
+            CALIBRATED_CASES,
+            "fixed-cost-calibrator",
+        )
+    else:
+        modes, switch, cases = ("before", "now"), use, CASES
+        stem = "fixed-cost"
+    from raypipe.evaluate import driver
+
+    driver.time_pairs_alone = timed_calibrate
     work = Path(tempfile.mkdtemp(prefix="raypipe-fixed-"))
     sources = {}
     for task, n in (("digits", 40), ("idcard", 6)):
@@ -96,37 +152,38 @@ def main(argv: list[str] | None = None) -> int:
     one_run("digits", DIGITS, sources["digits"], work / "warm-up", False)  # keeps the digits models
     rows = []
     for rep in range(args.reps):
-        for mode in ("before", "now") if rep % 2 == 0 else ("now", "before"):
-            use(mode)
-            for name, task, stages, _, calibrate in CASES:
+        for mode in modes if rep % 2 == 0 else modes[::-1]:
+            switch(mode)
+            for name, task, stages, _, calibrate in cases:
                 found = one_run(task, stages, sources[task], work / f"{mode}-{rep}-{len(rows)}", calibrate)
                 rows.append({"case": name, "mode": mode, "rep": rep, **found})
                 print(f"{name:28s} {mode:6s} rep {rep}: wall {found['wall_s']:.1f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    found = {"ray_start_s": ray_start, "rows": rows}
-    (out / "fixed-cost.json").write_text(json.dumps(found, indent=1))
+    found = {"ray_start_s": ray_start, "compare": args.compare, "rows": rows}
+    (out / f"{stem}.json").write_text(json.dumps(found, indent=1))
+    base, new = modes
     lines = [
         f"Ray start (embedded, 2 CPUs): {ray_start:.1f} s, not in any row.",
         "",
-        "| case | pools | runs | wall s (median) | streaming s | rest s | wall, now / before |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| case | {args.compare} | runs | wall s (median) | streaming s | rest s | of it calibration s "
+        f"| wall, {new} / {base} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, *_ in CASES:
+    keys = ("wall_s", "streaming_s", "rest_s", "calibration_s")
+    for name, *_ in cases:
         medians = {}
-        for mode in ("before", "now"):
+        for mode in modes:
             mine = [r for r in rows if r["case"] == name and r["mode"] == mode]
-            medians[mode] = {
-                k: statistics.median(r[k] for r in mine) for k in ("wall_s", "streaming_s", "rest_s")
-            }
-        for mode in ("before", "now"):
+            medians[mode] = {k: statistics.median(r[k] for r in mine) for k in keys}
+        for mode in modes:
             m = medians[mode]
-            ratio = f"{medians['now']['wall_s'] / medians['before']['wall_s']:.2f}" if mode == "now" else ""
+            ratio = f"{medians[new]['wall_s'] / medians[base]['wall_s']:.2f}" if mode == new else ""
             lines.append(
                 f"| {name} | {mode} | {args.reps} | {m['wall_s']:.1f} | {m['streaming_s']:.1f} | "
-                f"{m['rest_s']:.1f} | {ratio} |"
+                f"{m['rest_s']:.1f} | {m['calibration_s']:.1f} | {ratio} |"
             )
-    (out / "fixed-cost.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
