@@ -55,7 +55,7 @@ def summarize(run_dir: Path, time_file: Path | None) -> dict[str, Any]:
     pick = configs.filter(pl.col("config_id") == decision.get("config_id"))
     return {
         "items_available": decision.get("items_available"),
-        "items_used": manifest["n_items"],
+        "items_used": decision.get("n_items"),
         "configurations": manifest["n_configs"],
         "streaming_seconds": manifest["wall_seconds"],
         **time_report(time_file),
@@ -72,6 +72,7 @@ def summarize(run_dir: Path, time_file: Path | None) -> dict[str, Any]:
         "engine_fraction": search.get("engine_fraction"),
         "stage_cpu_seconds": {s: manifest["work"][s]["cpu_seconds"] for s in stages},
         "stage_calls": {s: manifest["work"][s]["calls"] for s in stages},
+        "ocr_engines": ocr_engines(run_dir),
         "drops": [
             {
                 "after_items": row["dropped_after_items"],
@@ -82,6 +83,21 @@ def summarize(run_dir: Path, time_file: Path | None) -> dict[str, Any]:
         ],
         "looks": [] if looks is None else looks.drop("dropped").to_dicts(),
     }
+
+
+def ocr_engines(run_dir: Path) -> list[dict[str, Any]]:
+    """Per OCR engine: its calls, their CPU seconds and median, and on how many items it ran. A call is one
+    (item, engine, CPU time) in items.parquet: the rows of every configuration sharing that call (a shared
+    prefix, or an identical image from another orientation choice) repeat its time."""
+    items = pl.scan_parquet(run_dir / "items.parquet").filter(pl.col("cpu_ocr_ms") > 0)
+    calls = items.unique(["item_id", "ocr", "cpu_ocr_ms"]).group_by("ocr")
+    table = calls.agg(
+        pl.len().alias("calls"),
+        (pl.col("cpu_ocr_ms").sum() / 1000).alias("cpu_seconds"),
+        pl.col("cpu_ocr_ms").median().alias("median_ms"),
+        pl.col("item_id").n_unique().alias("items"),
+    )
+    return table.sort("cpu_seconds", descending=True).collect().to_dicts()
 
 
 HEADLINE = (
@@ -116,6 +132,22 @@ def markdown(found: dict[str, Any]) -> str:
         *(
             f"| {stage} | {found['stage_calls'][stage]:,} | {seconds:,.0f} |"
             for stage, seconds in found["stage_cpu_seconds"].items()
+        ),
+        "",
+        "| OCR engine | calls | CPU s | median ms | items |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {e['ocr']} | {e['calls']:,} | {e['cpu_seconds']:,.0f} | {e['median_ms']:,.0f} | "
+            f"{e['items']} |"
+            for e in found["ocr_engines"]
+        ),
+        "",
+        "| look | items | live | status | leader | leader objective | leader p95 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {k['look']} | {k['items']} | {k['live']} | {k['status']} | {k['leader']} | "
+            f"{k['leader_objective']} | {k['leader_p95_ms']:.0f} |"
+            for k in found["looks"]
         ),
         "",
         "| dropped after items | configurations | by OCR engine |",
