@@ -190,3 +190,36 @@ def test_extract_stages_ask_for_a_small_cpu_share():
     for stage_class in (LabelValue, Layout):
         assert (stage_class.resources.num_cpus, stage_class.resources.num_gpus) == (0.25, 0.0)
         assert stage_class.resources.batch_size == 8 and isinstance(stage_class.version, str)
+
+
+# -- what an engine's alphabet rules out, up front ---------------------------------------------------------
+
+
+def test_an_english_only_engine_cannot_score_the_key_fields_of_chinese_names(task):
+    from raypipe.evaluate.driver import unwritable_notes
+    from raypipe.spec.validation import load_spec
+    from raypipe.tasks.idcard.stages.ocr_easyocr import EasyOCR, english_g2_characters
+
+    english = english_g2_characters()
+    assert english is not None and "A" in english and "7" in english and "王" not in english
+    assert EasyOCR.alphabet(lang=("en",)) == english and EasyOCR.alphabet(lang=("ch_sim", "en")) is None
+    cards = task.generate("mixed", 12, seed=4)
+    zero = task.unwritable(english, cards)
+    assert set(zero) == {"exact_name", "key_fields_exact"} and "name" in zero["key_fields_exact"]
+    # one item whose name the engine can write is enough to score: nothing is 0 by construction then
+    names = cards.column("truth_name").to_pylist()
+    latin = cards.set_column(
+        cards.column_names.index("truth_name"), "truth_name", pa.array(["LI WEI", *names[1:]])
+    )
+    assert task.unwritable(english, latin) == {}
+    assert task.unwritable(english + "".join(set("".join(names))), cards) == {}
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "configs" / "icp.yaml")
+    (note,) = unwritable_notes(spec, task, task.metric("key_fields_exact"), cards)
+    assert note.startswith("ocr easyocr writes only Latin letters") and "for its 350 configurations" in note
+    assert "miss the SLA's key_fields_exact >= 0.6" in note
+    # a metric it can score (the label-free assertion) is no reason for a note, but the SLA's bound still is
+    (note,) = unwritable_notes(spec, task, task.metric("assertion_score"), cards)
+    assert "key_fields_exact" in note
+    quick = load_spec(Path(__file__).resolve().parent.parent / "configs" / "icp-quick.yaml")
+    assert unwritable_notes(quick, task, task.metric("key_fields_exact"), cards) == []

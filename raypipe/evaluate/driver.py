@@ -85,6 +85,38 @@ def preflight(spec: PipelineSpec, task: Task) -> None:
                 check(**choice.params)
 
 
+def unwritable_notes(spec: PipelineSpec, task: Task, objective: Metric, table: pa.Table) -> list[str]:
+    """Up front, for each choice whose text output is limited to an alphabet (`Stage.alphabet`): the
+    objective and SLA minimums it scores 0 on every item by construction (`Task.unwritable`), and how many
+    configurations that rules out. Said, not enforced: the run still runs them."""
+    configs = expand_configurations(spec)
+    minimums = {metric: bound for metric, side, bound in spec.sla.bounds() if side == "min" and bound > 0}
+    notes = []
+    for k, stage in enumerate(spec.stages):
+        for choice in stage.choices:
+            alphabet = resolve(stage.registry_kind, choice.name, task).alphabet(**choice.params)
+            zero = task.unwritable(alphabet, table) if alphabet is not None else {}
+            hit = [m for m in dict.fromkeys((objective.name, *minimums)) if m in zero]
+            if not hit:
+                continue
+            n = sum(1 for c in configs if c.labels[k] == choice.key)
+            bounds = [f", and they miss the SLA's {m} >= {minimums[m]:g}" for m in hit if m in minimums]
+            misses = "".join(bounds)
+            notes.append(
+                f"{stage.name} {choice.key} writes only {_alphabet_words(alphabet)}: {zero[hit[0]]}, so "
+                f"{' and '.join(hit)} is 0 on every item for its {n} configuration{'s' * (n != 1)} by "
+                f"construction{misses}. They still run: leave the choice out, or give it a model that writes "
+                "this script"
+            )
+    return notes
+
+
+def _alphabet_words(alphabet: str) -> str:
+    if all(ord(c) < 0x2100 for c in alphabet):  # Latin, Greek, Cyrillic, punctuation and currency signs
+        return "Latin letters, digits and punctuation"
+    return f"{len(alphabet)} characters"
+
+
 def choose_objective(spec: PipelineSpec, task: Task, table: pa.Table) -> Metric:
     """The spec's objective, or the task's default for data with or without truth."""
     has_truth = task.has_truth(table)
@@ -159,6 +191,8 @@ def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult
         run_dir.make()
         request.save(run_dir)
     ctx = open_run(request, task, objective, table, run_dir, on_progress, search)
+    for note in unwritable_notes(spec, task, objective, table):
+        ctx.counters.say(note)
     if resuming:
         ctx.table = remaining_items(ctx)
         # they run again for every configuration: their earlier rows go, so each pair keeps one row

@@ -37,6 +37,13 @@ class Stage:
         """Raise StageError naming what to install when this implementation cannot run here."""
 
     @classmethod
+    def alphabet(cls, **params) -> str | None:
+        """Every character this choice's text output can hold, when its model limits them (an OCR engine
+        that writes one script); None when it does not. Tasks use it to say up front which metrics such a
+        choice cannot score (`Task.unwritable`)."""
+        return None
+
+    @classmethod
     def cache_identity(cls, **params) -> dict[str, object]:
         """What else decides this choice's output besides its class, `version` and parameters: hashes of
         the model files it loads, versions of the engines it calls. Part of the stage-cache key, so a

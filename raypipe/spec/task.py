@@ -163,6 +163,12 @@ class Task:
         """Problems with the pipeline's stage kinds, in order (e.g. the scorer needs a given last stage)."""
         return []
 
+    def unwritable(self, alphabet: str, table: pa.Table) -> dict[str, str]:
+        """The metrics that are 0 on every item of `table` (that has truth for them) for a pipeline whose text
+        holds only `alphabet`'s characters (`Stage.alphabet`), each with why: e.g. a name no item has in
+        that script. Empty when none is, or when the task cannot tell."""
+        return {}
+
     # Label-free per-item outputs of `score` that monitoring keeps (e.g. an OCR confidence).
     outputs: ClassVar[tuple[str, ...]] = ()
 

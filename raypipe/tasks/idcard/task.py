@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from raypipe.errors import DatasetError
 from raypipe.spec.task import FieldView, ItemView, Metric, Profile, SliceAttribute, Task
 from raypipe.tasks.idcard.features import FEATURES
-from raypipe.tasks.idcard.fields import KEY_FIELDS
+from raypipe.tasks.idcard.fields import KEY_FIELDS, normalise_line
 from raypipe.tasks.idcard.schema import TRUTH_FIELDS
 from raypipe.tasks.idcard.scoring import METRICS, OUTPUTS, score
 
@@ -27,6 +27,10 @@ PROFILE_DESCRIPTIONS: dict[str, str] = {
 }
 
 STAGES = "raypipe.tasks.idcard.stages"
+
+
+# Key fields the extractors copy from the OCR text as read (the birth date is rebuilt from its digits).
+VERBATIM_FIELDS: tuple[str, ...] = tuple(f for f in KEY_FIELDS if f != "birth_date")
 
 
 class IdCardTask(Task):
@@ -138,6 +142,26 @@ class IdCardTask(Task):
         if kinds and kinds[-1] not in ("extract", "ocr"):
             return [f"the idcard scorer reads fields: the last stage must be extract or ocr, not {kinds[-1]}"]
         return []
+
+    def unwritable(self, alphabet: str, table: pa.Table) -> dict[str, str]:
+        """A key field copied from the OCR text as read (`VERBATIM_FIELDS`) can be exactly right only if the
+        engine can write every character of it: where no item's truth can be, its exact_ metric and
+        key_fields_exact are 0 on every item."""
+        allowed, found = set(alphabet), {}
+        for field in VERBATIM_FIELDS:
+            name = f"truth_{field}"
+            if name not in table.column_names:
+                continue
+            values = [normalise_line(v) for v in table.column(name).to_pylist() if v and v.strip()]
+            if not values:
+                continue
+            missing = [next((c for c in v if not c.isspace() and c not in allowed), None) for v in values]
+            if all(c is not None for c in missing):
+                example = f"'{missing[0]}' in '{values[0]}'"
+                why = f"no item's {field.replace('_', ' ')} can be written with them (e.g. {example})"
+                found[f"exact_{field}"] = why
+                found.setdefault("key_fields_exact", why)
+        return found
 
     def item_features(self, decoded: Any) -> dict[str, float | str]:
         from raypipe.tasks.idcard.features import card_features

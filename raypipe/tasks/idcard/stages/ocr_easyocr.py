@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,21 @@ PACKAGED_WEIGHTS_SHA256 = {
 # What the packaged weights can read: EasyOCR picks english_g2 only for exactly ["en"].
 PACKAGED_LANGUAGES = ("en",)
 ENGINE_MODULES = ("easyocr", "torch", "torchvision", "cv2")
+
+
+def english_g2_characters() -> str | None:
+    """The characters EasyOCR's english_g2 network writes, from the installed EasyOCR's own config.py, read
+    without importing EasyOCR (which imports torch); None without EasyOCR."""
+    found = importlib.util.find_spec("easyocr")
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / "config.py"
+    spec = importlib.util.spec_from_file_location("raypipe_easyocr_config", path)
+    if spec is None or spec.loader is None:
+        return None
+    config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config)  # it imports os alone
+    return config.recognition_models["gen2"]["english_g2"]["characters"]
 
 
 def easyocr_cache_dir() -> Path:
@@ -129,6 +145,12 @@ class EasyOCR(Stage):
         _check_recognizer_request(recognizer, recognizer_dir, lang, model_dir)
         if model_dir is None:
             verify_packaged_weights(packaged_model_dir())
+
+    @classmethod
+    def alphabet(cls, lang: tuple[str, ...] = PACKAGED_LANGUAGES, **_: object) -> str | None:
+        """English alone is EasyOCR's english_g2 network, whatever folder its weights come from: it writes
+        Latin letters, digits and punctuation only. Other languages: not limited here."""
+        return english_g2_characters() if tuple(lang) == ("en",) else None
 
     @classmethod
     def cache_identity(
