@@ -94,7 +94,8 @@ def unwritable_notes(spec: PipelineSpec, task: Task, objective: Metric, table: p
     notes = []
     for k, stage in enumerate(spec.stages):
         for choice in stage.choices:
-            alphabet = resolve(stage.registry_kind, choice.name, task).alphabet(**choice.params)
+            limit = getattr(resolve(stage.registry_kind, choice.name, task), "alphabet", None)  # a plugin
+            alphabet = limit(**choice.params) if limit is not None else None
             zero = task.unwritable(alphabet, table) if alphabet is not None else {}
             hit = [m for m in dict.fromkeys((objective.name, *minimums)) if m in zero]
             if not hit:

@@ -152,7 +152,7 @@ class IdCardTask(Task):
             name = f"truth_{field}"
             if name not in table.column_names:
                 continue
-            values = [normalise_line(v) for v in table.column(name).to_pylist() if v and v.strip()]
+            values = [normalise_line(str(v)) for v in table.column(name).to_pylist() if v and str(v).strip()]
             if not values:
                 continue
             missing = [next((c for c in v if not c.isspace() and c not in allowed), None) for v in values]
