@@ -13,7 +13,8 @@ is the number that moved. The digits models are read from the user's cache in bo
 first run: `raypipe.tasks.digits.models`). Writes fixed-cost.json and fixed-cost.md under --out.
 
 `--compare calibrator` compares instead the calibrator a driver keeps between its runs ("kept", raypipe's
-default on one node without GPUs: `raypipe.ray.calibration`) with a fresh calibrator actor per run ("fresh",
+default on one node without GPUs: `raypipe.ray.calibration`; a driver's next run, so each switch to "kept"
+first makes one untimed run) with a fresh calibrator actor per run ("fresh",
 as on a cluster of several nodes, and everywhere before), on the two calibrated cases, with the pools as
 raypipe starts them on one node; it also reports the calibration's own seconds. Writes
 fixed-cost-calibrator.json and .md.
@@ -154,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for mode in modes if rep % 2 == 0 else modes[::-1]:
             switch(mode)
+            if mode == "kept":  # a driver's next run: its calibrator exists (untimed, not a row)
+                name, task, stages, _, calibrate = cases[0]
+                one_run(task, stages, sources[task], work / f"kept-{rep}-warm", calibrate)
             for name, task, stages, _, calibrate in cases:
                 found = one_run(task, stages, sources[task], work / f"{mode}-{rep}-{len(rows)}", calibrate)
                 rows.append({"case": name, "mode": mode, "rep": rep, **found})
