@@ -197,6 +197,7 @@ def test_extract_stages_ask_for_a_small_cpu_share():
 
 def test_an_english_only_engine_cannot_score_the_key_fields_of_chinese_names(task):
     from raypipe.evaluate.driver import unwritable_notes
+    from raypipe.spec.space import expand_configurations
     from raypipe.spec.validation import load_spec
     from raypipe.tasks.idcard.stages.ocr_easyocr import EasyOCR, english_g2_characters
 
@@ -215,11 +216,14 @@ def test_an_english_only_engine_cannot_score_the_key_fields_of_chinese_names(tas
     assert task.unwritable(english + "".join(set("".join(names))), cards) == {}
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "configs" / "icp.yaml")
-    (note,) = unwritable_notes(spec, task, task.metric("key_fields_exact"), cards)
+    (note,) = unwritable_notes(
+        spec, task, task.metric("key_fields_exact"), cards, expand_configurations(spec)
+    )
     assert note.startswith("ocr easyocr writes only Latin letters") and "for its 350 configurations" in note
     assert "miss the SLA's key_fields_exact >= 0.6" in note
     # a metric it can score (the label-free assertion) is no reason for a note, but the SLA's bound still is
-    (note,) = unwritable_notes(spec, task, task.metric("assertion_score"), cards)
+    (note,) = unwritable_notes(spec, task, task.metric("assertion_score"), cards, expand_configurations(spec))
     assert "key_fields_exact" in note
     quick = load_spec(Path(__file__).resolve().parent.parent / "configs" / "icp-quick.yaml")
-    assert unwritable_notes(quick, task, task.metric("key_fields_exact"), cards) == []
+    quick_configs = expand_configurations(quick)
+    assert unwritable_notes(quick, task, task.metric("key_fields_exact"), cards, quick_configs) == []

@@ -42,7 +42,7 @@ from raypipe.ray.metrics import LiveMetrics
 from raypipe.search.base import Search, SearchOutcome
 from raypipe.spec.registry import resolve, resolve_search
 from raypipe.spec.schema import PipelineSpec
-from raypipe.spec.space import expand_configurations
+from raypipe.spec.space import Configuration, expand_configurations
 from raypipe.spec.task import Metric, Task
 from raypipe.spec.validation import check_components, task_of
 
@@ -85,11 +85,12 @@ def preflight(spec: PipelineSpec, task: Task) -> None:
                 check(**choice.params)
 
 
-def unwritable_notes(spec: PipelineSpec, task: Task, objective: Metric, table: pa.Table) -> list[str]:
+def unwritable_notes(
+    spec: PipelineSpec, task: Task, objective: Metric, table: pa.Table, configs: list[Configuration]
+) -> list[str]:
     """Up front, for each choice whose text output is limited to an alphabet (`Stage.alphabet`): the
     objective and SLA minimums it scores 0 on every item by construction (`Task.unwritable`), and how many
-    configurations that rules out. Said, not enforced: the run still runs them."""
-    configs = expand_configurations(spec)
+    of `configs` (the spec's) that rules out. Said, not enforced: the run still runs them."""
     minimums = {metric: bound for metric, side, bound in spec.sla.bounds() if side == "min" and bound > 0}
     notes = []
     for k, stage in enumerate(spec.stages):
@@ -113,7 +114,7 @@ def unwritable_notes(spec: PipelineSpec, task: Task, objective: Metric, table: p
 
 
 def _alphabet_words(alphabet: str) -> str:
-    if all(ord(c) < 0x2100 for c in alphabet):  # Latin, Greek, Cyrillic, punctuation and currency signs
+    if all(c.isascii() or not c.isalnum() for c in alphabet):  # signs such as the euro's are not letters
         return "Latin letters, digits and punctuation"
     return f"{len(alphabet)} characters"
 
@@ -188,12 +189,13 @@ def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult
     table = resolve_dataset(spec, task, request.dataset, request.limit)
     objective = choose_objective(spec, task, table)
     preflight(spec, task)
+    if on_progress:  # before Ray starts
+        for note in unwritable_notes(spec, task, objective, table, configs):
+            on_progress(Note(note))
     if not resuming:
         run_dir.make()
         request.save(run_dir)
     ctx = open_run(request, task, objective, table, run_dir, on_progress, search)
-    for note in unwritable_notes(spec, task, objective, table):
-        ctx.counters.say(note)
     if resuming:
         ctx.table = remaining_items(ctx)
         # they run again for every configuration: their earlier rows go, so each pair keeps one row
