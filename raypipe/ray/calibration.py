@@ -49,11 +49,12 @@ class Calibrator:
         choices: list[dict[str, ChoiceRef]],
         stage_names: list[str],
         timed_out: set[tuple[str, int, str, str]],
-    ) -> bool:
-        """Take a run's task, choices and known timeouts; its models load at their first call."""
-        self.forget()
+    ) -> None:
+        """Take a run's task, choices and known timeouts; its models load at their first call (the last
+        run's were let go by `forget`)."""
+        self.impls.clear()
+        self.warm.clear()
         self.task, self.choices, self.stage_names, self.timed_out = task, choices, stage_names, timed_out
-        return True
 
     def forget(self) -> None:
         """Let the last run's models go (the process and its imports stay)."""
@@ -138,7 +139,10 @@ def calibrate(
     gpus = 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
     keep = gpus == 0 and alive_nodes() == 1
     key = (ray.get_runtime_context().get_job_id(), ray.get_runtime_context().get_node_id())
-    actor, control = _kept(key) if keep else (None, None)
+    data, rows, timed_out = dict(inputs), [], set()
+    run = (task, choices, stage_names, timed_out)
+    actor, control = _kept(key, run) if keep else (None, None)
+    prepared = actor is not None
     if control is None:
         control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
     start = (
@@ -146,9 +150,7 @@ def calibrate(
         .options(scheduling_strategy=on_driver_node())
         .remote
     )
-    data, rows, timed_out = dict(inputs), [], set()
     hold = _hold_cpu() if keep else None
-    prepared = False
     try:
         for item_id, config_index, labels in pairs:
             while True:
@@ -177,13 +179,14 @@ def calibrate(
     return pa.Table.from_pylist(rows)
 
 
-def _kept(key: tuple[str, str]) -> tuple[Any, Any]:
-    """The calibrator kept from this driver's last run, cleared and alive, or (None, None)."""
+def _kept(key: tuple[str, str], run: tuple) -> tuple[Any, Any]:
+    """The calibrator kept from this driver's last run, prepared for `run` (`Calibrator.prepare`'s
+    arguments) with its RunControl cleared, or (None, None) when there is none or it died since."""
     actor, control = _KEPT.pop(key, (None, None))
     if actor is None:
         return None, None
     try:
-        ray.get([control.clear.remote(), actor.forget.remote()], timeout=60)
+        ray.get([control.clear.remote(), actor.prepare.remote(*run)], timeout=60)
     except (ray.exceptions.RayError, TimeoutError):  # it died between runs: start afresh
         for handle in (actor, control):
             ray.kill(handle)
