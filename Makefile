@@ -8,8 +8,10 @@ install:
 demo: install
 	$(VENV)/bin/raypipe run configs/icp-quick.yaml
 
+# Two workers, a test module to each at a time, longest first (tests/conftest.py): the suite's subprocess
+# drivers and killed nodes wait more than they compute, and the other worker uses those cores.
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: install
 	$(VENV)/bin/python benchmarks/compare.py --all

@@ -37,7 +37,11 @@ def cluster():
     saved = dict(os.environ)
     os.environ.update({**WORKER_ENV, "RAY_USAGE_STATS_ENABLED": "0"})  # the raylets pass these on
     common = {"num_cpus": 1, "temp_dir": tempfile.mkdtemp(prefix="rpm-", dir="/tmp")}
-    nodes = Cluster(initialize_head=True, head_node_args={**common, "include_dashboard": False})
+    # A killed raylet refuses the GCS's health checks at once: found dead after 3 checks 1 s apart, not 5
+    # checks 3 s apart (Ray's default, 15 s of the test). A slow but live node still has 10 s per check.
+    health = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
+    head = {**common, "include_dashboard": False, "_system_config": health}
+    nodes = Cluster(initialize_head=True, head_node_args=head)
     try:
         workers = [nodes.add_node(**common) for _ in range(2)]
         nodes.wait_for_nodes()

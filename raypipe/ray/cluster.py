@@ -21,6 +21,11 @@ WORKER_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+# An embedded Ray keeps an idle worker process for a minute (Ray's default: one second past the CPU count).
+# Each actor of a run takes a worker; without idle ones kept, a driver's next run booted 7 or 8 fresh
+# Python workers (0.4 CPU-s each): a small digits run took 3.8 s and 7.3 CPU-s, and 2.9 s and 5.4 CPU-s
+# with them kept (BENCHMARKS.md section 8).
+LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -59,6 +64,7 @@ def _init(address: str | None, num_cpus: int | None) -> None:
         ray.init(
             address=local, num_cpus=num_cpus, include_dashboard=False,
             runtime_env=None if local else runtime_env, log_to_driver=False,
+            _system_config=LOCAL_SYSTEM_CONFIG if local else None,
         )  # fmt: skip
 
 
