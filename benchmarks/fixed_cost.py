@@ -3,7 +3,7 @@ starts them on a cluster of several nodes, and everywhere before issue 19 ("befo
 pool, operator after operator, at full size) and as it starts them on one machine ("now": together, each
 from one actor, growing while its queue is long), alternating in one session on one embedded Ray.
 
-    python benchmarks/fixed_cost.py [--reps 3] [--out benchmarks/results/fixed-cost] [--compare calibrator]
+    python benchmarks/fixed_cost.py [--reps 3] [--out benchmarks/results/fixed-cost] [--compare calibrator|plan]
 
 Specs: 40 digits x 4 configurations (no calibration: the test suite's usual run) and 6 ID cards x 2
 configurations (Tesseract with and without the orientation CNN), with and without calibration. Reports per
@@ -11,6 +11,10 @@ run the wall time, the streaming part (the manifest's `wall_seconds`) and the re
 preflight, calibration, result files). The actors' start falls inside the streaming part, so the wall time
 is the number that moved. The digits models are read from the user's cache in both modes (kept by the
 first run: `raypipe.tasks.digits.models`). Writes fixed-cost.json and fixed-cost.md under --out.
+
+`--compare plan` compares the calibration's plan (`latency.calibration_plan`: every choice of every stage
+timed once an item, each prefix of choices once) with timing a cover of whole configurations ("whole", as
+before it), on the two calibrated cases with the calibrator kept. Writes fixed-cost-plan.json and .md.
 
 `--compare calibrator` compares instead the calibrator a driver keeps between its runs ("kept", raypipe's
 default on one node without GPUs: `raypipe.ray.calibration`; a driver's next run, so each switch to "kept"
@@ -33,6 +37,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from raypipe.engine import latency
 from raypipe.engine.datasets import write_table
 from raypipe.engine.rundir import Request
 from raypipe.evaluate.driver import evaluate
@@ -56,6 +61,7 @@ CALIBRATED_CASES = (
     ("idcard 6 x 2, calibrated", "idcard", IDCARD, 6, True),
 )
 ALIVE_NODES = pipeline.alive_nodes
+PLAN = latency.calibration_plan
 CALIBRATE = calibration.calibrate
 SPENT = {"calibration_s": 0.0}
 
@@ -84,6 +90,25 @@ def use_calibrator(mode: str) -> None:
             ray.kill(actor)
             ray.kill(control)
         calibration._KEPT.clear()
+
+
+def whole_configurations(configs: list, candidates: list[int] | None = None) -> list[tuple[int, int]]:
+    """Calibration before its plan: a greedy cover of configurations, each timed whole (every stage)."""
+    pool = candidates if candidates is not None else list(range(len(configs)))
+    needed = {(k, label) for i in pool for k, label in enumerate(configs[i].labels)}
+    chosen = []
+    while needed:
+        best = max(pool, key=lambda i: (len(needed & set(enumerate(configs[i].labels))), -i))
+        chosen.append((best, len(configs[best].labels)))
+        needed -= set(enumerate(configs[best].labels))
+    return chosen
+
+
+def use_plan(mode: str) -> None:
+    """ "plan" is raypipe's calibration (`latency.calibration_plan`: each choice once an item, each prefix
+    once); "whole" times a cover of whole configurations, as before it. The calibrator is kept in both."""
+    use_calibrator("kept")
+    latency.calibration_plan = PLAN if mode == "plan" else whole_configurations
 
 
 def timed_calibrate(*args, **kwargs):
@@ -125,10 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     parser.add_argument(
-        "--compare", choices=("pools", "calibrator"), default="pools", help="what the two modes differ in"
+        "--compare",
+        choices=("pools", "calibrator", "plan"),
+        default="pools",
+        help="what the two modes differ in",
     )
     args = parser.parse_args(argv)
-    if args.compare == "calibrator":
+    if args.compare == "plan":
+        modes, switch, cases, stem = ("whole", "plan"), use_plan, CALIBRATED_CASES, "fixed-cost-plan"
+    elif args.compare == "calibrator":
         modes, switch, cases, stem = (
             ("fresh", "kept"),
             use_calibrator,
@@ -155,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for mode in modes if rep % 2 == 0 else modes[::-1]:
             switch(mode)
-            if mode == "kept":  # a driver's next run: its calibrator exists (untimed, not a row)
+            if mode in ("kept", "plan", "whole"):  # a driver's next run: its calibrator exists (untimed)
                 name, task, stages, _, calibrate = cases[0]
                 one_run(task, stages, sources[task], work / f"kept-{rep}-warm", calibrate)
             for name, task, stages, _, calibrate in cases:

@@ -247,8 +247,9 @@ def open_run(
 
 
 def calibrate(ctx: RunContext, ran: list[int], attributes: pl.DataFrame) -> pl.DataFrame:
-    """Time a covering sample of (item, configuration) pairs alone: the basis of service-time latency."""
-    chosen = latency.covering_configs(ctx.configs, sorted(ran))
+    """Time every choice of every stage alone on a sample of items (`latency.calibration_plan`): the basis
+    of service-time latency."""
+    plan = latency.calibration_plan(ctx.configs, sorted(ran))
     first = ctx.task.slice_attributes[0].name if ctx.task.slice_attributes else None
     sample = set(latency.sample_items(attributes, CALIBRATION_ITEMS, first))
     ids = ctx.dataset.column("item_id").to_pylist()
@@ -259,8 +260,10 @@ def calibrate(ctx: RunContext, ran: list[int], attributes: pl.DataFrame) -> pl.D
             chosen_items.column("item_id").to_pylist(), ctx.task.inputs(chosen_items).to_pylist(), strict=True
         )
     )
-    pairs = [(item, c, ctx.configs[c].labels) for c in chosen for item in sorted(sample)]
-    ctx.counters.say(f"calibrating latency: {len(pairs)} item runs alone")
+    # item by item: a run of the plan starts from what an earlier run of the same item computed
+    pairs = [(item, c, ctx.configs[c].labels[:depth]) for item in sorted(sample) for c, depth in plan]
+    calls = latency.plan_calls(ctx.configs, plan) * len(sample)
+    ctx.counters.say(f"calibrating latency: {calls} stage calls alone over {len(sample)} items")
     table = time_pairs_alone(
         ctx.task, ctx.plan.plans, list(ctx.configs[0].stage_names), list(data.items()), pairs
     )
