@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             switch(mode)
             if mode in ("kept", "plan", "whole"):  # a driver's next run: its calibrator exists (untimed)
                 name, task, stages, _, calibrate = cases[0]
-                one_run(task, stages, sources[task], work / f"kept-{rep}-warm", calibrate)
+                one_run(task, stages, sources[task], work / f"{mode}-{rep}-warm", calibrate)
             for name, task, stages, _, calibrate in cases:
                 found = one_run(task, stages, sources[task], work / f"{mode}-{rep}-{len(rows)}", calibrate)
                 rows.append({"case": name, "mode": mode, "rep": rep, **found})
