@@ -3,7 +3,7 @@ starts them on a cluster of several nodes, and everywhere before issue 19 ("befo
 pool, operator after operator, at full size) and as it starts them on one machine ("now": together, each
 from one actor, growing while its queue is long), alternating in one session on one embedded Ray.
 
-    python benchmarks/fixed_cost.py [--reps 3] [--out benchmarks/results/fixed-cost] [--compare calibrator|plan]
+    python benchmarks/fixed_cost.py [--reps 3] [--out DIR] [--compare calibrator|plan]
 
 Specs: 40 digits x 4 configurations (no calibration: the test suite's usual run) and 6 ID cards x 2
 configurations (Tesseract with and without the orientation CNN), with and without calibration. Reports per
