@@ -5,8 +5,9 @@
 
 Each process starts its own embedded Ray (2 CPUs) in one mode, makes one untimed run, then `--runs` timed
 in-process runs of 40 digits x 4 configurations, uncalibrated (the test suite's usual run); the modes
-alternate process by process. Per run: the wall time and the machine's busy CPU-seconds (/proc/stat, all
-cores: run it on a quiet machine). Writes idle-workers.json and idle-workers.md under --out.
+alternate process by process. Per run: the wall time and the machine's busy CPU-seconds
+(`benchmarks.measure.machine_busy_seconds`, all cores: run it on a quiet machine). Writes
+idle-workers.json and idle-workers.md under --out.
 """
 
 from __future__ import annotations
@@ -27,14 +28,9 @@ MODES = ("ray default", "kept 60 s")
 DIGITS = {"preprocess": ["none", "deskew"], "classify": ["linear", "onnx"]}
 
 
-def busy_cpu_s() -> float:
-    """The machine's busy CPU-seconds since boot, all cores (user, nice, system, irq, softirq, steal)."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / 100.0
-
-
 def child(mode: str, runs: int) -> list[dict[str, float]]:
     """One process, one embedded Ray in `mode`: a warm-up run, then `runs` timed runs."""
+    from benchmarks.measure import machine_busy_seconds
     from raypipe.engine.datasets import write_table
     from raypipe.engine.rundir import Request
     from raypipe.evaluate.driver import evaluate
@@ -56,10 +52,10 @@ def child(mode: str, runs: int) -> list[dict[str, float]]:
     cluster.connect(None, 2)
     rows = []
     for n in range(runs + 1):
-        cpu, started = busy_cpu_s(), time.perf_counter()
+        cpu, started = machine_busy_seconds(), time.perf_counter()
         evaluate(Request(spec=parse_spec(raw), out=str(work / f"run-{n}"), calibrate=False))
         if n:  # the first run is the warm-up: the driver's imports, Ray Data's own actors, the digits models
-            rows.append({"wall_s": time.perf_counter() - started, "cpu_s": busy_cpu_s() - cpu})
+            rows.append({"wall_s": time.perf_counter() - started, "cpu_s": machine_busy_seconds() - cpu})
     return rows
 
 

@@ -59,6 +59,12 @@ def machine_busy_seconds() -> float:
     return sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
+def machine_idle_seconds() -> float:
+    """CPU seconds the whole machine has been idle (all cores; waiting for I/O counts as idle)."""
+    t = psutil.cpu_times()
+    return t.idle + getattr(t, "iowait", 0.0)
+
+
 @dataclass
 class TreeSampler:
     """Samples the process tree in a thread until stopped: the highest sum of RSS seen, and each process's
@@ -70,8 +76,10 @@ class TreeSampler:
 
     root: psutil.Process = field(default_factory=psutil.Process)
     interval: float = SAMPLE_SECONDS
+    keep_names: bool = False  # also every command line each process showed (Ray renames its workers)
     peak_rss: int = 0
     last_cpu: dict[int, tuple[float, int]] = field(default_factory=dict)  # pid -> (cpu, parent pid)
+    names: dict[int, set[str]] = field(default_factory=dict)  # pid -> command lines, with keep_names
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def sample(self) -> None:
@@ -81,6 +89,8 @@ class TreeSampler:
                 with proc.oneshot():
                     rss += proc.memory_info().rss
                     self.last_cpu[proc.pid] = (cpu_with_reaped(proc), proc.ppid())
+                    if self.keep_names:
+                        self.names.setdefault(proc.pid, set()).add(" ".join(proc.cmdline()))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue  # exited between listing and reading
         self.peak_rss = max(self.peak_rss, rss)

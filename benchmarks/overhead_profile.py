@@ -3,11 +3,12 @@ on benchmarks/bench.yaml (32 cards x 24 configurations), streaming part, in one 
 
     python benchmarks/overhead_profile.py [--n 32] [--calibrate] [--out benchmarks/results/overhead-profile]
 
-Every process's CPU is read from /proc every 0.1 s (its own time, and its children's once they are reaped:
-Tesseract runs as a child process of the stage actor that calls it), grouped by what the process is (the
-driver, stage actors, Ray Data's task workers, Ray's own processes, workers booting). The stage calls' own
-CPU comes from the run's manifest (`work`: what each call measured). The machine's idle core-seconds come
-from /proc/stat over the streaming part. Run it on a quiet machine. Writes overhead-profile.json and .md.
+The CPU of every process in the driver's tree (the embedded Ray's processes are its descendants) is read
+every 0.1 s by `benchmarks.measure.TreeSampler` (its own time, and its reaped children's: Tesseract runs as
+a child process of the stage actor that calls it), grouped by what the process is (the driver, stage actors,
+Ray Data's task workers, Ray's own processes, workers booting). The stage calls' own CPU comes from the
+run's manifest (`work`: what each call measured). The machine's busy and idle CPU-seconds over the run come
+from `benchmarks.measure`. Run it on a quiet machine. Writes overhead-profile.json and .md.
 """
 
 from __future__ import annotations
@@ -18,57 +19,19 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> tuple[float, float]:
-    """(busy, idle) CPU-seconds of the machine since boot, all cores."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = ticks[3] + ticks[4]
-    return (sum(ticks) - idle) / 100.0, idle / 100.0
-
-
-class Sampler:
-    """The last seen (own, children's) CPU-seconds and name of every process, sampled every 0.1 s."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int, tuple[float, float, str]] = {}
-        self.names: dict[int, set[str]] = collections.defaultdict(set)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-
-    def sample(self) -> None:
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-                name = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            own = (int(fields[11]) + int(fields[12])) / TICK
-            children = (int(fields[13]) + int(fields[14])) / TICK
-            self.seen[int(pid)] = (own, children, name)
-            self.names[int(pid)].add(name.split(" ")[0])
-
-    def loop(self) -> None:
-        while not self.stop.is_set():
-            self.sample()
-            time.sleep(0.1)
-
 
 def kind(pid: int, names: set[str], driver: int) -> str:
     if pid == driver:
         return "driver (the search, Ray Data's executor)"
     joined = " ".join(sorted(names))
+    if "tesseract" in {Path(n).name for n in names}:
+        return ""  # a stage actor's child: in its actor's reaped children's time (all are reaped)
     if "StageActor" in joined:
         return "stage actors (their calls, and the rest)"
     if "_start_items" in joined or "MapBatches" in joined or "split_blocks" in joined:
@@ -92,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.compare import DEFAULT_CONFIG, prepare_dataset, raypipe_request
+    from benchmarks.measure import TreeSampler, machine_busy_seconds, machine_idle_seconds
     from raypipe.evaluate.driver import evaluate
     from raypipe.ray import cluster
     from raypipe.spec.registry import resolve_task
@@ -101,29 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="raypipe-overhead-"))
     dataset = prepare_dataset(resolve_task(spec.task), "mixed", args.n, 0, work)
     cluster.connect(None, 2)
-    sampler = Sampler()
-    sampler.sample()
-    before = dict(sampler.seen)
-    sampler.thread.start()
-    busy0, idle0 = machine()
-    started = time.perf_counter()
-    # table 1's raypipe exhaustive (no stage cache); uncalibrated by default, so that what is sampled is
-    # the streaming part and the short finalizing after it
-    result = evaluate(raypipe_request(spec, dataset, work / "run", calibrate=args.calibrate))
-    wall = time.perf_counter() - started
-    busy, idle = (a - b for a, b in zip(machine(), (busy0, idle0), strict=True))
-    sampler.stop.set()
-    sampler.thread.join()
-    sampler.sample()
+    busy, idle = machine_busy_seconds(), machine_idle_seconds()
+    # the embedded Ray's processes are the driver's descendants; 0.1 s: an actor's CPU is its last reading
+    with TreeSampler(interval=0.1, keep_names=True) as sampler:
+        before = dict(sampler.last_cpu)
+        started = time.perf_counter()
+        # table 1's raypipe exhaustive (no stage cache); uncalibrated by default, so that what is sampled
+        # is the streaming part and the short finalizing after it
+        result = evaluate(raypipe_request(spec, dataset, work / "run", calibrate=args.calibrate))
+        wall = time.perf_counter() - started
+    busy, idle = machine_busy_seconds() - busy, machine_idle_seconds() - idle
 
     by_kind: dict[str, float] = collections.Counter()
-    for pid, (own, children, _) in sampler.seen.items():
-        if any(Path(n).name == "tesseract" for n in sampler.names[pid]):
-            continue  # a stage actor's child: in its actor's children's time once reaped (all are)
-        was = before.get(pid, (0.0, 0.0, ""))
-        spent = (own - was[0]) + (children - was[1])
-        if spent > 0.005:
-            by_kind[kind(pid, sampler.names[pid], os.getpid())] += spent
+    for pid, (cpu, _) in sampler.last_cpu.items():
+        spent = cpu - before.get(pid, (0.0, 0))[0]
+        heads = {line.split(" ")[0] for line in sampler.names.get(pid, set())}  # titles, not arguments
+        name = kind(pid, heads, os.getpid())
+        if spent > 0.005 and name:
+            by_kind[name] += spent
     work_done = result.manifest["work"]
     calls_cpu = sum(w["cpu_seconds"] for w in work_done.values())
     calls = sum(w["calls"] for w in work_done.values())
