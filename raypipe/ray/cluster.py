@@ -23,8 +23,8 @@ WORKER_ENV = {
 }
 # An embedded Ray keeps an idle worker process for a minute (Ray's default: one second past the CPU count).
 # Each actor of a run takes a worker; without idle ones kept, a driver's next run booted 7 or 8 fresh
-# Python workers (0.4 CPU-s each): a small digits run took 3.8 s and 7.3 CPU-s, and 2.9 s and 5.4 CPU-s
-# with them kept (BENCHMARKS.md section 8).
+# Python workers (0.4 CPU-s each): 40 digits x 4 configurations took 5.3 s and 10.1 CPU-s, and 4.25 s and
+# 8.3 CPU-s with them kept (benchmarks/idle_workers.py, BENCHMARKS.md section 8).
 LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
