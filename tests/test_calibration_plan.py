@@ -98,3 +98,22 @@ def test_the_calibrator_starts_each_run_from_what_the_item_computed_already():
     assert {(r["stage"], r["choice"]) for r in rows} == {
         ("a", "Identity"), ("b", "Invert"), ("b", "Brighten"), ("ocr", "echo")
     }  # fmt: skip
+
+
+def test_a_timed_out_call_gets_one_row_however_many_runs_reach_it():
+    """Runs that share a prefix ending in a call known to time out (reported by an earlier actor) reach it
+    again, since nothing after it was computed: the calibration keeps one timeout row for it."""
+    raw = toy_spec(["Identity"], ["Invert", "Brighten"])
+    spec = parse_spec(raw)
+    task = resolve_task(spec.task)
+    choices = [{c.key: choice_ref(stage, c, task)[0] for c in stage.choices} for stage in spec.stages]
+    hung = ("i1", 0, "Identity", "")  # (item, stage index, choice, the prefix before it)
+    calibrator = Calibrator(control=None)
+    calibrator.prepare(task, choices, [s.name for s in spec.stages], {hung})
+    Counting.calls.clear()
+    rows = calibrator.run_pair("i1", png(), 0, ("Identity", "Invert", "echo"))
+    rows += calibrator.run_pair("i1", png(), 1, ("Identity", "Brighten"))
+    assert [(r["stage"], r["choice"], r["error"]) for r in rows] == [
+        ("a", "Identity", "timeout in stage a after 300 s")
+    ]
+    assert Counting.calls == {}  # a call known to hang is not made again
