@@ -290,3 +290,23 @@ def test_max_actors_caps_the_ocr_pool():
     assert [p.pool_size for p in plans if p.stage_name == "ocr"] == [3]
     uncapped = plan_operators(spec, task, cluster_cpus=16, cluster_gpus=0)
     assert [p.pool_size for p in uncapped if p.stage_name == "ocr"] == [16]
+
+
+def test_a_pool_has_no_more_actors_than_the_run_fills_full_batches_of_its_own():
+    spec, task = parse_spec(ENGINES_SPEC), resolve_task("idcard")
+    ocr = {n: [p.pool_size for p in plan_operators(spec, task, 16, 0, n_items=n) if p.stage_name == "ocr"]
+           for n in (1, 6, 40)}  # fmt: skip
+    assert ocr == {1: [1], 6: [6], 40: [16]}  # the engines' batch is one card
+    digits = {
+        "name": "digits",
+        "task": "digits",
+        "stages": [{"name": "preprocess", "choices": ["none", "deskew"]},
+                   {"name": "classify", "choices": ["linear", "onnx"]}],
+        "dataset": {"source": "digits.parquet"},
+    }  # fmt: skip
+    classify = {
+        n: [p.pool_size for p in plan_operators(parse_spec(digits), resolve_task("digits"), 16, 0, n_items=n)
+            if p.stage_name == "classify"]
+        for n in (40, 120, 200, 5000)
+    }  # fmt: skip
+    assert classify == {40: [1], 120: [1], 200: [3], 5000: [32]}  # 64 digits a batch, 0.5 CPU an actor

@@ -89,9 +89,15 @@ def choice_ref(stage: StageSpec, choice: ChoiceSpec, task: Task) -> tuple[Choice
 
 
 def plan_operators(
-    spec: PipelineSpec, task: Task, cluster_cpus: float, cluster_gpus: float, max_actors: int | None = None
+    spec: PipelineSpec,
+    task: Task,
+    cluster_cpus: float,
+    cluster_gpus: float,
+    max_actors: int | None = None,
+    n_items: int | None = None,
 ) -> list[OperatorPlan]:
-    """Group each stage's choices by resource class (CPUs and GPUs per actor) and size the pools.
+    """Group each stage's choices by resource class (CPUs and GPUs per actor) and size the pools (for a run
+    of `n_items` items, when given: `size_pools`).
 
     A class's batch is the smallest its choices ask for. Without a GPU, a choice that asks for one joins
     the CPU class: one pool then holds every engine, and its actors share the stage's work evenly (in
@@ -118,7 +124,7 @@ def plan_operators(
             plans.append(
                 OperatorPlan(k, stage.name, refs, res, finalize=i == len(classes) - 1, devices=where)
             )
-    return size_pools(plans, cluster_cpus, cluster_gpus, max_actors)
+    return size_pools(plans, cluster_cpus, cluster_gpus, max_actors, n_items)
 
 
 def heaviest_stage(plans: list[OperatorPlan]) -> int:
@@ -128,9 +134,20 @@ def heaviest_stage(plans: list[OperatorPlan]) -> int:
 
 
 def size_pools(
-    plans: list[OperatorPlan], cluster_cpus: float, cluster_gpus: float, max_actors: int | None = None
+    plans: list[OperatorPlan],
+    cluster_cpus: float,
+    cluster_gpus: float,
+    max_actors: int | None = None,
+    n_items: int | None = None,
 ) -> list[OperatorPlan]:
-    """The heaviest stage gets most actors; CPU shares shrink to fit under the headroom."""
+    """The heaviest stage gets most actors; CPU shares shrink to fit under the headroom.
+
+    A pool has no more actors than `n_items` fills full batches of its own (one at least): a choice's
+    declared batch says how many items its call amortizes, so a stage that costs a fraction of a
+    millisecond an item (digits: 64 a batch) gets one actor for 120 items, while an OCR engine (one a
+    batch) gets its planned pool for 6 cards. Each actor costs a process, Ray Data's import and the models,
+    about 2 CPU-s: a 40-digit run took 4.6 s and 8.7 CPU-s with a classify pool of 2, and 3.4 s and 6.0
+    CPU-s with one (BENCHMARKS.md section 8)."""
     heavy = heaviest_stage(plans)
     n_heavy = sum(p.stage_index == heavy for p in plans)
     for p in plans:
@@ -138,6 +155,8 @@ def size_pools(
         size = int(cluster_cpus / n_heavy // want) if p.stage_index == heavy else int(cluster_cpus // 8)
         if p.resources.num_gpus:
             size = min(size, int(cluster_gpus // p.resources.num_gpus))
+        if n_items is not None:
+            size = min(size, n_items // p.resources.batch_size)
         p.pool_size = max(1, min(size, max_actors or size))
     budget = max(cluster_cpus - CPU_HEADROOM, 0.1)
     demand = sum(p.pool_size * p.resources.num_cpus for p in plans)

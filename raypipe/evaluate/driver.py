@@ -228,7 +228,7 @@ def open_run(
     configs = expand_configurations(spec)
     cluster.connect(request.address or spec.ray.address, spec.ray.num_cpus)
     cpus, gpus = cluster.cluster_resources()
-    plans = plan_operators(spec, task, cpus, gpus, request.max_actors_per_pool)
+    plans = plan_operators(spec, task, cpus, gpus, request.max_actors_per_pool, table.num_rows)
     if on_progress:
         on_progress(ClusterFound(cpus, gpus))
         on_progress(Note(f"objective {objective.name}: {objective.description}"))
