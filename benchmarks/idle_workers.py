@@ -1,13 +1,20 @@
-"""A driver's next runs with the embedded Ray's idle workers kept for a minute (raypipe's
-`LOCAL_SYSTEM_CONFIG`) against Ray's default (an idle worker past the CPU count ends after one second).
+"""A driver's next small runs, two ways (`--compare`):
 
-    python benchmarks/idle_workers.py [--processes 4] [--runs 6] [--out benchmarks/results/fixed-cost]
+- `idle`: the embedded Ray's idle workers kept for a minute (raypipe's `LOCAL_SYSTEM_CONFIG`) against Ray's
+  default (an idle worker past the CPU count ends after one second);
+- `pools`: pools sized to the run's full batches, one actor for every stage when each pool is one, and the
+  driver's RunControl kept between runs (`engine.plan.size_pools` and `fuse`, `ray.pipeline.run_control`),
+  against pools of their planned size and a RunControl started for each run.
+
+    python benchmarks/idle_workers.py [--compare idle] [--processes 4] [--runs 6]
+                                      [--out benchmarks/results/fixed-cost]
 
 Each process starts its own embedded Ray (2 CPUs) in one mode, makes one untimed run, then `--runs` timed
-in-process runs of 40 digits x 4 configurations, uncalibrated (the test suite's usual run); the modes
-alternate process by process. Per run: the wall time and the machine's busy CPU-seconds
+in-process runs of `--items` digits (40) x 4 configurations, uncalibrated (the test suite's usual run);
+the modes alternate process by process. Per run: the wall time and the machine's busy CPU-seconds
 (`benchmarks.measure.machine_busy_seconds`, all cores: run it on a quiet machine). Writes
-idle-workers.json and idle-workers.md under --out.
+idle-workers.json and .md (`idle`), or small-pools.json and .md (`pools`), under --out (with `-N` after
+the name for `--items N` other than 40).
 """
 
 from __future__ import annotations
@@ -24,11 +31,33 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MODES = ("ray default", "kept 60 s")
+COMPARISONS = {  # --compare: (the baseline mode, raypipe's mode), the results' file name
+    "idle": (("ray default", "kept 60 s"), "idle-workers"),
+    "pools": (("planned pools", "sized to the run"), "small-pools"),
+}
 DIGITS = {"preprocess": ["none", "deskew"], "classify": ["linear", "onnx"]}
 
 
-def child(mode: str, runs: int) -> list[dict[str, float]]:
+def baseline(mode: str) -> None:
+    """Put back what a baseline `mode` measures against (in this process only)."""
+    from raypipe.evaluate import driver
+    from raypipe.ray import cluster, pipeline
+
+    if mode == "ray default":
+        cluster.LOCAL_SYSTEM_CONFIG = {}
+    elif mode == "planned pools":
+        plan_operators = driver.plan_operators
+
+        def planned(spec, task, cpus, gpus, max_actors=None, n_items=None):  # sized without the items
+            return plan_operators(spec, task, cpus, gpus, max_actors)
+
+        driver.plan_operators = planned
+        pipeline.run_control = lambda: pipeline.RunControl.options(  # a new one for every execution
+            scheduling_strategy=pipeline.on_driver_node()
+        ).remote()
+
+
+def child(mode: str, runs: int, items: int) -> list[dict[str, float]]:
     """One process, one embedded Ray in `mode`: a warm-up run, then `runs` timed runs."""
     from benchmarks.measure import machine_busy_seconds
     from raypipe.engine.datasets import write_table
@@ -38,11 +67,10 @@ def child(mode: str, runs: int) -> list[dict[str, float]]:
     from raypipe.spec.registry import resolve_task
     from raypipe.spec.validation import parse_spec
 
-    if mode == MODES[0]:
-        cluster.LOCAL_SYSTEM_CONFIG = {}
+    baseline(mode)
     work = Path(tempfile.mkdtemp(prefix="raypipe-idle-"))
-    source = str(work / "digits-40.parquet")
-    write_table(resolve_task("digits").generate("mixed", 40, seed=1), source)
+    source = str(work / f"digits-{items}.parquet")
+    write_table(resolve_task("digits").generate("mixed", items, seed=1), source)
     raw = {
         "name": "idle-workers",
         "task": "digits",
@@ -63,19 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="idle")
     parser.add_argument("--processes", type=int, default=4, help="processes per mode, alternating")
     parser.add_argument("--runs", type=int, default=6, help="timed runs per process")
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
-    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--items", type=int, default=40, help="digits per run")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    modes, name = COMPARISONS[args.compare]
     if args.child:
-        print(json.dumps(child(args.child, args.runs)))
+        print(json.dumps(child(args.child, args.runs, args.items)))
         return 0
     rows = []
     for p in range(args.processes):
-        for mode in MODES if p % 2 == 0 else MODES[::-1]:
+        for mode in modes if p % 2 == 0 else modes[::-1]:
             done = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--runs", str(args.runs)],
+                [sys.executable, __file__, "--child", mode, "--runs", str(args.runs),
+                 "--items", str(args.items)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -84,23 +116,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mode:12s} process {p}: wall {walls} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "idle-workers.json").write_text(json.dumps({"rows": rows}, indent=1))
+    name += "" if args.items == 40 else f"-{args.items}"
+    (out / f"{name}.json").write_text(json.dumps({"rows": rows}, indent=1))
     lines = [
-        "| idle workers | runs | wall s, median [min, max] | machine CPU-s, median [min, max] "
-        "| wall, kept / default |",
+        f"| {args.compare} | runs | wall s, median [min, max] | machine CPU-s, median [min, max] "
+        f"| wall, {modes[1]} / {modes[0]} |",
         "| --- | --- | --- | --- | --- |",
     ]
     medians = {}
-    for mode in MODES:
+    for mode in modes:
         mine = [r for r in rows if r["mode"] == mode]
         wall, cpu = [r["wall_s"] for r in mine], [r["cpu_s"] for r in mine]
         medians[mode] = statistics.median(wall)
-        ratio = f"{medians[mode] / medians[MODES[0]]:.2f}" if mode == MODES[1] else ""
+        ratio = f"{medians[mode] / medians[modes[0]]:.2f}" if mode == modes[1] else ""
         lines.append(
             f"| {mode} | {len(mine)} | {statistics.median(wall):.2f} [{min(wall):.2f}, {max(wall):.2f}] | "
             f"{statistics.median(cpu):.2f} [{min(cpu):.2f}, {max(cpu):.2f}] | {ratio} |"
         )
-    (out / "idle-workers.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -297,6 +297,9 @@ def test_a_pool_has_no_more_actors_than_the_run_fills_full_batches_of_its_own():
     ocr = {n: [p.pool_size for p in plan_operators(spec, task, 16, 0, n_items=n) if p.stage_name == "ocr"]
            for n in (1, 6, 40)}  # fmt: skip
     assert ocr == {1: [1], 6: [6], 40: [16]}  # the engines' batch is one card
+    # batches are still cut for the pool the cluster allows: a small run's results come in small parts
+    one_card = plan_operators(spec, task, 16, 0, n_items=1)
+    assert [p.batches_for for p in one_card if p.stage_name == "ocr"] == [16]
     digits = {
         "name": "digits",
         "task": "digits",

@@ -240,5 +240,9 @@ def test_fuse_groups_runs_of_light_cpu_operators_and_keeps_heavy_and_gpu_ones_al
         [(4, 0.25), (5, 0.5)],
     ]
     assert [len(g) for g in fuse(plans, light_together=False)] == [1] * len(plans)  # benchmarks' switch
+    cpu_only = [plan(0, 0.5), plan(1, 1.0), plan(2, 0.25)]
+    assert [len(g) for g in fuse(cpu_only)] == [3]  # every pool one CPU actor: one actor runs every stage
+    cpu_only[1].pool_size = 2
+    assert [len(g) for g in fuse(cpu_only)] == [1, 1, 1]
     resources, size = group_resources(groups[-1])
     assert (resources.num_cpus, resources.batch_size, size) == (0.5, 8, 1)

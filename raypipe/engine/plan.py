@@ -32,6 +32,9 @@ class OperatorPlan:
     resources: Resources
     finalize: bool
     pool_size: int = 1
+    # the actors its batches are cut for: the pool the cluster allows, before the run's items cap it
+    # (`size_pools`), so that a small run's results still come in small batches
+    batches_for: int = 1
     devices: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -147,7 +150,8 @@ def size_pools(
     millisecond an item (digits: 64 a batch) gets one actor for 120 items, while an OCR engine (one a
     batch) gets its planned pool for 6 cards. Each actor costs a process, Ray Data's import and the models,
     about 2 CPU-s: a 40-digit run took 4.6 s and 8.7 CPU-s with a classify pool of 2, and 3.4 s and 6.0
-    CPU-s with one (BENCHMARKS.md section 8)."""
+    CPU-s with one (BENCHMARKS.md section 8). Its batches are still cut for the pool the cluster allows
+    (`batches_for`): results come in as many parts as before, for the progress bar and for a resumed run."""
     heavy = heaviest_stage(plans)
     n_heavy = sum(p.stage_index == heavy for p in plans)
     for p in plans:
@@ -155,9 +159,9 @@ def size_pools(
         size = int(cluster_cpus / n_heavy // want) if p.stage_index == heavy else int(cluster_cpus // 8)
         if p.resources.num_gpus:
             size = min(size, int(cluster_gpus // p.resources.num_gpus))
-        if n_items is not None:
-            size = min(size, n_items // p.resources.batch_size)
-        p.pool_size = max(1, min(size, max_actors or size))
+        size = max(1, min(size, max_actors or size))
+        p.batches_for = size
+        p.pool_size = size if n_items is None else max(1, min(size, n_items // p.resources.batch_size))
     budget = max(cluster_cpus - CPU_HEADROOM, 0.1)
     demand = sum(p.pool_size * p.resources.num_cpus for p in plans)
     if demand > budget:
@@ -177,7 +181,11 @@ def fuse(plans: list[OperatorPlan], light_together: bool = True) -> list[list[Op
     The light stages (orientation, enhancement, channel: milliseconds to a Tesseract OSD call) cost a pool
     each otherwise: an actor process to start and to feed, and a hop of every item's state (images
     included) between pools. Their work is small beside the heaviest stage's, which keeps its own pool
-    sized to the cluster."""
+    sized to the cluster. When every pool is one CPU actor (a run too small to fill two batches of its
+    heaviest stage: `size_pools`), one actor runs every stage: a second pool would only overlap stages, and
+    costs its own actor's start."""
+    if light_together and all(p.pool_size == 1 and not p.resources.num_gpus for p in plans):
+        return [list(plans)]
     heavy = heaviest_stage(plans)
     groups: list[list[OperatorPlan]] = []
     for p in plans:

@@ -33,10 +33,11 @@ WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 PLACE_COLUMNS = ("node", "pid")  # where each stage ran an item
 
 
-def batch_size(declared: int, n_items: int, pool_size: int, cap: int | None) -> int:
+def batch_size(declared: int, n_items: int, actors: int, cap: int | None) -> int:
     """The batch an operator takes: what its choices declare, capped by the run's limit, and small enough
-    that every actor of the pool gets work on a small dataset (two batches per actor at least)."""
-    spread = max(1, -(-n_items // (2 * pool_size)))
+    that `actors` (the pool the cluster allows: `OperatorPlan.batches_for`) get work on a small dataset,
+    two batches each at least."""
+    spread = max(1, -(-n_items // (2 * actors)))
     return max(1, min(declared, spread, cap or declared))
 
 
@@ -71,8 +72,31 @@ class RunControl:
         return self.dropped, self.timeouts
 
     def clear(self) -> None:
-        """Forget an earlier use's decisions (a calibrator kept between runs keeps its RunControl)."""
+        """Forget an earlier use's decisions (a driver keeps its RunControls, its calibrator's too, between
+        runs)."""
         self.dropped, self.timeouts = set(), set()
+
+
+# The RunControl of a driver's executions, kept by (job, node) between them: each execution started its own
+# actor process before, about 0.5 CPU-s. A driver runs one execution at a time (a search pulls its streams
+# one after another), so the next one clears it and takes it over.
+_CONTROLS: dict[tuple[str, str], Any] = {}
+
+
+def run_control() -> Any:
+    """This driver's RunControl, cleared; a new one the first time, or when the kept one has died."""
+    context = ray.get_runtime_context()
+    key = (context.get_job_id(), context.get_node_id())
+    control = _CONTROLS.pop(key, None)
+    if control is not None:
+        try:
+            ray.get(control.clear.remote(), timeout=60)
+        except (ray.exceptions.RayError, TimeoutError):  # it died with its node, or was killed
+            control = None
+    if control is None:
+        control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
+    _CONTROLS[key] = control
+    return control
 
 
 class StageActor:
@@ -206,7 +230,7 @@ def execute(
 ) -> Execution:
     """Start streaming result batches (one row per item x configuration that was not dropped); rows carry
     the execution's own config_index (0..len(configs)-1)."""
-    control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
+    control = run_control()
     ds = build_plan(items, task, configs, plans, options, control)
     execution = Execution(control, config_indices or list(range(len(configs))))
     execution.batches = (b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows)
@@ -265,6 +289,7 @@ class StageOperator:
             for p in self.group
         ]
         resources, pool_size = group_resources(self.group)
+        actors = max(p.batches_for for p in self.group)  # the batches are cut for the pool the cluster allows
         return {
             "fn": StageActor,
             "fn_constructor_kwargs": {
@@ -275,7 +300,7 @@ class StageOperator:
             },
             "compute": pool_strategy(pool_size, self.nodes),
             "batch_format": "pyarrow",
-            "batch_size": batch_size(resources.batch_size, self.n_items, pool_size, options.max_batch_size),
+            "batch_size": batch_size(resources.batch_size, self.n_items, actors, options.max_batch_size),
             "num_cpus": resources.num_cpus,
             "num_gpus": resources.num_gpus or None,
         }
