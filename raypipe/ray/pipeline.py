@@ -245,10 +245,14 @@ class StartItems:
     n_stages: int
     share: bool
     task: Task
+    tasks: int = 1  # at most this many at once: the cluster's CPUs
 
     def map_batches_args(self) -> dict[str, Any]:
         return {
             "fn": _start_items,
+            # Each task at TASK_CPUS needs a worker process of its own: uncapped, 8 one-item blocks started
+            # 8 workers (about 1 CPU-s each in a fresh Ray) to decode 8 digits.
+            "compute": ray.data.TaskPoolStrategy(size=self.tasks),
             "fn_kwargs": {
                 "n_configs": self.n_configs,
                 "n_stages": self.n_stages,
@@ -314,13 +318,14 @@ def operators(
     options: RunOptions,
     control: Any,
     nodes: int = 1,
+    cpus: float = 1.0,
 ) -> list[StartItems | StageOperator]:
     """The run's operators in order: start items, then one per group of operator plans; the last scores.
-    `nodes`: the cluster's alive nodes (`pool_strategy`)."""
+    `nodes`: the cluster's alive nodes (`pool_strategy`); `cpus`: its CPUs (as many start tasks at once)."""
     stage_names = list(configs[0].stage_names)
     labels = [c.labels for c in configs]
     chain: list[StartItems | StageOperator] = [
-        StartItems(len(configs), len(stage_names), options.share_prefixes, task)
+        StartItems(len(configs), len(stage_names), options.share_prefixes, task, max(1, int(cpus)))
     ]
     groups = fuse(plans, options.fuse_light_stages)
     for n, group in enumerate(groups, start=1):
@@ -357,7 +362,8 @@ def build_plan(
     actor loading beside it barely moves."""
     nodes = alive_nodes()
     ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_S if nodes > 1 else 0
-    ds = ray.data.from_arrow(split_blocks(items, cluster_resources()[0]))
-    for operator in operators(items, task, configs, plans, options, control, nodes):
+    cpus = cluster_resources()[0]
+    ds = ray.data.from_arrow(split_blocks(items, cpus))
+    for operator in operators(items, task, configs, plans, options, control, nodes, cpus):
         ds = ds.map_batches(**operator.map_batches_args())
     return ds
