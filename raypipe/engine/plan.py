@@ -150,8 +150,9 @@ def size_pools(
     millisecond an item (digits: 64 a batch) gets one actor for 120 items, while an OCR engine (one a
     batch) gets its planned pool for 6 cards. Each actor costs a process, Ray Data's import and the models,
     about 2 CPU-s: with one actor for every stage (`fuse`), a 40-digit run took 2.6 s and 3.8 CPU-s, against
-    4.6 s and 8.8 CPU-s (`benchmarks/idle_workers.py --compare pools`, BENCHMARKS.md section 8). Its batches are still cut for the pool the cluster allows
-    (`batches_for`): results come in as many parts as before, for the progress bar and for a resumed run."""
+    4.6 s and 8.8 CPU-s (`benchmarks/idle_workers.py --compare pools`, BENCHMARKS.md section 8). Its
+    batches are still cut for the pool the cluster allows (`batches_for`): results come in as many parts as
+    before, for the progress bar and for a resumed run."""
     heavy = heaviest_stage(plans)
     n_heavy = sum(p.stage_index == heavy for p in plans)
     for p in plans:
