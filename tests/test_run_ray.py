@@ -204,6 +204,22 @@ def test_a_missing_dataset_fails_with_its_path(tmp_path):
         evaluate(request_for(spec_raw(str(tmp_path / "nowhere.parquet")), tmp_path / "run"))
 
 
+def test_start_tasks_run_at_most_as_many_at_once_as_the_cluster_has_cpus():
+    # each task needs a worker process of its own: uncapped, 8 one-item blocks started 8 workers
+    import ray
+
+    from raypipe.engine.plan import RunOptions, plan_operators
+    from raypipe.ray.pipeline import operators
+    from raypipe.spec.registry import resolve_task
+
+    spec = parse_spec(spec_raw("cards.parquet"))
+    task, configs = resolve_task("idcard"), expand_configurations(spec)
+    plans = plan_operators(spec, task, 3.5, 0)
+    items = pa.table({"item_id": ["a", "b"]})
+    start = operators(items, task, configs, plans, RunOptions(), control=None, cpus=3.5)[0]
+    assert start.map_batches_args()["compute"] == ray.data.TaskPoolStrategy(size=3)
+
+
 def test_pools_grow_from_one_actor_on_one_node_and_start_full_on_a_cluster():
     # one node: a cheap stage pays for one actor's start; a cluster: the actors spread over its nodes
     one, several = pool_strategy(4, nodes=1), pool_strategy(4, nodes=3)
