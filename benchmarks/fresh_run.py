@@ -1,0 +1,97 @@
+"""A small calibrated run from a fresh process, as a user types it: `raypipe run SPEC --no-cache`, its wall
+time, its streaming part (the manifest's `wall_seconds`) and the rest (the issue's fixed cost: imports,
+Ray's start and stop, planning, calibration, result files).
+
+    python benchmarks/fresh_run.py [--checkout PATH ...] [--reps 2] [--out benchmarks/results/fixed-cost]
+
+The spec is `benchmarks/fixed_cost.py`'s calibrated idcard case: 6 mixed cards x 2 configurations (none or
+the int8 ONNX orientation CNN, Tesseract, layout). Each `--checkout` (a git worktree of another revision;
+by default this one) runs as `python -m raypipe.cli` with the checkout first on PYTHONPATH, the
+checkouts alternating rep by rep, each process starting and stopping its own embedded Ray. Writes
+fresh-run.json and fresh-run.md under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path.insert(0, str(REPO))
+
+
+def revision(checkout: Path) -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True
+    )
+    return done.stdout.strip() or checkout.name
+
+
+def one_run(checkout: Path, config: Path, out: Path) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own embedded Ray
+    env["PYTHONPATH"] = str(checkout)
+    cmd = [sys.executable, "-m", "raypipe.cli", "run", str(config), "--out", str(out), "--no-cache"]
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=config.parent, env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    streaming = float(json.loads((out / "manifest.json").read_text())["wall_seconds"])
+    return {"wall_s": wall, "streaming_s": streaming, "rest_s": wall - streaming}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkout", action="append", type=Path, help="a checkout to run (repeatable)")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/results/fixed-cost")
+    args = parser.parse_args(argv)
+    from benchmarks.fixed_cost import IDCARD, spec
+    from raypipe.engine.datasets import write_table
+    from raypipe.spec.registry import resolve_task
+
+    checkouts = [c.resolve() for c in args.checkout or [REPO]]
+    work = Path(tempfile.mkdtemp(prefix="raypipe-fresh-"))
+    source = work / "idcard-6.parquet"
+    write_table(resolve_task("idcard").generate("mixed", 6, seed=1), str(source))
+    config = work / "fresh.yaml"
+    config.write_text(yaml.safe_dump(spec("idcard", IDCARD, str(source))))
+    rows = []
+    for rep in range(args.reps):
+        for checkout in checkouts if rep % 2 == 0 else checkouts[::-1]:
+            found = one_run(checkout, config, work / f"{checkout.name}-{rep}")
+            rows.append({"revision": revision(checkout), "rep": rep, **found})
+            times = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in found.items())
+            print(f"{rows[-1]['revision']} rep {rep}: {times}", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "fresh-run.json").write_text(json.dumps({"rows": rows}, indent=1))
+    lines = [
+        "| revision | runs | wall s, median [min, max] | streaming s, median | rest s, median [min, max] |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in dict.fromkeys(r["revision"] for r in rows):
+        mine = [r for r in rows if r["revision"] == name]
+        wall, rest = [r["wall_s"] for r in mine], [r["rest_s"] for r in mine]
+        lines.append(
+            f"| {name} | {len(mine)} | {statistics.median(wall):.1f} [{min(wall):.1f}, {max(wall):.1f}] | "
+            f"{statistics.median(r['streaming_s'] for r in mine):.1f} | "
+            f"{statistics.median(rest):.1f} [{min(rest):.1f}, {max(rest):.1f}] |"
+        )
+    (out / "fresh-run.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
