@@ -133,6 +133,21 @@ def test_a_call_that_hangs_in_calibration_becomes_a_timeout_there_and_the_run_fi
 
 
 @pytest.mark.ray
+def test_a_driver_keeps_its_run_control_cleared_between_executions_and_replaces_a_dead_one(ray_cluster):
+    import ray
+
+    from raypipe.ray.pipeline import run_control
+
+    control = run_control()
+    ray.get([control.drop.remote([1, 2]), control.report_timeout.remote(("item", 0, "ocr", "tesseract"))])
+    kept = run_control()  # the next execution's: the same actor, forgetting the last one's decisions
+    assert kept._actor_id == control._actor_id
+    assert ray.get(kept.snapshot.remote()) == (set(), set())
+    ray.kill(kept)
+    fresh = run_control()
+    assert fresh._actor_id != kept._actor_id and ray.get(fresh.snapshot.remote()) == (set(), set())
+
+
 def test_the_calibrator_is_kept_between_a_driver_s_runs_and_holds_no_cpu_while_idle(ray_cluster, tmp_path):
     """A driver's second run calibrates in the first run's calibrator (no new process, no imports again),
     and while no run calibrates it reserves no CPU, so the next run's pools get every core."""
