@@ -30,13 +30,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
 
-def revision(checkout: Path) -> str:
-    done = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True
-    )
-    return done.stdout.strip() or checkout.name
-
-
 def one_run(checkout: Path, config: Path, out: Path) -> dict[str, float]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own embedded Ray
     env["PYTHONPATH"] = str(checkout)
@@ -58,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from benchmarks.fixed_cost import IDCARD, spec
     from raypipe.engine.datasets import write_table
+    from raypipe.evaluate.manifest import git_revision
     from raypipe.spec.registry import resolve_task
 
     checkouts = [c.resolve() for c in args.checkout or [REPO]]
@@ -70,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for checkout in checkouts if rep % 2 == 0 else checkouts[::-1]:
             found = one_run(checkout, config, work / f"{checkout.name}-{rep}")
-            rows.append({"revision": revision(checkout), "rep": rep, **found})
+            revision = (git_revision(checkout) or checkout.name)[:7]
+            rows.append({"revision": revision, "rep": rep, **found})
             times = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in found.items())
             print(f"{rows[-1]['revision']} rep {rep}: {times}", flush=True)
     out = Path(args.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -84,10 +85,11 @@ def package_versions(task_packages: tuple[str, ...] = ()) -> dict[str, str]:
     return found
 
 
-def git_revision() -> str | None:
+def git_revision(cwd: str | os.PathLike[str] | None = None) -> str | None:
+    """The commit checked out at `cwd` (this process's working directory by default), or None outside git."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
         )
     except (OSError, subprocess.SubprocessError):
         return None

@@ -14,7 +14,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 
 from raypipe.engine.execution import ChoiceRef, CurrentCall, timed_call
 from raypipe.engine.plan import OperatorPlan
-from raypipe.ray.cluster import alive_nodes, cluster_resources, on_driver_node
+from raypipe.ray.cluster import alive_nodes, cluster_resources, driver_key, on_driver_node
 from raypipe.ray.pipeline import ACTOR_START_S, RunControl, watch_calls
 from raypipe.spec.task import Task
 
@@ -152,7 +152,7 @@ def calibrate(
         choices[p.stage_index].update(p.choices)
     gpus = 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
     keep = gpus == 0 and alive_nodes() == 1
-    key = (ray.get_runtime_context().get_job_id(), ray.get_runtime_context().get_node_id())
+    key = driver_key()
     data, rows, timed_out = dict(inputs), [], set()
     run = (task, choices, stage_names, timed_out)
     actor, control = _kept(key, run) if keep else (None, None)

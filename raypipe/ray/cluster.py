@@ -68,6 +68,12 @@ def _init(address: str | None, num_cpus: int | None) -> None:
         )  # fmt: skip
 
 
+def driver_key() -> tuple[str, str]:
+    """(job, node) of this driver: the key of what it keeps between runs (a calibrator, a RunControl)."""
+    context = ray.get_runtime_context()
+    return context.get_job_id(), context.get_node_id()
+
+
 def cluster_resources() -> tuple[float, float]:
     res = ray.cluster_resources()
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))

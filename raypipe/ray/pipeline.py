@@ -21,7 +21,7 @@ import ray
 from raypipe.engine.cache import StageCache
 from raypipe.engine.execution import ItemState, StageWorker, finish_item, start_item
 from raypipe.engine.plan import OperatorPlan, RunOptions, fuse, group_resources
-from raypipe.ray.cluster import alive_nodes, cluster_resources, on_driver_node
+from raypipe.ray.cluster import alive_nodes, cluster_resources, driver_key, on_driver_node
 from raypipe.spec import columns
 from raypipe.spec.space import Configuration
 from raypipe.spec.task import Task
@@ -85,8 +85,7 @@ _CONTROLS: dict[tuple[str, str], Any] = {}
 
 def run_control() -> Any:
     """This driver's RunControl, cleared; a new one the first time, or when the kept one has died."""
-    context = ray.get_runtime_context()
-    key = (context.get_job_id(), context.get_node_id())
+    key = driver_key()
     control = _CONTROLS.pop(key, None)
     if control is not None:
         try:
