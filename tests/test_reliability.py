@@ -144,6 +144,10 @@ def test_a_driver_keeps_its_run_control_cleared_between_executions_and_replaces_
     assert kept._actor_id == control._actor_id
     assert ray.get(kept.snapshot.remote()) == (set(), set())
     ray.kill(kept)
+    with pytest.raises(ray.exceptions.RayActorError):  # the kill is asynchronous: wait until it has landed
+        for _ in range(100):
+            ray.get(kept.snapshot.remote())
+            time.sleep(0.1)
     fresh = run_control()
     assert fresh._actor_id != kept._actor_id and ray.get(fresh.snapshot.remote()) == (set(), set())
 
