@@ -292,6 +292,15 @@ def test_max_actors_caps_the_ocr_pool():
     assert [p.pool_size for p in uncapped if p.stage_name == "ocr"] == [16]
 
 
+DIGITS_SPEC = {
+    "name": "digits",
+    "task": "digits",
+    "stages": [{"name": "preprocess", "choices": ["none", "deskew"]},
+               {"name": "classify", "choices": ["linear", "onnx"]}],
+    "dataset": {"source": "digits.parquet"},
+}  # fmt: skip
+
+
 def test_a_pool_has_no_more_actors_than_the_run_fills_full_batches_of_its_own():
     spec, task = parse_spec(ENGINES_SPEC), resolve_task("idcard")
     ocr = {n: [p.pool_size for p in plan_operators(spec, task, 16, 0, n_items=n) if p.stage_name == "ocr"]
@@ -300,16 +309,30 @@ def test_a_pool_has_no_more_actors_than_the_run_fills_full_batches_of_its_own():
     # batches are still cut for the pool the cluster allows: a small run's results come in small parts
     one_card = plan_operators(spec, task, 16, 0, n_items=1)
     assert [p.batches_for for p in one_card if p.stage_name == "ocr"] == [16]
-    digits = {
-        "name": "digits",
-        "task": "digits",
-        "stages": [{"name": "preprocess", "choices": ["none", "deskew"]},
-                   {"name": "classify", "choices": ["linear", "onnx"]}],
-        "dataset": {"source": "digits.parquet"},
-    }  # fmt: skip
+    digits, task = parse_spec(DIGITS_SPEC), resolve_task("digits")
     classify = {
-        n: [p.pool_size for p in plan_operators(parse_spec(digits), resolve_task("digits"), 16, 0, n_items=n)
-            if p.stage_name == "classify"]
+        n: [p.pool_size for p in plan_operators(digits, task, 16, 0, n_items=n) if p.stage_name == "classify"]
         for n in (40, 120, 200, 5000)
     }  # fmt: skip
     assert classify == {40: [1], 120: [1], 200: [3], 5000: [32]}  # 64 digits a batch, 0.5 CPU an actor
+
+
+def test_input_blocks_hold_no_more_items_than_the_smallest_batch_of_the_run():
+    """An actor task takes a whole input block: blocks of 4 cards kept one OCR actor busy 12-23 s a task, and
+    the other, done, sat idle through the last 15 s of table 1's run. Cards go one a block; digits, whose
+    stages take 64 a call, keep blocks of several."""
+    import pyarrow as pa
+
+    from raypipe.engine.plan import RunOptions
+    from raypipe.ray.pipeline import operators, split_blocks
+    from raypipe.spec.space import expand_configurations
+
+    def blocks(spec: dict, task_name: str, n: int) -> list[int]:
+        parsed, task = parse_spec(spec), resolve_task(task_name)
+        plans = plan_operators(parsed, task, 2, 0, n_items=n)
+        items = pa.table({"item_id": [f"i{k}" for k in range(n)]})
+        chain = operators(items, task, expand_configurations(parsed), plans, RunOptions(), None, 1, 2)
+        return [b.num_rows for b in split_blocks(items, 2, chain)]
+
+    assert blocks(ENGINES_SPEC, "idcard", 32) == [1] * 32
+    assert blocks(DIGITS_SPEC, "digits", 120) == [15] * 8  # 120 // (4 x 2 CPUs): as many as before
