@@ -327,12 +327,14 @@ def test_input_blocks_hold_no_more_items_than_the_smallest_batch_of_the_run():
     from raypipe.ray.pipeline import operators, split_blocks
     from raypipe.spec.space import expand_configurations
 
-    def blocks(spec: dict, task_name: str, n: int) -> list[int]:
+    def blocks(spec: dict, task_name: str, n: int, options: RunOptions) -> list[int]:
         parsed, task = parse_spec(spec), resolve_task(task_name)
         plans = plan_operators(parsed, task, 2, 0, n_items=n)
         items = pa.table({"item_id": [f"i{k}" for k in range(n)]})
-        chain = operators(items, task, expand_configurations(parsed), plans, RunOptions(), None, 1, 2)
+        chain = operators(items, task, expand_configurations(parsed), plans, options, None, 1, 2)
         return [b.num_rows for b in split_blocks(items, 2, chain)]
 
-    assert blocks(ENGINES_SPEC, "idcard", 32) == [1] * 32
-    assert blocks(DIGITS_SPEC, "digits", 120) == [15] * 8  # 120 // (4 x 2 CPUs): as many as before
+    assert blocks(ENGINES_SPEC, "idcard", 32, RunOptions()) == [1] * 32
+    assert blocks(DIGITS_SPEC, "digits", 120, RunOptions()) == [15] * 8  # 120 // (4 x 2 CPUs), as before
+    # a search's cap on batches (racing's 4) is not what a call amortizes: no 30 tasks of 4 digits
+    assert blocks(DIGITS_SPEC, "digits", 120, RunOptions(max_batch_size=4)) == [15] * 8
