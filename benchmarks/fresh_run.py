@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     args = parser.parse_args(argv)
     from benchmarks.fixed_cost import IDCARD, spec
+    from benchmarks.measure import median_range
     from raypipe.engine.datasets import write_table
     from raypipe.evaluate.manifest import git_revision
     from raypipe.spec.registry import resolve_task
@@ -79,9 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in rows if r["revision"] == name]
         wall, rest = [r["wall_s"] for r in mine], [r["rest_s"] for r in mine]
         lines.append(
-            f"| {name} | {len(mine)} | {statistics.median(wall):.1f} [{min(wall):.1f}, {max(wall):.1f}] | "
-            f"{statistics.median(r['streaming_s'] for r in mine):.1f} | "
-            f"{statistics.median(rest):.1f} [{min(rest):.1f}, {max(rest):.1f}] |"
+            f"| {name} | {len(mine)} | {median_range(wall)} | "
+            f"{statistics.median(r['streaming_s'] for r in mine):.1f} | {median_range(rest)} |"
         )
     (out / "fresh-run.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     modes, name = COMPARISONS[args.compare]
+    from benchmarks.measure import median_range
+
     if args.child:
         print(json.dumps(child(args.child, args.runs, args.items)))
         return 0
@@ -129,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = [r["wall_s"] for r in mine], [r["cpu_s"] for r in mine]
         medians[mode] = statistics.median(wall)
         ratio = f"{medians[mode] / medians[modes[0]]:.2f}" if mode == modes[1] else ""
-        lines.append(
-            f"| {mode} | {len(mine)} | {statistics.median(wall):.2f} [{min(wall):.2f}, {max(wall):.2f}] | "
-            f"{statistics.median(cpu):.2f} [{min(cpu):.2f}, {max(cpu):.2f}] | {ratio} |"
-        )
+        lines.append(f"| {mode} | {len(mine)} | {median_range(wall, 2)} | {median_range(cpu, 2)} | {ratio} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,11 @@ from typing import Any
 import psutil
 
 SAMPLE_SECONDS = 0.2
+
+
+def median_range(values: list[float], digits: int = 1) -> str:
+    """ "median [min, max]" of repeated measurements, as the benchmarks' tables print them."""
+    return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
 
 def process_tree(root: psutil.Process) -> list[psutil.Process]:
