@@ -288,7 +288,8 @@ def run(
         if resume and address:  # the cluster may have moved since the run started
             request = request.model_copy(update={"address": address})
         with ray_logs_to(request.out, verbose) as terminal, progress_bar(terminal) as progress:
-            result = driver.evaluate(request, progress_printer(progress))
+            # this process ends with the run: its embedded Ray stops while the result files are written
+            result = driver.evaluate(request, progress_printer(progress), release_ray=True)
     except RaypipeError as exc:
         raise fail(exc) from exc
     print_result(result, top)
@@ -321,7 +322,6 @@ def print_result(result, top: int | None) -> None:
 
     view = RunView(result.run_dir)
     view.print_ranked(console, top)
-    view.write_pareto_plot()
     work = result.manifest["work"]
     calls = ", ".join(f"{k} {v['calls']}" for k, v in work.items())
     hits = sum(v["cache_hits"] for v in work.values())

@@ -91,6 +91,12 @@ def choice_ref(stage: StageSpec, choice: ChoiceSpec, task: Task) -> tuple[Choice
     return ref, cls
 
 
+def resolve_choices(spec: PipelineSpec, task: Task) -> list[list[tuple[ChoiceRef, type]]]:
+    """Every stage's choices resolved to their classes and identities (`choice_ref`; model hashes, engine
+    versions): nothing here needs the cluster, so a driver does it while Ray starts."""
+    return [[choice_ref(stage, choice, task) for choice in stage.choices] for stage in spec.stages]
+
+
 def plan_operators(
     spec: PipelineSpec,
     task: Task,
@@ -98,20 +104,21 @@ def plan_operators(
     cluster_gpus: float,
     max_actors: int | None = None,
     n_items: int | None = None,
+    resolved: list[list[tuple[ChoiceRef, type]]] | None = None,
 ) -> list[OperatorPlan]:
     """Group each stage's choices by resource class (CPUs and GPUs per actor) and size the pools (for a run
-    of `n_items` items, when given: `size_pools`).
+    of `n_items` items, when given: `size_pools`); `resolved`: `resolve_choices`, when done already.
 
     A class's batch is the smallest its choices ask for. Without a GPU, a choice that asks for one joins
     the CPU class: one pool then holds every engine, and its actors share the stage's work evenly (in
     separate pools on 2 cores, EasyOCR's one actor was the whole run's critical path)."""
     plans = []
+    resolved = resolved or resolve_choices(spec, task)
     for k, stage in enumerate(spec.stages):
         by_class: dict[tuple[float, float], dict[str, ChoiceRef]] = {}
         batch: dict[tuple[float, float], int] = {}
         devices: dict[str, str] = {}
-        for choice in stage.choices:
-            ref, cls = choice_ref(stage, choice, task)
+        for choice, (ref, cls) in zip(stage.choices, resolved[k], strict=True):
             res = declared_resources(cls, choice)
             devices[choice.key] = "gpu" if res.num_gpus and cluster_gpus else "cpu"
             if res.num_gpus and not cluster_gpus:

@@ -8,6 +8,7 @@ configuration), so none is lost or duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from raypipe.decide import results, slices
 from raypipe.decide.decision import Decision, DecisionSettings
 from raypipe.engine import latency
 from raypipe.engine.cache import CacheConfig
-from raypipe.engine.plan import RunOptions, fuse, group_label, plan_operators
+from raypipe.engine.plan import RunOptions, fuse, group_label, plan_operators, resolve_choices
 from raypipe.engine.rundir import (
     CALIBRATION,
     CONFIGS,
@@ -165,10 +166,12 @@ def run_options(request: Request, search: Search | None = None) -> RunOptions:
     )
 
 
-def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult:
+def evaluate(request: Request, on_progress: Progress | None = None, release_ray: bool = False) -> RunResult:
     """Run `request`: every configuration its search asks for, over its dataset; returns the results.
 
-    A run directory that holds this request but no results yet (its driver was killed) is resumed."""
+    A run directory that holds this request but no results yet (its driver was killed) is resumed.
+    `release_ray`: stop the embedded Ray this process started as soon as calibration is done, while the
+    result files are written (`cluster.release`; for a process that ends with the run)."""
     spec = request.spec
     problems = check_components(spec)
     if problems:
@@ -189,7 +192,8 @@ def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult
     table = resolve_dataset(spec, task, request.dataset, request.limit)
     objective = choose_objective(spec, task, table)
     preflight(spec, task)
-    if on_progress:  # before Ray starts
+    cluster.start(request.address or spec.ray.address, spec.ray.num_cpus)  # the rest overlaps Ray's start
+    if on_progress:
         for note in unwritable_notes(spec, task, objective, table, configs):
             on_progress(Note(note))
     if not resuming:
@@ -203,7 +207,7 @@ def evaluate(request: Request, on_progress: Progress | None = None) -> RunResult
     started = time.perf_counter()
     outcome = search.run(ctx)
     wall_s = time.perf_counter() - started
-    return finalize(ctx, request, wall_s, outcome)
+    return finalize(ctx, request, wall_s, outcome, release_ray)
 
 
 def remaining_items(ctx: RunContext) -> pa.Table:
@@ -226,9 +230,10 @@ def open_run(
     """Connect to Ray and plan the operators; says where each choice runs."""
     spec = request.spec
     configs = expand_configurations(spec)
+    resolved = resolve_choices(spec, task)  # while Ray starts (`cluster.start`)
     cluster.connect(request.address or spec.ray.address, spec.ray.num_cpus)
     cpus, gpus = cluster.cluster_resources()
-    plans = plan_operators(spec, task, cpus, gpus, request.max_actors_per_pool, table.num_rows)
+    plans = plan_operators(spec, task, cpus, gpus, request.max_actors_per_pool, table.num_rows, resolved)
     if on_progress:
         on_progress(ClusterFound(cpus, gpus))
         on_progress(Note(f"objective {objective.name}: {objective.description}"))
@@ -283,9 +288,12 @@ def latency_factors(ctx: RunContext, request: Request, items: pl.LazyFrame, attr
     return calibration, latency.factors(calibration, sampled, stage_names)
 
 
-def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOutcome) -> RunResult:
+def finalize(
+    ctx: RunContext, request: Request, wall_s: float, outcome: SearchOutcome, release_ray: bool = False
+) -> RunResult:
     """Write items, configs, slices, calibration and the manifest from the streamed parts. Items are streamed
-    from the parts into items.parquet; aggregates read back only the columns they need."""
+    from the parts into items.parquet; aggregates read back only the columns they need. Calibration is the
+    last use of Ray (`release_ray`: `evaluate`)."""
     parts = ctx.run_dir.scan_parts()
     if parts is None:
         raise DatasetError("the run produced no rows")
@@ -294,39 +302,44 @@ def finalize(ctx: RunContext, request: Request, wall_s: float, outcome: SearchOu
     work = results.work_counts(parts, tuple(stage_names))
     items = results.assemble_items(parts, ctx.configs, attributes)
     calibration, factor_table = latency_factors(ctx, request, items, attributes)
-    items = latency.service_latency(items, stage_names, factor_table)
-    bins, edges = slices.bin_exprs(attributes, ctx.task, ctx.spec)
-    items = pl.scan_parquet(ctx.run_dir.sink_parquet(ITEMS, items.with_columns(bins)))
-    config_table = results.aggregate_configs(items, stage_names, ctx.task, ctx.objective, ctx.spec.sla)
-    config_table = config_table.join(outcome.drops_frame(), on="config_id", how="left")
-    config_table, decision = results.decide_and_rank(
-        config_table, items, ctx.task, ctx.objective, ctx.spec.sla, decision_settings(ctx.spec)
-    )
-    slice_table = slices.slice_table(slice_view(items, ctx), config_table, ctx.task, ctx.objective, ctx.spec)
-    ctx.run_dir.write_parquet(CONFIGS, config_table)
-    ctx.run_dir.write_parquet(SLICES, slice_table)
-    ctx.run_dir.write_parquet(CALIBRATION, calibration)
-    if outcome.looks:
-        ctx.run_dir.write_parquet(SEARCH, pl.DataFrame(outcome.looks))
-    fingerprint = dataset_fingerprint(ctx.task, ctx.dataset)
-    manifest = build_manifest(ctx, work, wall_s, outcome, factor_table, fingerprint)
-    manifest["slices"] = {"bin_edges": edges, "min_items": ctx.spec.slices.min_items}
-    manifest["decision"] = decision_entry(decision, outcome, ctx.dataset.num_rows)
-    ctx.run_dir.write_json(MANIFEST, manifest)
-    ctx.run_dir.remove_parts()
-    write_report(ctx)
-    return RunResult(ctx.run_dir, config_table, manifest)
+    with cluster.stopping() if release_ray else contextlib.nullcontext():  # no Ray from here on
+        items = latency.service_latency(items, stage_names, factor_table)
+        bins, edges = slices.bin_exprs(attributes, ctx.task, ctx.spec)
+        items = pl.scan_parquet(ctx.run_dir.sink_parquet(ITEMS, items.with_columns(bins)))
+        config_table = results.aggregate_configs(items, stage_names, ctx.task, ctx.objective, ctx.spec.sla)
+        config_table = config_table.join(outcome.drops_frame(), on="config_id", how="left")
+        config_table, decision = results.decide_and_rank(
+            config_table, items, ctx.task, ctx.objective, ctx.spec.sla, decision_settings(ctx.spec)
+        )
+        slice_table = slices.slice_table(
+            slice_view(items, ctx), config_table, ctx.task, ctx.objective, ctx.spec
+        )
+        ctx.run_dir.write_parquet(CONFIGS, config_table)
+        ctx.run_dir.write_parquet(SLICES, slice_table)
+        ctx.run_dir.write_parquet(CALIBRATION, calibration)
+        if outcome.looks:
+            ctx.run_dir.write_parquet(SEARCH, pl.DataFrame(outcome.looks))
+        fingerprint = dataset_fingerprint(ctx.task, ctx.dataset)
+        manifest = build_manifest(ctx, work, wall_s, outcome, factor_table, fingerprint)
+        manifest["slices"] = {"bin_edges": edges, "min_items": ctx.spec.slices.min_items}
+        manifest["decision"] = decision_entry(decision, outcome, ctx.dataset.num_rows)
+        ctx.run_dir.write_json(MANIFEST, manifest)
+        ctx.run_dir.remove_parts()
+        write_report(ctx)
+        return RunResult(ctx.run_dir, config_table, manifest)
 
 
 def write_report(ctx: RunContext) -> None:
-    """report.html beside the results. The results are already safe on disk, so a report that cannot be
-    drawn is said, not raised: `raypipe report RUN_DIR --html` draws it again."""
+    """report.html and pareto.png beside the results. The results are already safe on disk, so a report
+    that cannot be drawn is said, not raised: `raypipe report RUN_DIR --html` draws both again."""
     from raypipe.report.html import write_run_report
+    from raypipe.report.reading import RunView
 
     try:
         write_run_report(ctx.run_dir)
+        RunView(ctx.run_dir).write_pareto_plot()
     except Exception as exc:  # noqa: BLE001 - any failure of the page must not cost the run
-        ctx.counters.say(f"report.html not written ({exc}); `raypipe report RUN_DIR --html` retries")
+        ctx.counters.say(f"report not written ({exc}); `raypipe report RUN_DIR --html` retries")
 
 
 def decision_settings(spec: PipelineSpec) -> DecisionSettings:

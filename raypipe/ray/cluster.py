@@ -2,12 +2,25 @@
 
 `WORKER_ENV` is set before Ray starts so that every worker inherits it (NOTES.md: Tesseract threads, TF and
 ORT noise); `on_driver_node` pins an actor the run cannot do without to the driver's node.
+
+A command-line run pays an embedded Ray's start (about 2.5 s) and stop (about 1.4 s) around a small run's
+few seconds of work, so both overlap the driver's own: `start` begins connecting in a background thread
+while the driver imports and plans (`connect` waits for it), and `stopping` stops the Ray this process
+started while the driver writes its result files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +41,98 @@ WORKER_ENV = {
 LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
 
 
+@dataclass
+class _Embedded:
+    """A Ray started in its own thread (`start`), which then holds it until `stopping`: Ray's processes
+    die with the thread that started them (PR_SET_PDEATHSIG), so that thread must live as long as they do.
+    `started` says when `connect` may go on (or what the start raised)."""
+
+    started: Future = field(default_factory=Future)
+    release: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def hold(self, address: str | None, num_cpus: int | None) -> None:
+        try:
+            owned = _init(address, num_cpus)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting `connect`
+            self.started.set_exception(exc)
+            return
+        self.started.set_result(owned)
+        if owned:
+            self.release.wait()
+            ray.shutdown()
+
+
+_embedded: _Embedded | None = None  # the last start of this process
+
+
+def start(address: str | None, num_cpus: int | None = None) -> None:
+    """Begin connecting as `connect` does, in a background thread, so that Ray's start overlaps the driver's
+    own; `connect` waits for it (and raises what it raised). Nothing when Ray is up or already starting."""
+    global _embedded
+    starting = _embedded is not None and not _embedded.started.done()
+    if not starting and not ray.is_initialized():
+        _set_worker_env()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)  # what ray.init sets when called here
+        _embedded = _Embedded()
+        _embedded.thread = threading.Thread(
+            target=_embedded.hold, args=(address, num_cpus), name="raypipe-ray", daemon=True
+        )  # daemon: a process that exits without `stopping` stops Ray at exit, as ray.init's own does
+        _embedded.thread.start()
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Join an existing cluster at `address`, or start an embedded local Ray (or use the one running here)."""
+    start(address, num_cpus)
+    _quiet_data()  # Ray Data's import and settings need no cluster: they overlap its start
+    if _embedded is not None:
+        _embedded.started.result()
+
+
+@contextlib.contextmanager
+def stopping() -> Iterator[None]:
+    """Stop the embedded Ray this process started (`start`) in the background while the block runs, and
+    wait for the stop at its end: for a driver whose process ends with the run (the CLI) and has only files
+    left to write. The block must not use Ray. A Ray the process joined or did not start is left running.
+
+    Python objects that hold Ray references (object refs, actor handles) must not be freed while Ray's
+    core worker stops (the process exits at once), so unreachable ones are collected before, and no
+    collection runs during the block."""
+    embedded = _embedded
+    if embedded is None or not embedded.started.done() or embedded.started.exception():
+        yield
+        return
+    gc.collect()
+    gc.disable()
+    embedded.release.set()
+    try:
+        yield
+    finally:
+        if embedded.thread is not None:
+            embedded.thread.join()
+        gc.enable()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(signum)  # exit as Python does, so that Ray stops at exit
+
+
+class _NoThreadWarning(logging.Filter):
+    """ray.init in `start`'s thread warns that it sets no SIGTERM handler: `start` set it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+logging.getLogger("ray._private.worker").addFilter(_NoThreadWarning())
+
+
+def _set_worker_env() -> None:
     os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
-    if not ray.is_initialized():
-        _init(address, num_cpus)
+
+
+def _quiet_data() -> None:
     for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
@@ -47,25 +147,27 @@ def alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def _init(address: str | None, num_cpus: int | None) -> None:
+def _init(address: str | None, num_cpus: int | None) -> bool:
+    """Start or join Ray; True when this process started it (an embedded Ray of its own)."""
     runtime_env: dict[str, Any] = {"env_vars": dict(WORKER_ENV)}
     if address:
         if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
             # A driver outside `ray job submit` ships this raypipe to the cluster (a job ships its own).
             runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]  # the raypipe package
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        # "local" starts this run's own Ray: without it, ray.init() joins whatever cluster another session
-        # on the machine started last. Inside a Ray job (RAY_ADDRESS set) the job's cluster is the one.
-        local = None if os.environ.get("RAY_ADDRESS") else "local"
-        # An embedded Ray's workers inherit this process's environment (WORKER_ENV is set before it starts),
-        # and without a runtime_env they can use the workers Ray prestarts: two actors were ready in 0.3 s
-        # instead of 1.6 s.
-        ray.init(
-            address=local, num_cpus=num_cpus, include_dashboard=False,
-            runtime_env=None if local else runtime_env, log_to_driver=False,
-            _system_config=LOCAL_SYSTEM_CONFIG if local else None,
-        )  # fmt: skip
+        return False
+    # "local" starts this run's own Ray: without it, ray.init() joins whatever cluster another session
+    # on the machine started last. Inside a Ray job (RAY_ADDRESS set) the job's cluster is the one.
+    local = None if os.environ.get("RAY_ADDRESS") else "local"
+    # An embedded Ray's workers inherit this process's environment (WORKER_ENV is set before it starts),
+    # and without a runtime_env they can use the workers Ray prestarts: two actors were ready in 0.3 s
+    # instead of 1.6 s.
+    ray.init(
+        address=local, num_cpus=num_cpus, include_dashboard=False,
+        runtime_env=None if local else runtime_env, log_to_driver=False,
+        _system_config=LOCAL_SYSTEM_CONFIG if local else None,
+    )  # fmt: skip
+    return local is not None
 
 
 def driver_key() -> tuple[str, str]:

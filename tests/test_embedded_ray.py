@@ -1,0 +1,65 @@
+"""An embedded Ray's life in a process that ends with its run (the CLI): started in a thread of its own while
+the driver plans, and stopped in the background while the driver writes its files (`raypipe.ray.cluster`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.ray
+
+# Run in a fresh process: the suite's own Ray is started by its fixture, and this is about one that
+# `cluster.start` starts. Prints one line per check, which the test reads back.
+SCRIPT = textwrap.dedent(
+    """
+    import time
+
+    import psutil
+    import ray
+
+    from raypipe.ray import cluster
+
+    def ray_children():
+        names = ("gcs_server", "raylet")
+        return [p for p in psutil.Process().children() if any(n in p.name() for n in names)]
+
+    cluster.start(None, 1)
+    cluster.connect(None, 1)
+    time.sleep(2)  # Ray's processes die with the thread that started them: it must still hold them
+    print("task", ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60))
+    held = ray_children()
+    print("children", sorted({p.name() for p in held}))
+    with cluster.stopping():  # Ray stops in the background while the block runs
+        gone, alive = psutil.wait_procs(held, timeout=30)
+        print("gone within the block", len(alive) == 0)
+    print("after the block", ray.is_initialized())
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False)  # a Ray this module did not start
+    cluster.connect(None, 1)
+    with cluster.stopping():
+        pass
+    print("not ours", ray.is_initialized(), ray.get(ray.remote(lambda: 7).remote(), timeout=60))
+    ray.shutdown()
+    """
+)
+
+
+def test_a_started_ray_outlives_its_start_and_stopping_stops_only_its_own():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray of its own
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "task 42" in lines
+    assert "children ['gcs_server', 'raylet']" in lines
+    assert "gone within the block True" in lines  # its processes went while the driver went on
+    assert "after the block False" in lines
+    assert "not ours True 7" in lines  # a Ray the driver joined is left running
