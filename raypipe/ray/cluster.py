@@ -86,8 +86,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Join an existing cluster at `address`, or start an embedded local Ray (or use the one running here)."""
     start(address, num_cpus)
     _quiet_data()  # Ray Data's import and settings need no cluster: they overlap its start
-    if _embedded is not None:
-        _embedded.started.result()
+    embedded = _embedded
+    if embedded is not None and (not embedded.started.done() or not ray.is_initialized()):
+        embedded.started.result()  # an earlier start that failed is not this one's (Ray is up)
 
 
 @contextlib.contextmanager
@@ -100,7 +101,8 @@ def stopping() -> Iterator[None]:
     core worker stops (the process exits at once), so unreachable ones are collected before, and no
     collection runs during the block."""
     embedded = _embedded
-    if embedded is None or not embedded.started.done() or embedded.started.exception():
+    started = embedded is not None and embedded.started.done() and not embedded.started.exception()
+    if not (started and embedded.started.result() and ray.is_initialized()):  # not ours, or not up
         yield
         return
     gc.collect()
