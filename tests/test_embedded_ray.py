@@ -63,3 +63,34 @@ def test_a_started_ray_outlives_its_start_and_stopping_stops_only_its_own():
     assert "gone within the block True" in lines  # its processes went while the driver went on
     assert "after the block False" in lines
     assert "not ours True 7" in lines  # a Ray the driver joined is left running
+
+
+def test_a_failed_start_is_raised_by_its_connect_and_not_by_a_later_one(monkeypatch):
+    from raypipe.ray import cluster
+
+    up = {"ray": False}
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: up["ray"])
+    monkeypatch.setattr(cluster, "_embedded", None)
+
+    def refused(address, num_cpus):
+        raise ConnectionError(f"no cluster at {address}")
+
+    monkeypatch.setattr(cluster, "_init", refused)
+    with pytest.raises(ConnectionError, match="no cluster at head:6379"):
+        cluster.connect("head:6379")
+    up["ray"] = True  # a Ray started since (by the caller, say): the failed start is history
+    cluster.connect("head:6379")
+
+
+def test_stopping_leaves_a_joined_ray_alone(monkeypatch):
+    from raypipe.ray import cluster
+
+    monkeypatch.setattr(cluster, "_embedded", None)
+    monkeypatch.setattr(cluster, "_init", lambda address, num_cpus: False)  # joined, not started here
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: False)
+    cluster.start("ray://head:10001")
+    cluster._embedded.thread.join(timeout=10)
+    monkeypatch.setattr(cluster.ray, "is_initialized", lambda: True)
+    with cluster.stopping():
+        pass
+    assert not cluster._embedded.release.is_set()
