@@ -48,7 +48,7 @@ def test_ray_lines_go_to_run_log_and_verbose_shows_them(tmp_path):
     assert [noise for noise in RAY_NOISE if noise in terminal] == []
     log = open(os.path.join(out, "run.log"), encoding="utf-8", errors="replace").read()
     assert "core_worker" in log  # Ray's C++ core writes straight to file descriptor 2
-    # written after the embedded Ray was let go (`cluster.release`), and Ray's stop stayed off the terminal
+    # written while the embedded Ray stopped (`cluster.stopping`), and Ray's stop stayed off the terminal
     assert {"report.html", "pareto.png", "manifest.json"} <= set(os.listdir(out))
 
     verbose, _ = run_digits(tmp_path, "verbose", 8, "--verbose")

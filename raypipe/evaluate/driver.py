@@ -171,7 +171,7 @@ def evaluate(request: Request, on_progress: Progress | None = None, release_ray:
 
     A run directory that holds this request but no results yet (its driver was killed) is resumed.
     `release_ray`: stop the embedded Ray this process started as soon as calibration is done, while the
-    result files are written (`cluster.release`; for a process that ends with the run)."""
+    result files are written (`cluster.stopping`; for a process that ends with the run)."""
     spec = request.spec
     problems = check_components(spec)
     if problems:
