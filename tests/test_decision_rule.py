@@ -260,3 +260,73 @@ def test_percentiles_per_configuration_match_polars_quantiles():
         for name, q in wanted["latency_total_ms"]:
             assert row[name] == pytest.approx(part.quantile(q, "linear"), rel=1e-12)
     assert found.filter(pl.col("config_id") == "none")["p95"].to_list() == [None]  # no rows: null, not NaN
+
+
+@pytest.mark.parametrize("certified", [False, True])
+def test_a_run_read_in_bounded_blocks_decides_and_reports_exactly_as_one_read_at_once(monkeypatch, certified):
+    """A finished run's rule, percentiles and p95 intervals read (items, K) arrays a block of items or of
+    configurations at a time, so the driver's memory is bounded whatever the run's size (BENCHMARKS.md
+    section 3). With a budget of 100 cells, no read may hold more, and every figure must be the same as
+    with the whole run read at once, and as the rule on in-memory arrays (`from_arrays`). Two runs: one
+    undecided on a p95 bound, one certified where the cheaper pick (b, 0.01 below a) is shown faster only
+    by the paired per-item comparison (its p95 interval overlaps a's)."""
+    import polars as pl
+
+    from raypipe.decide import decision, results
+
+    rng = np.random.default_rng(9)
+    ids, n = ["a", "b", "c", "d", "e"], 90 if certified else 37
+    scores = correlated_scores(rng, n, [0.9, 0.9 if certified else 0.88, 0.7, 0.6, 0.3])
+    if certified:
+        scores[:, 1] = scores[:, 0]
+        scores[0, 1] = 0.0
+    scale = [30.0 if certified else 60.0, 20.0, 50.0, 40.0, 10.0]
+    latency = rng.exponential(1.0, (n, len(ids))) * np.array(scale)
+    latency[rng.random((n, len(ids))) < 0.05] = np.nan  # a few failed timings
+    rows = pl.DataFrame(
+        {
+            "item_id": [f"i{i:02d}" for i in range(n) for _ in ids],
+            "config_id": ids * n,
+            "accuracy": scores.ravel(),
+            "latency_total_ms": latency.ravel(),
+        }
+    ).filter(pl.int_range(pl.len()) % 17 != 5)  # some (item, configuration) rows missing
+    sla = SLASpec() if certified else SLASpec(p95_latency_ms=150)
+    settings = DecisionSettings(0.1, 0.2) if certified else DecisionSettings()
+    dropped = ["e"]  # a configuration a search dropped: its p95 interval is read from the rows
+
+    def everything() -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+        d, evidence = decision.decide_items(rows.lazy(), ids[:-1], ACCURACY, sla, {}, settings)
+        wanted = {"latency_total_ms": [("p50", 0.5), ("p95", 0.95)]}
+        table = results.percentile_table(rows.lazy(), ids, wanted)
+        assert evidence.latency == []  # the rule keeps no (items, K) latency of its own
+        return d.to_json(), table, results.p95_intervals(rows.lazy(), ids, evidence)
+
+    whole = everything()
+    order = decision.item_order(rows["item_id"].to_list())
+    live = ids[: -len(dropped)]
+    arrays = decision.item_arrays(rows, live, ["accuracy", "latency_total_ms"], order)
+    in_memory = from_arrays(
+        live, ACCURACY, sla, {}, arrays["accuracy"], arrays["latency_total_ms"], {}, settings
+    )
+    assert in_memory.to_json() == whole[0]
+    assert (whole[0]["status"], whole[0]["config_id"]) == (
+        ("certified", "b") if certified else ("undecided", "b")
+    )
+    held: list[int] = []
+    reader = decision.item_arrays
+
+    def bounded(items, config_ids, columns, order=None):
+        out = reader(items, config_ids, columns, order)
+        held.append(sum(a.size for a in out.values()))
+        return out
+
+    monkeypatch.setattr(decision, "ARRAY_CELLS_AT_ONCE", 100)
+    monkeypatch.setattr(decision, "item_arrays", bounded)
+    monkeypatch.setattr(results, "item_arrays", bounded)
+    blocks = everything()
+    assert max(held) <= 100 and len(held) >= 10  # many reads, none above the budget
+    most = rows.filter(pl.col("config_id").is_in(live)).group_by("config_id").len()["len"].max()
+    assert blocks[0] == whole[0] and whole[0]["n_items"] == most > 30
+    assert blocks[1].equals(whole[1]) and blocks[2].equals(whole[2])
+    assert set(whole[2]["config_id"]) == set(ids)  # the dropped one has its interval too

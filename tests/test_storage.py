@@ -119,3 +119,23 @@ def test_a_resumed_run_drops_its_unfinished_items_earlier_rows_from_the_parts(tm
     rows = run_dir.read_parts().sort("item_id", "config_index")
     assert rows.rows() == [("a", 0), ("a", 1), ("d", 0)]
     assert run_dir.drop_from_parts({"b", "c"}) == 0  # again: nothing left to drop
+
+
+def test_parts_are_scanned_together_and_parts_of_other_schemas_still_join(tmp_path):
+    """Parts of one schema are read by one scan (a concat of one scan per part kept buffers that grew with
+    the parts: BENCHMARKS.md section 3); a part whose schema differs (no error yet: a null column) still
+    joins the others, as before."""
+    import pyarrow as pa
+
+    run_dir = RunDir(str(tmp_path / "run")).make()
+    for index in range(3):
+        run_dir.write_part(
+            pa.table({"item_id": [f"i{index}"], "error": pa.array(["boom"], pa.string())}), index
+        )
+    same = run_dir.scan_parts()
+    assert "UNION" not in same.explain() and same.collect()["item_id"].sort().to_list() == ["i0", "i1", "i2"]
+    run_dir.write_part(pa.table({"item_id": ["i3"], "error": pa.nulls(1), "extra": [1.0]}), 3)
+    mixed = run_dir.scan_parts().collect().sort("item_id")
+    assert mixed["error"].to_list() == ["boom"] * 3 + [None] and mixed["extra"].to_list() == [None] * 3 + [
+        1.0
+    ]

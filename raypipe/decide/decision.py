@@ -36,6 +36,7 @@ between the objective and the SLA when there is one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -145,6 +146,10 @@ class SLATest:
 # items of a 525-configuration run at once took 2.2 GB an array (and 200 items already 1 GB of driver).
 PAIR_CELLS_AT_ONCE = 1 << 20
 BATCH_ROWS = 1 << 16  # rows of a run's items read into the (items, K) arrays at a time
+# The most float64 cells of (items, K) arrays a finished run's rule and percentiles hold at once (32 MB): a
+# larger run is read a block of items (the rule) or of configurations (percentiles) at a time, so the
+# driver's memory does not grow with items x configurations (BENCHMARKS.md section 3).
+ARRAY_CELLS_AT_ONCE = 1 << 22
 
 
 class Evidence:
@@ -158,9 +163,11 @@ class Evidence:
         metrics: dict[str, Metric],
         settings: DecisionSettings | None = None,
         scale: float = 1.0,
+        read_latency: Callable[[list[int]], np.ndarray] | None = None,
     ):
         """`scale`: the largest item weight `add` will be given (1 without weights): bounded values range
-        over [0, scale] once weighted."""
+        over [0, scale] once weighted. `read_latency`: where the p95s read a block of configurations'
+        latency columns, (items, len(block)), instead of keeping every item's latency (`decide_items`)."""
         self.config_ids, self.objective, self.sla = list(config_ids), objective, sla
         self.settings = settings or DecisionSettings()
         self.scale = scale
@@ -173,7 +180,13 @@ class Evidence:
         self.levels = Levels.of(self.settings, k, len(self.tests))
         self.n = np.zeros(k)
         self.score_sum = np.zeros(k)
+        # wins[a, b]: items on which both ran and a was faster (the paired comparison of `cheapest`)
+        self.wins = np.zeros((k, k), dtype=np.int64)
+        self.read_latency = read_latency
         self.latency: list[np.ndarray] = []
+        self.rows = 0  # items added, with or without rows for every configuration
+        self.n_latency = np.zeros(k, dtype=np.int64)  # items with a latency, per configuration
+        self._p95: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def _sla_tests(self, k: int) -> list[SLATest]:
         tests = []
@@ -217,9 +230,14 @@ class Evidence:
             self.near = confseq.advance(self.near, eps + s[:, :, None] - s[:, None, :])
             block_metrics = {m: np.asarray(v, dtype=float)[rows] * w[:, None] for m, v in metrics.items()}
             self._add_sla(latency[rows], block_metrics, w)
+            self.wins += (latency[rows][:, :, None] < latency[rows][:, None, :]).sum(axis=0)  # NaN: False
             self.n += (~np.isnan(s)).sum(axis=0)
             self.score_sum += np.nansum(s, axis=0)
-        self.latency.append(latency)
+        if self.read_latency is None:
+            self.latency.append(latency)
+        self.rows += len(scores)
+        self.n_latency += (~np.isnan(latency)).sum(axis=0)
+        self._p95 = None
 
     def _add_sla(self, latency: np.ndarray, metrics: dict[str, np.ndarray], w: np.ndarray) -> None:
         k = 0
@@ -238,8 +256,8 @@ class Evidence:
 
     # -- what the data say ----------------------------------------------------------------------------------
     def latency_rows(self) -> np.ndarray:
-        """Every item's latency so far, (items, K): joined once and kept joined (no copy per reading: at
-        20,000 items x 525 configurations each is 84 MB)."""
+        """Every item's latency so far, (items, K), when the evidence keeps it (no `read_latency`): joined
+        once and kept joined."""
         if not self.latency:
             return np.zeros((0, len(self.config_ids)))
         if len(self.latency) > 1:
@@ -256,10 +274,17 @@ class Evidence:
             return np.where(self.n > 0, self.score_sum / np.maximum(self.n, 1), -np.inf)
 
     def p95(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per configuration: p95 point estimate and its 95 % order-statistic interval."""
-        rows = self.latency_rows()
-        out = [p95_interval(rows[:, c]) for c in range(rows.shape[1])]
-        return tuple(np.array([o[i] for o in out]) for i in range(3))  # type: ignore[return-value]
+        """Per configuration: p95 point estimate and its 95 % order-statistic interval (kept until the next
+        `add`); read a block of configurations at a time when the evidence has a `read_latency`."""
+        if self._p95 is None:
+            k = len(self.config_ids)
+            if self.read_latency is None:
+                blocks, read = [list(range(k))], lambda block: self.latency_rows()
+            else:
+                blocks, read = list(chunks(list(range(k)), self.rows)), self.read_latency
+            out = [p95_interval(column) for block in blocks for column in read(block).T]
+            self._p95 = tuple(np.array([o[i] for o in out]).reshape(k) for i in range(3))  # type: ignore[assignment]
+        return self._p95  # type: ignore[return-value]
 
     def sla_state(self) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
         """Per configuration: confidently meets every bound; confidently misses one; the missed bounds."""
@@ -333,8 +358,7 @@ def decide(evidence: Evidence, dropped: dict[str, str] | None = None) -> Decisio
     candidates = [ids[c] for c in np.flatnonzero(live)]
     point, low, high = evidence.p95()
     if len(certified):
-        rows = evidence.latency_rows()
-        pick = cheapest(certified, means, point, confidently_faster(rows, point, low, high))
+        pick = cheapest(certified, means, point, confidently_faster(evidence.wins, point, low, high))
         names = [ids[c] for c in certified]
         return Decision("certified", ids[pick], candidates=candidates, certified=names, items_needed=0,
                         reason="certified", **common)  # fmt: skip
@@ -357,21 +381,19 @@ def cheapest(group: np.ndarray, means: np.ndarray, point: np.ndarray, faster) ->
         current = max(cheaper, key=lambda c: (means[c], -point[c]))
 
 
-def confidently_faster(latency: np.ndarray, point: np.ndarray, low: np.ndarray, high: np.ndarray):
+def confidently_faster(wins: np.ndarray, point: np.ndarray, low: np.ndarray, high: np.ndarray):
     """faster(a, b): a's p95 is lower than b's by more than SAME_P95, and the evidence separates them: their
-    p95 intervals do not overlap, or, on the items both ran, a is faster on so many more items than b that
-    a one-sided sign test rejects at 5 % (configurations that share stages differ item by item, so paired
-    evidence comes far sooner than distribution-free p95 intervals, which need 73 items to close)."""
+    p95 intervals do not overlap, or, on the items both ran, a is faster on so many more items than b
+    (`wins[a, b]` against `wins[b, a]`) that a one-sided sign test rejects at 5 % (configurations that share
+    stages differ item by item, so paired evidence comes far sooner than distribution-free p95 intervals,
+    which need 73 items to close)."""
 
     def faster(a: int, b: int) -> bool:
         if a == b or not point[a] < point[b] * (1 - SAME_P95):
             return False
         if high[a] < low[b]:
             return True
-        both = ~np.isnan(latency[:, a]) & ~np.isnan(latency[:, b])
-        wins = int((latency[both, a] < latency[both, b]).sum())
-        losses = int((latency[both, a] > latency[both, b]).sum())
-        return stats.sign_test_p(wins, losses) <= PAIRED_ALPHA
+        return stats.sign_test_p(int(wins[a, b]), int(wins[b, a])) <= PAIRED_ALPHA
 
     return faster
 
@@ -441,6 +463,11 @@ def item_order(item_ids: list[str], seed: int = 0) -> list[str]:
     return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
 
 
+def item_ids(items: pl.DataFrame | pl.LazyFrame) -> list[str]:
+    """The distinct item ids of a run's rows, read in a streaming pass (not the whole column at once)."""
+    return items.lazy().select(pl.col("item_id").unique()).collect(engine="streaming")["item_id"].to_list()
+
+
 def item_arrays(
     items: pl.DataFrame | pl.LazyFrame,
     config_ids: list[str],
@@ -450,26 +477,35 @@ def item_arrays(
     """Per column, an (items, K) float array: rows in `order` (default: `item_order`), NaN where a
     configuration has no row for an item.
 
-    `items` may be lazy (a run's items.parquet): each column is read in its own streaming pass that keeps
-    only a batch of cell positions and values at a time: a run of 20,000 items x 525 configurations needs
-    its arrays (84 MB each) and the streaming engine's buffers, never its 10.5 M rows at once."""
+    `items` may be lazy (a run's items.parquet): the columns are read in one streaming pass that keeps only
+    a batch of cell positions and values at a time, never the run's rows at once. A caller bounds the
+    arrays themselves by reading a block of items or of configurations at a time (`chunks`)."""
     items = items.lazy()
     if order is None:
-        order = item_order(items.select(pl.col("item_id").unique()).collect()["item_id"].to_list())
+        order = item_order(item_ids(items))
     rows = pl.LazyFrame({"item_id": pl.Series(order, dtype=pl.String), "_row": np.arange(len(order))})
     cols = pl.LazyFrame(
         {"config_id": pl.Series(config_ids, dtype=pl.String), "_col": np.arange(len(config_ids))}
     )
-    cells = items.join(rows, on="item_id", how="inner").join(cols, on="config_id", how="inner")
+    ids = pl.col("config_id").is_in(pl.Series(config_ids, dtype=pl.String).implode())
+    ids &= pl.col("item_id").is_in(pl.Series(order, dtype=pl.String).implode())  # filtered first: 2-3x faster
+    cells = items.filter(ids).join(rows, on="item_id").join(cols, on="config_id")
     flat = (pl.col("_row") * len(config_ids) + pl.col("_col")).alias("_cell")
-    out = {}
-    for name in columns:
-        values = np.full(len(order) * len(config_ids), np.nan)
-        found = cells.select(flat, pl.col(name).cast(pl.Float64).fill_null(math.nan))
-        for batch in found.collect_batches(chunk_size=BATCH_ROWS):
-            values[batch["_cell"].to_numpy()] = batch[name].to_numpy()
-        out[name] = values.reshape(len(order), len(config_ids))
-    return out
+    out = {name: np.full(len(order) * len(config_ids), np.nan) for name in columns}
+    found = cells.select(flat, *[pl.col(name).cast(pl.Float64).fill_null(math.nan) for name in out])
+    for batch in found.collect_batches(chunk_size=BATCH_ROWS):
+        at = batch["_cell"].to_numpy()
+        for name, values in out.items():
+            values[at] = batch[name].to_numpy()
+    return {name: values.reshape(len(order), len(config_ids)) for name, values in out.items()}
+
+
+def chunks(values: list, n_rows: int, columns: int = 1) -> Iterator[list]:
+    """`values` (configurations, or items) in consecutive blocks such that an array of `n_rows` rows per
+    value, `columns` of them, holds at most ARRAY_CELLS_AT_ONCE cells (at least one value a block)."""
+    size = max(1, ARRAY_CELLS_AT_ONCE // max(1, n_rows * columns))
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def decide_items(
@@ -481,11 +517,21 @@ def decide_items(
     settings: DecisionSettings | None = None,
     latency: str = "latency_total_ms",
 ) -> tuple[Decision, Evidence]:
-    """The rule over a run's item rows (item_id, config_id, the objective, `latency`, the SLA's metrics)."""
+    """The rule over a run's item rows (item_id, config_id, the objective, `latency`, the SLA's metrics).
+
+    The items are fed in `item_order`, a block at a time (`chunks`), and the p95s read a block of
+    configurations at a time: the driver holds at most ARRAY_CELLS_AT_ONCE cells of (items, K) arrays
+    whatever the run's size. The tests advance item by item, so the blocks change no result."""
+    items = items.lazy()
     columns = list(dict.fromkeys([objective.name, latency, *metrics]))
-    arrays = item_arrays(items, config_ids, columns)
-    evidence = Evidence(config_ids, objective, sla, metrics, settings)
-    if arrays[objective.name].shape[0]:
+    order = item_order(item_ids(items))
+
+    def read_latency(block: list[int]) -> np.ndarray:
+        return item_arrays(items, [config_ids[c] for c in block], [latency], order)[latency]
+
+    evidence = Evidence(config_ids, objective, sla, metrics, settings, read_latency=read_latency)
+    for block in chunks(order, len(config_ids), len(columns)):
+        arrays = item_arrays(items, config_ids, columns, block)
         evidence.add(arrays[objective.name], arrays[latency], {m: arrays[m] for m in metrics})
-    del arrays  # the evidence keeps the latency it needs; the rest goes before deciding
+        del arrays
     return decide(evidence), evidence

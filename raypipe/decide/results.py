@@ -13,8 +13,10 @@ from raypipe.decide.decision import (
     Decision,
     DecisionSettings,
     Evidence,
+    chunks,
     decide_items,
     item_arrays,
+    item_ids,
     p95_interval,
 )
 from raypipe.spec import columns
@@ -37,7 +39,10 @@ def work_counts(
     present = set(rows.collect_schema().names())
     wanted = [c for c in work_columns(stage_names) if c in present]
     sums = (
-        rows.lazy().select(pl.col(c).fill_null(0).sum() for c in wanted).collect().row(0, named=True)
+        rows.lazy()
+        .select(pl.col(c).fill_null(0).sum() for c in wanted)
+        .collect(engine="streaming")
+        .row(0, named=True)
         if wanted
         else {}
     )
@@ -117,23 +122,29 @@ def percentile_table(
     items: pl.LazyFrame | pl.DataFrame, config_ids: list[str], wanted: dict[str, list[tuple[str, float]]]
 ) -> pl.DataFrame:
     """Per configuration, linearly interpolated percentiles (Polars' and NumPy's "linear") of each column,
-    nulls left out. Read a column at a time into an (items, K) array: a quantile cannot stream in Polars'
-    group-by, which held every row of a 20,000-item x 525-configuration run (3.1 GB)."""
+    nulls left out. Read into (items, K) arrays, a block of configurations at a time (`decision.chunks`): a
+    quantile cannot stream in Polars' group-by, which held every row of a 20,000-item x 525-configuration
+    run (3.1 GB)."""
     items = items.lazy()
-    order = items.select(pl.col("item_id").unique()).collect()["item_id"].to_list()
+    order = item_ids(items)
     data: dict[str, Any] = {"config_id": pl.Series(config_ids, dtype=pl.String)}
+    result = {column: np.full((len(outputs), len(config_ids)), np.nan) for column, outputs in wanted.items()}
+    done = 0
+    for block in chunks(config_ids, len(order), len(wanted)):  # bounded memory: a block of configurations
+        arrays = item_arrays(items, block, list(wanted), order)
+        for column, outputs in wanted.items():
+            values, quantiles = arrays.pop(column), [q for _, q in outputs]
+            missing = np.isnan(values)
+            if not missing.any():  # the usual case, and in place: no copy of the block
+                found = np.quantile(values, quantiles, axis=0, overwrite_input=True)
+                result[column][:, done : done + len(block)] = found
+            else:
+                for k in np.flatnonzero(~missing.all(axis=0)):
+                    result[column][:, done + k] = np.quantile(values[~missing[:, k], k], quantiles)
+            del values, missing
+        done += len(block)
     for column, outputs in wanted.items():
-        values = item_arrays(items, config_ids, [column], order)[column]
-        quantiles = [q for _, q in outputs]
-        result = np.full((len(outputs), len(config_ids)), np.nan)
-        missing = np.isnan(values)
-        if not missing.any():  # the usual case, and in place: no copy of a 20,000 x 525 array
-            result = np.quantile(values, quantiles, axis=0, overwrite_input=True)
-        else:
-            for k in np.flatnonzero(~missing.all(axis=0)):
-                result[:, k] = np.quantile(values[~missing[:, k], k], quantiles)
-        del values, missing
-        for (name, _), row in zip(outputs, result, strict=True):
+        for (name, _), row in zip(outputs, result[column], strict=True):
             data[name] = pl.Series(name, row, dtype=pl.Float64).fill_nan(None)
     return pl.DataFrame(data)
 
@@ -280,17 +291,26 @@ def p95_intervals(
     items: pl.LazyFrame | pl.DataFrame, config_ids: list[str], evidence: Evidence | None = None
 ) -> pl.DataFrame:
     """Per configuration with service times: the 95 % order-statistic interval of its p95 service time.
-    Configurations the decision's `evidence` holds are read from it; the others (dropped by a search)
-    from `items`."""
-    held = {c: k for k, c in enumerate(evidence.config_ids)} if evidence is not None else {}
-    rest = {c: k for k, c in enumerate(c for c in config_ids if c not in held)}
-    held_rows = evidence.latency_rows() if evidence is not None and held else None
-    rest_rows = item_arrays(items, list(rest), ["latency_total_ms"])["latency_total_ms"] if rest else None
-    data = []
-    for config_id in config_ids:
-        column = held_rows[:, held[config_id]] if config_id in held else rest_rows[:, rest[config_id]]
-        if not np.isnan(column).all():  # p95_interval leaves the NaN (no row) out itself
-            _, low, high = p95_interval(column)
-            data.append({"config_id": config_id, "p95_ci_low": low, "p95_ci_high": high})
+    Configurations the decision's `evidence` holds take the p95s it computed; the others (dropped by a
+    search) are read from `items`, a block of configurations at a time (`decision.chunks`)."""
+    found: dict[str, tuple[float, float]] = {}
+    if evidence is not None and evidence.config_ids:
+        _, low, high = evidence.p95()
+        found = {c: (low[k], high[k]) for k, c in enumerate(evidence.config_ids) if evidence.n_latency[k]}
+    held = set(evidence.config_ids) if evidence is not None else set()
+    rest = [c for c in config_ids if c not in held]
+    if rest:
+        items = items.lazy()
+        order = item_ids(items)
+        for block in chunks(rest, len(order)):
+            values = item_arrays(items, block, ["latency_total_ms"], order)["latency_total_ms"]
+            for config_id, column in zip(block, values.T, strict=True):
+                if not np.isnan(column).all():  # p95_interval leaves the NaN (no row) out itself
+                    found[config_id] = p95_interval(column)[1:]
+    data = [
+        {"config_id": c, "p95_ci_low": found[c][0], "p95_ci_high": found[c][1]}
+        for c in config_ids
+        if c in found
+    ]
     schema = {"config_id": pl.String, "p95_ci_low": pl.Float64, "p95_ci_high": pl.Float64}
     return pl.DataFrame(data, schema=schema)

@@ -154,6 +154,8 @@ class RunDir:
             return None
         paths = [self.path(posixpath.join(PARTS, n)) for n in names]
         if self.is_local:
+            if len({pq.read_schema(p) for p in paths}) == 1:  # the usual case: one scan of every part
+                return pl.scan_parquet(paths)  # its buffers are bounded: a concat's grew with the parts
             frames = [pl.scan_parquet(p) for p in paths]
         else:
             import pyarrow.dataset as ds

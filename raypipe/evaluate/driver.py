@@ -281,10 +281,11 @@ def latency_factors(ctx: RunContext, request: Request, items: pl.LazyFrame, attr
     """(calibration rows, per-(stage, choice) factors): from calls timed alone; empty without calibration."""
     if not request.calibrate:
         return pl.DataFrame(schema=latency.CALIBRATION_SCHEMA), pl.DataFrame(schema=latency.FACTORS_SCHEMA)
-    ran = items.select("config_index").unique().collect()["config_index"].to_list()
+    ran = items.select("config_index").unique().collect(engine="streaming")["config_index"].to_list()
     calibration = calibrate(ctx, ran, attributes)
     stage_names = list(ctx.configs[0].stage_names)
-    sampled = items.filter(pl.col("item_id").is_in(calibration["item_id"].unique().implode())).collect()
+    sampled = items.filter(pl.col("item_id").is_in(calibration["item_id"].unique().implode()))
+    sampled = sampled.collect(engine="streaming")
     return calibration, latency.factors(calibration, sampled, stage_names)
 
 
