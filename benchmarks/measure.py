@@ -17,6 +17,20 @@ import psutil
 SAMPLE_SECONDS = 0.2
 
 
+def rss_kinds(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory by kind, in bytes (Linux /proc): `anon`, its own (heap, arrays); `shmem`,
+    shared memory it has touched (for a Ray driver, pages of the object store it read results from, which
+    belong to the store); `file`, mapped files and libraries. RSS is the sum of the three."""
+    kinds = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out = dict.fromkeys(kinds.values(), 0)
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, *rest = line.split()
+            if key in kinds:
+                out[kinds[key]] = int(rest[0]) * 1024
+    return out
+
+
 def median_range(values: list[float], digits: int = 1) -> str:
     """ "median [min, max]" of repeated measurements, as the benchmarks' tables print them."""
     return f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"

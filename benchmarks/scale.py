@@ -10,7 +10,8 @@ fresh process with its own embedded Ray (a user's run is one process), and for e
 the wall time, the CPU time per stage call (the engine's overhead: the stages themselves cost nothing) of
 the whole machine (`core_ms_per_call`, the headline: run it on a quiet machine) and of the driver's process
 tree (`tree_core_ms_per_call`: it misses Ray workers that exit before the run ends), the driver's peak
-memory, the machine's peak memory, and whether Ray's object store spilled.
+memory (RSS, and its own: RSS less the pages of Ray's object store it read results from, which are the
+store's, and mapped files), the machine's peak memory, and whether Ray's object store spilled.
 Writes scale.md and scale.parquet under --out.
 
 `--images N` measures instead the engine's cost per stage call on card-sized items: N items of one megapixel
@@ -41,6 +42,7 @@ import pyarrow as pa
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.measure import rss_kinds
 from raypipe.spec.task import Metric, Task
 
 STAGE_SIZES = (7, 5, 15)
@@ -102,10 +104,11 @@ def spec(source: str, sizes: tuple[int, ...] = STAGE_SIZES, stage: str = "tag") 
 
 
 class Sampler:
-    """Peak RSS of this process (the driver) and peak used memory of the machine, sampled every 0.2 s."""
+    """Peak RSS of this process (the driver), of its own memory (RSS less the object store's shared pages
+    it touched and mapped files: `measure.rss_kinds`), and peak used memory of the machine, every 0.2 s."""
 
     def __init__(self) -> None:
-        self.driver_peak = self.machine_peak = 0
+        self.driver_peak = self.driver_own_peak = self.machine_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -121,6 +124,7 @@ class Sampler:
         me = psutil.Process()
         while not self._stop.wait(0.2):
             self.driver_peak = max(self.driver_peak, me.memory_info().rss)
+            self.driver_own_peak = max(self.driver_own_peak, rss_kinds()["anon"])
             vm = psutil.virtual_memory()
             self.machine_peak = max(self.machine_peak, vm.total - vm.available)
 
@@ -184,6 +188,7 @@ def measure(n_items: int, out: Path) -> dict:
         "tree_core_ms_per_call": round(1000 * cpu / calls, 4),
         "driver_start_mib": round(driver_start / 2**20),
         "driver_peak_mib": round(sampler.driver_peak / 2**20),
+        "driver_own_peak_mib": round(sampler.driver_own_peak / 2**20),
         "machine_peak_mib": round(sampler.machine_peak / 2**20),
         "spilled_mib": round(spilled_bytes() / 2**20, 1),
     }
