@@ -229,8 +229,9 @@ class Evidence:
             del diff
             self.near = confseq.advance(self.near, eps + s[:, :, None] - s[:, None, :])
             block_metrics = {m: np.asarray(v, dtype=float)[rows] * w[:, None] for m, v in metrics.items()}
-            self._add_sla(latency[rows], block_metrics, w)
-            self.wins += (latency[rows][:, :, None] < latency[rows][:, None, :]).sum(axis=0)  # NaN: False
+            times = latency[rows]
+            self._add_sla(times, block_metrics, w)
+            self.wins += (times[:, :, None] < times[:, None, :]).sum(axis=0)  # NaN compares False: both ran
             self.n += (~np.isnan(s)).sum(axis=0)
             self.score_sum += np.nansum(s, axis=0)
         if self.read_latency is None:
@@ -278,11 +279,12 @@ class Evidence:
         `add`); read a block of configurations at a time when the evidence has a `read_latency`."""
         if self._p95 is None:
             k = len(self.config_ids)
-            if self.read_latency is None:
-                blocks, read = [list(range(k))], lambda block: self.latency_rows()
-            else:
-                blocks, read = list(chunks(list(range(k)), self.rows)), self.read_latency
-            out = [p95_interval(column) for block in blocks for column in read(block).T]
+            read = self.read_latency or (lambda block: self.latency_rows()[:, block])
+            out = [
+                p95_interval(column)
+                for block in chunks(list(range(k)), self.rows)
+                for column in read(block).T
+            ]
             self._p95 = tuple(np.array([o[i] for o in out]).reshape(k) for i in range(3))  # type: ignore[assignment]
         return self._p95  # type: ignore[return-value]
 
