@@ -41,6 +41,12 @@ class EchoOCR(Counting):
         return OcrResult([Word(f"mean {int(image.mean())}")])
 
 
+class ColdInvert(Invert):
+    """Invert, declared to pay nothing on its first call (as Tesseract, a fresh process per call)."""
+
+    warm_up: ClassVar[bool] = False
+
+
 class Identity(Counting):
     """Returns its input unchanged (the same bytes), like an orientation fix on an upright card."""
 

@@ -100,6 +100,24 @@ def test_the_calibrator_starts_each_run_from_what_the_item_computed_already():
     }  # fmt: skip
 
 
+def test_calibration_makes_no_untimed_first_call_of_a_choice_without_one_off_costs():
+    raw = toy_spec(["Identity"], ["Invert", "ColdInvert"])
+    spec = parse_spec(raw)
+    task = resolve_task(spec.task)
+    configs = expand_configurations(spec)
+    choices = [{c.key: choice_ref(stage, c, task)[0] for c in stage.choices} for stage in spec.stages]
+    calibrator = Calibrator(control=None)
+    calibrator.prepare(task, choices, [s.name for s in spec.stages], set())
+    Counting.calls.clear()
+    rows = []
+    for item in ("i1", "i2"):
+        for c, depth in latency.calibration_plan(configs):
+            rows += calibrator.run_pair(item, png(), c, configs[c].labels[:depth])
+    assert Counting.calls == {"Identity": 2 + 1, "Invert": 2 + 1, "ColdInvert": 2, "EchoOCR": 2 + 1}
+    cold = [r["item_id"] for r in rows if r["choice"] == "ColdInvert" and r["error"] is None]
+    assert cold == ["i1", "i2"]  # its first call is a sample like the others
+
+
 def test_a_timed_out_call_gets_one_row_however_many_runs_reach_it():
     """Runs that share a prefix ending in a call known to time out (reported by an earlier actor) reach it
     again, since nothing after it was computed: the calibration keeps one timeout row for it."""

@@ -70,6 +70,25 @@ def test_each_stage_runs_once_per_unique_prefix():
     assert calls == {"Identity": 1, "Brighten": 3, "Invert": 2, "EchoOCR": 4}
 
 
+def test_an_actor_makes_a_first_call_untimed_only_for_choices_with_one_off_costs():
+    """StageActor's workers warm each choice up once (its first call, untimed), except a choice that says
+    its first call costs what the others do (`Stage.warm_up`): that one is called once per input."""
+    spec = parse_spec(toy_spec(["Invert", "ColdInvert"], ["Identity"]))
+    task = resolve_task(spec.task)
+    labels = [c.labels for c in expand_configurations(spec)]
+    workers = []
+    for k, stage in enumerate(spec.stages):
+        refs = {c.key: choice_ref(stage, c, task)[0] for c in stage.choices}
+        workers.append(StageWorker(k, stage.name, labels, refs, True, True, warm_up=True))  # as StageActor
+    Counting.calls.clear()
+    for item, value in (("i1", 100), ("i2", 50)):
+        state = start_item(item, png(value=value), {}, len(labels), 3, True, decode_image)
+        for worker in workers:
+            state = worker.process(state)
+    # Invert and ColdInvert give the same bytes: the stages after them run once an item
+    assert Counting.calls == {"Invert": 2 + 1, "ColdInvert": 2, "Identity": 2 + 1, "EchoOCR": 2 + 1}
+
+
 def test_without_sharing_every_configuration_pays_every_stage():
     state, rows, _, _ = run_item(
         toy_spec(["Identity", "Brighten"], ["Brighten", "Invert"]), share=False, reuse=False

@@ -41,6 +41,12 @@ class ChoiceRef:
     timeout_s: float = 300.0
     cache_key_base: str = ""  # implementation, version, effective parameters, model and engine versions
 
+    @property
+    def warm_up(self) -> bool:
+        """Whether its first call in a process is made once untimed (`Stage.warm_up`; True for a class
+        that does not say)."""
+        return bool(getattr(self.cls, "warm_up", True))
+
 
 @dataclass
 class Entry:
@@ -220,7 +226,7 @@ class StageWorker:
         self.current = CurrentCall(call_key, time.monotonic(), ref.timeout_s)
         try:
             impl = self.implementation(label)
-            if self.warm_up and label not in self._warm:
+            if self.warm_up and ref.warm_up and label not in self._warm:
                 self._warm.add(label)
                 _untimed(impl, entry.output)  # a first call pays one-off costs a served item does not
                 self.current = CurrentCall(call_key, time.monotonic(), ref.timeout_s)  # its own full timeout

@@ -109,11 +109,12 @@ class Calibrator:
     def _timed(
         self, key: tuple[str, int, str, str], k: int, label: str, value: Any
     ) -> tuple[Any, float, float]:
-        """The call, timed; a choice's first call pays one-off costs: it is made first, untimed. Each of the
-        two calls has the whole timeout."""
-        impl, timeout_s = self._impl(k, label), self.choices[k][label].timeout_s
+        """The call, timed; a choice's first call pays one-off costs: it is made first, untimed (unless the
+        choice says it has none, `Stage.warm_up`). Each of the two calls has the whole timeout."""
+        ref = self.choices[k][label]
+        impl, timeout_s = self._impl(k, label), ref.timeout_s
         try:
-            if (k, label) not in self.warm:
+            if ref.warm_up and (k, label) not in self.warm:
                 self.warm.add((k, label))
                 self.current = CurrentCall(key, time.monotonic(), timeout_s)
                 impl(value)

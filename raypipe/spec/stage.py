@@ -31,6 +31,10 @@ class Stage:
     resources: ClassVar[Resources] = Resources()
     # Bump when the implementation's output changes for the same input and parameters.
     version: ClassVar[str] = "1"
+    # Whether a process's first call pays one-off costs that later calls do not (lazy imports, a model's
+    # first inference): raypipe then makes that call once untimed, in every actor and in calibration. False
+    # for an engine that runs as a fresh process per call and keeps nothing in this one (Tesseract).
+    warm_up: ClassVar[bool] = True
 
     @classmethod
     def preflight(cls, **params) -> None:

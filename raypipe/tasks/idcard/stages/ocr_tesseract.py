@@ -98,6 +98,10 @@ class TesseractOCR(Stage):
 
     resources: ClassVar[Resources] = Resources(num_cpus=1)
     version: ClassVar[str] = "1"
+    # Each call is a fresh tesseract process that loads its language data again: a first call costs what
+    # the others do (on cards, 2-5 % more, within the spread of later calls), and a warm-up would cost a
+    # whole OCR call in every actor.
+    warm_up: ClassVar[bool] = False
     device: str = "cpu"
 
     def __init__(self, lang: str = "chi_sim+eng", psm: PageSegmentation = 11, oem: EngineMode = 1):

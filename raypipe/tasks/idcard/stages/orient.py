@@ -115,6 +115,7 @@ class TesseractOSD(Stage):
     """
 
     resources: ClassVar[Resources] = Resources(num_cpus=1)
+    warm_up: ClassVar[bool] = False  # a fresh tesseract process per call, as TesseractOCR
 
     def __init__(self, min_confidence: float = 1.0, short_side: int = 800):
         self.preflight()
