@@ -1,5 +1,5 @@
 """`python -m raypipe.cli ...`: the same command line as `raypipe ...`."""
 
-from raypipe.cli.main import app
+from raypipe.cli import main
 
-app()
+main()
