@@ -44,7 +44,8 @@ def baseline(mode: str) -> None:
     from raypipe.ray import cluster, pipeline
 
     if mode == "ray default":
-        cluster.LOCAL_SYSTEM_CONFIG = {}
+        idle = "idle_worker_killing_time_threshold_ms"
+        cluster.LOCAL_SYSTEM_CONFIG = {k: v for k, v in cluster.LOCAL_SYSTEM_CONFIG.items() if k != idle}
     elif mode == "planned pools":
         plan_operators = driver.plan_operators
 

@@ -34,11 +34,18 @@ WORKER_ENV = {
     "ORT_DISABLE_TELEMETRY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-# An embedded Ray keeps an idle worker process for a minute (Ray's default: one second past the CPU count).
-# Each actor of a run takes a worker; without idle ones kept, a driver's next run booted 7 or 8 fresh
-# Python workers (0.4 CPU-s each): 40 digits x 4 configurations took 5.3 s and 10.1 CPU-s, and 4.25 s and
-# 8.3 CPU-s with them kept (benchmarks/idle_workers.py, BENCHMARKS.md section 8).
-LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000}
+LOCAL_SYSTEM_CONFIG = {
+    # An embedded Ray keeps an idle worker process for a minute (Ray's default: one second past the CPU
+    # count). Each actor of a run takes a worker; without idle ones kept, a driver's next run booted 7 or 8
+    # fresh Python workers (0.4 CPU-s each): 40 digits x 4 configurations took 5.3 s and 10.1 CPU-s, and
+    # 4.25 s and 8.3 CPU-s with them kept (benchmarks/idle_workers.py, BENCHMARKS.md section 8).
+    "idle_worker_killing_time_threshold_ms": 60_000,
+    # The raylet connects to its object store's socket, which a thread of its own opens, and retries after
+    # this long (Ray's default: 1 s, 10 tries). Its first try missed in 1 to 2 of 5 starts here, and
+    # ray.init took 3.5 s instead of 2.5 s; retrying every 0.1 s, ten times as often, keeps the 10 s budget.
+    "raylet_client_connect_timeout_milliseconds": 100,
+    "raylet_client_num_connect_attempts": 100,
+}
 
 
 @dataclass
