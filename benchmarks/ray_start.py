@@ -25,15 +25,14 @@ ONE_START = """
 import json, sys, time
 import ray
 from raypipe.ray import cluster
-config = dict(cluster.LOCAL_SYSTEM_CONFIG)
-if sys.argv[1] == "ray default":
-    config = {k: v for k, v in config.items() if k not in %r}
+drop = json.loads(sys.argv[1])  # the settings left at Ray's default
+config = {k: v for k, v in cluster.LOCAL_SYSTEM_CONFIG.items() if k not in drop}
 started = time.perf_counter()
 ray.init(address="local", include_dashboard=False, log_to_driver=False, _system_config=config)
 init_s = time.perf_counter() - started
 ray.shutdown()
 print(json.dumps({"init_s": init_s}))
-""" % (CONNECT,)
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for mode in modes if rep % 2 == 0 else modes[::-1]:
             done = subprocess.run(
-                [sys.executable, "-c", ONE_START, mode], cwd=REPO, capture_output=True, text=True, check=True
+                [sys.executable, "-c", ONE_START, json.dumps(CONNECT if mode == "ray default" else [])],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             init_s = json.loads(done.stdout.strip().splitlines()[-1])["init_s"]
             rows.append({"mode": mode, "rep": rep, "init_s": init_s})
