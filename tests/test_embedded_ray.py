@@ -94,3 +94,75 @@ def test_stopping_leaves_a_joined_ray_alone(monkeypatch):
     with cluster.stopping():
         pass
     assert not cluster._embedded.release.is_set()
+
+
+def test_the_stop_kills_the_autoscaler_monitor_before_ray_stops_the_gcs(monkeypatch):
+    """ray.shutdown stops the GCS before the monitor, whose SIGTERM handler then waits on the stopped GCS
+    until Ray kills it a second later: raypipe's stop kills the monitor first (`cluster._shutdown`)."""
+    from raypipe.ray import cluster
+
+    calls = []
+
+    class Node:
+        def kill_monitor(self, check_alive=True):
+            calls.append(("kill_monitor", check_alive))
+
+    monkeypatch.setattr(cluster.ray._private.worker, "_global_node", Node())
+    monkeypatch.setattr(cluster.ray, "shutdown", lambda: calls.append(("shutdown",)))
+    cluster._shutdown()
+    assert calls == [("kill_monitor", False), ("shutdown",)]
+    monkeypatch.setattr(cluster.ray._private.worker, "_global_node", None)  # no node: Ray is not up here
+    cluster._shutdown()
+    assert calls[-1] == ("shutdown",)
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import psutil
+    import ray
+
+    from raypipe.ray import cluster
+
+    stop = cluster._shutdown
+
+    def traced():
+        print("stopped by raypipe's stop", flush=True)
+        stop()
+
+    cluster._shutdown = traced
+    cluster.start(None, 1)
+    cluster.connect(None, 1)
+    ray.get(ray.remote(lambda: 1).remote(), timeout=60)
+    print("pids", " ".join(str(p.pid) for p in psutil.Process().children(recursive=True)), flush=True)
+    sys.exit(3)  # without `stopping`, as a run that failed
+    """
+)
+
+
+def test_a_process_that_exits_without_stopping_stops_its_ray_at_exit_and_leaves_none_running():
+    """Its exit handler stops Ray through raypipe's stop, in the thread that started it (Ray's own exit
+    handler would wait a second on the monitor), and nothing Ray started outlives the process."""
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], env=env, capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert done.returncode == 3, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.rstrip().endswith("stopped by raypipe's stop")
+    pids = [int(p) for p in done.stdout.split("pids", 1)[1].splitlines()[0].split()]
+    assert len(pids) >= 5  # the GCS, the raylet, its agents, the monitors, a worker
+    left = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            process.wait(timeout=30)
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.TimeoutExpired:
+            if process.status() != psutil.STATUS_ZOMBIE:  # ended, not yet reaped by its new parent
+                left.append(" ".join(process.cmdline())[:80])
+    assert not left
