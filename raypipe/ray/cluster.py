@@ -67,7 +67,7 @@ class _Embedded:
             return
         self.started.set_result(owned)
         if owned:
-            atexit.register(self.stop)  # runs before ray.init's own exit handler: the stop stays in this thread
+            atexit.register(self.stop)  # runs before ray.init's exit handler: the stop stays in this thread
             self.release.wait()
             _shutdown()
 
