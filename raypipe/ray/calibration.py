@@ -15,7 +15,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from raypipe.engine.execution import ChoiceRef, CurrentCall, timed_call
 from raypipe.engine.plan import OperatorPlan
 from raypipe.ray.cluster import alive_nodes, cluster_resources, driver_key, on_driver_node
-from raypipe.ray.pipeline import ACTOR_START_S, RunControl, watch_calls
+from raypipe.ray.pipeline import ACTOR_START_S, run_control, watch_calls
 from raypipe.spec.task import Task
 
 
@@ -159,7 +159,7 @@ def calibrate(
     actor, control = _kept(key, run) if keep else (None, None)
     prepared = actor is not None
     if control is None:
-        control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
+        control = run_control()  # the driver's own, which its runs' streams use too: one actor fewer to start
     start = (
         ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator)
         .options(scheduling_strategy=on_driver_node())
@@ -187,10 +187,8 @@ def calibrate(
         if keep and actor is not None:
             actor.forget.remote()
             _KEPT[key] = (actor, control)
-        else:
-            for handle in (actor, control):
-                if handle is not None:
-                    ray.kill(handle)
+        elif actor is not None:
+            ray.kill(actor)  # not its RunControl: the driver keeps that one (`pipeline.run_control`)
     return pa.Table.from_pylist(rows)
 
 
@@ -203,8 +201,7 @@ def _kept(key: tuple[str, str], run: tuple) -> tuple[Any, Any]:
     try:
         ray.get([control.clear.remote(), actor.prepare.remote(*run)], timeout=60)
     except (ray.exceptions.RayError, TimeoutError):  # it died between runs: start afresh
-        for handle in (actor, control):
-            ray.kill(handle)
+        ray.kill(actor)
         return None, None
     return actor, control
 
