@@ -1,10 +1,13 @@
-"""How long an embedded Ray's start takes (`ray.init` as `raypipe.ray.cluster` calls it), with Ray's default
-retry of the raylet's connection to its object store (every 1 s) and with raypipe's (every 0.1 s), each
-start in a fresh process, the two modes alternating.
+"""How long an embedded Ray's start and stop take, as Ray does them by default and as raypipe does them
+(`raypipe.ray.cluster`), each start in a fresh process, the two modes alternating:
+
+- the start: `ray.init`, with Ray's default retry of the raylet's connection to its object store (every
+  1 s, 10 tries) or raypipe's (every 0.1 s, 100 tries);
+- the stop: `ray.shutdown`, or raypipe's `cluster._shutdown` (the autoscaler's monitor killed first).
 
     python benchmarks/ray_start.py [--reps 10] [--out benchmarks/results/fixed-cost]
 
-Writes ray-start.json (every start) and ray-start.md (median, range, and how many starts took over 3 s).
+Writes ray-start.json (every start) and ray-start.md (medians, ranges, and how many starts took over 3 s).
 """
 
 from __future__ import annotations
@@ -21,17 +24,22 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
 CONNECT = ("raylet_client_connect_timeout_milliseconds", "raylet_client_num_connect_attempts")
+MODES = ("ray default", "raypipe")
 ONE_START = """
 import json, sys, time
 import ray
 from raypipe.ray import cluster
-drop = json.loads(sys.argv[1])  # the settings left at Ray's default
+raypipe = sys.argv[1] == "raypipe"
+drop = [] if raypipe else json.loads(sys.argv[2])  # the settings left at Ray's default
 config = {k: v for k, v in cluster.LOCAL_SYSTEM_CONFIG.items() if k not in drop}
 started = time.perf_counter()
 ray.init(address="local", include_dashboard=False, log_to_driver=False, _system_config=config)
 init_s = time.perf_counter() - started
-ray.shutdown()
-print(json.dumps({"init_s": init_s}))
+ray.get(ray.remote(lambda: 1).remote())
+started = time.perf_counter()
+cluster._shutdown() if raypipe else ray.shutdown()
+stop_s = time.perf_counter() - started
+print(json.dumps({"init_s": init_s, "stop_s": stop_s}))
 """
 
 
@@ -44,32 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from benchmarks.measure import median_range
 
-    modes = ["ray default", "raypipe"]
     rows = []
     for rep in range(args.reps):
-        for mode in modes if rep % 2 == 0 else modes[::-1]:
+        for mode in MODES if rep % 2 == 0 else MODES[::-1]:
             done = subprocess.run(
-                [sys.executable, "-c", ONE_START, json.dumps(CONNECT if mode == "ray default" else [])],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
+                [sys.executable, "-c", ONE_START, mode, json.dumps(CONNECT)],
+                cwd=REPO, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({"mode": mode, "rep": rep, **found})
+            print(
+                f"{mode} rep {rep}: start {found['init_s']:.2f} s, stop {found['stop_s']:.2f} s", flush=True
             )
-            init_s = json.loads(done.stdout.strip().splitlines()[-1])["init_s"]
-            rows.append({"mode": mode, "rep": rep, "init_s": init_s})
-            print(f"{mode} rep {rep}: {init_s:.2f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ray-start.json").write_text(json.dumps({"rows": rows}, indent=1))
     lines = [
-        "| raylet's connection retry | starts | ray.init s, median [min, max] | mean s | starts over 3 s |",
-        "| --- | --- | --- | --- | --- |",
+        "| start and stop | runs | ray.init s, median [min, max] | mean s | starts over 3 s "
+        "| stop s, median [min, max] |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for mode in modes:
-        times = [r["init_s"] for r in rows if r["mode"] == mode]
-        slow = sum(t > 3.0 for t in times)
+    for mode in MODES:
+        mine = [r for r in rows if r["mode"] == mode]
+        starts, stops = [r["init_s"] for r in mine], [r["stop_s"] for r in mine]
         lines.append(
-            f"| {mode} | {len(times)} | {median_range(times, 2)} | {statistics.mean(times):.2f} | {slow} |"
+            f"| {mode} | {len(mine)} | {median_range(starts, 2)} | {statistics.mean(starts):.2f} | "
+            f"{sum(t > 3.0 for t in starts)} | {median_range(stops, 2)} |"
         )
     (out / "ray-start.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -99,8 +99,8 @@ class TesseractOCR(Stage):
     resources: ClassVar[Resources] = Resources(num_cpus=1)
     version: ClassVar[str] = "1"
     # Each call is a fresh tesseract process that loads its language data again: a first call costs what
-    # the others do (on cards, 2-5 % more, within the spread of later calls), and a warm-up would cost a
-    # whole OCR call in every actor.
+    # the others do (on 8 cards, 2 % more at the median, -3 to +6 %, where the next three calls spread by
+    # 3 %: benchmarks/first_call.py), and a warm-up would cost a whole OCR call in every actor.
     warm_up: ClassVar[bool] = False
     device: str = "cpu"
 
