@@ -42,8 +42,8 @@ LOCAL_SYSTEM_CONFIG = {
     # 4.25 s and 8.3 CPU-s with them kept (benchmarks/idle_workers.py, BENCHMARKS.md section 8).
     "idle_worker_killing_time_threshold_ms": 60_000,
     # The raylet connects to its object store's socket, which a thread of its own opens, and retries after
-    # this long (Ray's default: 1 s, 10 tries). Its first try missed in 1 to 2 of 5 starts here, and
-    # ray.init took 3.5 s instead of 2.5 s; retrying every 0.1 s, ten times as often, keeps the 10 s budget.
+    # this long (Ray's default: 1 s, 10 tries). Its first try missed in 2 of 10 starts here, which then
+    # took 3.5 s instead of 2.5 s (benchmarks/ray_start.py); every 0.1 s, 100 tries, keeps the 10 s budget.
     "raylet_client_connect_timeout_milliseconds": 100,
     "raylet_client_num_connect_attempts": 100,
 }
