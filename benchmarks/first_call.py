@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,16 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     args = parser.parse_args(argv)
+    from benchmarks.measure import in_fresh_process
+
     rows = []
     for seed in range(args.processes):
-        done = subprocess.run(
-            [sys.executable, "-c", ONE_PROCESS, str(seed)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        walls = json.loads(done.stdout.strip().splitlines()[-1])
+        walls = in_fresh_process(ONE_PROCESS, str(seed), cwd=REPO)
         later = statistics.median(walls[1:])
         rows.append({"seed": seed, "wall_ms": walls, "first_over_later": walls[0] / later})
         print(f"card {seed}: " + " ".join(f"{w:.0f}" for w in walls) + " ms", flush=True)

@@ -3,9 +3,12 @@ the CPU the rest of the machine used meanwhile (the numbers come from a machine 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +18,15 @@ from typing import Any
 import psutil
 
 SAMPLE_SECONDS = 0.2
+
+
+def in_fresh_process(code: str, *args: str, cwd: str | os.PathLike | None = None) -> Any:
+    """Run Python `code` in a fresh interpreter (this one's, with `args` as its argv) and return the JSON its
+    last line of output printed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def rss_kinds(pid: int | str = "self") -> dict[str, int]:

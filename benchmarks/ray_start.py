@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -50,16 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     args = parser.parse_args(argv)
-    from benchmarks.measure import median_range
+    from benchmarks.measure import in_fresh_process, median_range
 
     rows = []
     for rep in range(args.reps):
         for mode in MODES if rep % 2 == 0 else MODES[::-1]:
-            done = subprocess.run(
-                [sys.executable, "-c", ONE_START, mode, json.dumps(CONNECT)],
-                cwd=REPO, capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            found = json.loads(done.stdout.strip().splitlines()[-1])
+            found = in_fresh_process(ONE_START, mode, json.dumps(CONNECT), cwd=REPO)
             rows.append({"mode": mode, "rep": rep, **found})
             print(
                 f"{mode} rep {rep}: start {found['init_s']:.2f} s, stop {found['stop_s']:.2f} s", flush=True

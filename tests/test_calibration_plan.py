@@ -72,9 +72,11 @@ def test_every_choice_of_the_candidates_is_timed_on_a_prefix_they_use(seed):
     assert len(calls) <= whole * len(stages)  # never more calls than timing every candidate whole
 
 
-def test_the_calibrator_starts_each_run_from_what_the_item_computed_already():
-    raw = toy_spec(["Identity"], ["Invert", "Brighten"])
-    spec = parse_spec(raw)
+def calibrate_toy(second: list[str]) -> tuple[list, list[tuple[int, int]], list[dict]]:
+    """The calibration plan of the toy spec (Identity, then `second`, then the echo OCR) run over two items
+    by a Calibrator outside Ray, as `calibrate` feeds it: (configurations, plan, rows); `Counting.calls`
+    holds its calls."""
+    spec = parse_spec(toy_spec(["Identity"], second))
     task = resolve_task(spec.task)
     configs = expand_configurations(spec)
     choices = [{c.key: choice_ref(stage, c, task)[0] for c in stage.choices} for stage in spec.stages]
@@ -86,6 +88,11 @@ def test_the_calibrator_starts_each_run_from_what_the_item_computed_already():
     for item in ("i1", "i2"):
         for c, depth in plan:
             rows += calibrator.run_pair(item, png(), c, configs[c].labels[:depth])
+    return configs, plan, rows
+
+
+def test_the_calibrator_starts_each_run_from_what_the_item_computed_already():
+    configs, plan, rows = calibrate_toy(["Invert", "Brighten"])
     assert [(configs[c].labels, depth) for c, depth in plan] == [
         (("Identity", "Invert", "echo"), 3),
         (("Identity", "Brighten", "echo"), 2),
@@ -101,18 +108,7 @@ def test_the_calibrator_starts_each_run_from_what_the_item_computed_already():
 
 
 def test_calibration_makes_no_untimed_first_call_of_a_choice_without_one_off_costs():
-    raw = toy_spec(["Identity"], ["Invert", "ColdInvert"])
-    spec = parse_spec(raw)
-    task = resolve_task(spec.task)
-    configs = expand_configurations(spec)
-    choices = [{c.key: choice_ref(stage, c, task)[0] for c in stage.choices} for stage in spec.stages]
-    calibrator = Calibrator(control=None)
-    calibrator.prepare(task, choices, [s.name for s in spec.stages], set())
-    Counting.calls.clear()
-    rows = []
-    for item in ("i1", "i2"):
-        for c, depth in latency.calibration_plan(configs):
-            rows += calibrator.run_pair(item, png(), c, configs[c].labels[:depth])
+    _, _, rows = calibrate_toy(["Invert", "ColdInvert"])
     assert Counting.calls == {"Identity": 2 + 1, "Invert": 2 + 1, "ColdInvert": 2, "EchoOCR": 2 + 1}
     cold = [r["item_id"] for r in rows if r["choice"] == "ColdInvert" and r["error"] is None]
     assert cold == ["i1", "i2"]  # its first call is a sample like the others
