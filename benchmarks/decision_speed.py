@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for checkout in checkouts if rep % 2 == 0 else checkouts[::-1]:
             env = {**os.environ, "PYTHONPATH": str(checkout)}
+            # from the checkout's directory: `python -c` puts its working directory first on the path
             done = subprocess.run(
                 [sys.executable, "-c", ONE_RUN, str(args.items), str(args.configs)],
-                env=env, capture_output=True, text=True, check=True,
+                env=env, cwd=checkout, capture_output=True, text=True, check=True,
             )  # fmt: skip
             found = json.loads(done.stdout.strip().splitlines()[-1])
             revision = (git_revision(checkout) or checkout.name)[:7]
