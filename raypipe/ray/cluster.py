@@ -126,8 +126,7 @@ def stopping() -> Iterator[None]:
     try:
         yield
     finally:
-        if embedded.thread is not None:
-            embedded.thread.join()
+        embedded.stop()  # the stop began with the block: this waits for it
         gc.enable()
 
 
