@@ -148,10 +148,7 @@ def calibrate(
     On one node without GPUs the calibrator outlives the run (for the driver's next run: a second run in a
     process, a notebook, a benchmark) and reserves no CPU while idle; while it times, a one-CPU placement
     group holds its CPU, as its own reservation did."""
-    choices: list[dict[str, ChoiceRef]] = [{} for _ in stage_names]
-    for p in plans:
-        choices[p.stage_index].update(p.choices)
-    gpus = 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
+    choices, gpus = _choices(plans, stage_names), _gpus(plans)
     keep = gpus == 0 and alive_nodes() == 1
     key = driver_key()
     data, rows, timed_out = dict(inputs), [], set()
@@ -160,11 +157,7 @@ def calibrate(
     prepared = actor is not None
     if control is None:
         control = run_control()  # the driver's own, which its runs' streams use too: one actor fewer to start
-    start = (
-        ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator)
-        .options(scheduling_strategy=on_driver_node())
-        .remote
-    )
+    start = _starter(keep, gpus)
     hold = _hold_cpu() if keep else None
     try:
         for item_id, config_index, labels in pairs:
@@ -190,6 +183,42 @@ def calibrate(
         elif actor is not None:
             ray.kill(actor)  # not its RunControl: the driver keeps that one (`pipeline.run_control`)
     return pa.Table.from_pylist(rows)
+
+
+def start_early(task: Task, plans: list[OperatorPlan], stage_names: list[str]) -> None:
+    """Start the calibrator of the run about to stream, where it would be kept (one node, no GPU): its
+    process and imports then overlap the stream instead of following it. It reserves no CPU and loads no
+    model until `calibrate` (`Calibrator.prepare`), so the stream's pools lose nothing but the CPU of its
+    start. A calibrator kept from the driver's last run is left as it is."""
+    key = driver_key()
+    if key in _KEPT or _gpus(plans) or alive_nodes() != 1:
+        return
+    control = run_control()
+    actor = _starter(True, 0)(control)
+    actor.prepare.remote(task, _choices(plans, stage_names), stage_names, set())
+    _KEPT[key] = (actor, control)
+
+
+def _choices(plans: list[OperatorPlan], stage_names: list[str]) -> list[dict[str, ChoiceRef]]:
+    """Every choice of every stage, by stage index."""
+    choices: list[dict[str, ChoiceRef]] = [{} for _ in stage_names]
+    for p in plans:
+        choices[p.stage_index].update(p.choices)
+    return choices
+
+
+def _gpus(plans: list[OperatorPlan]) -> int:
+    """The GPUs a calibrator takes: one where the cluster has any and some choice asks for one."""
+    return 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
+
+
+def _starter(keep: bool, gpus: int) -> Any:
+    """`Calibrator.remote` on the driver's node: a kept one reserves no CPU (`_hold_cpu` while it times)."""
+    return (
+        ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator)
+        .options(scheduling_strategy=on_driver_node())
+        .remote
+    )
 
 
 def _kept(key: tuple[str, str], run: tuple) -> tuple[Any, Any]:

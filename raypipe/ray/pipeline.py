@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 import pyarrow as pa
 import ray
 
@@ -29,6 +30,7 @@ from raypipe.spec.task import Task
 TASK_CPUS = 0.1
 ACTOR_START_S = 900  # on a cluster: how long Ray Data waits for a pool's actors before items flow
 WATCHDOG_PERIOD_S = 0.25
+POOL_EXIT_S = 10.0  # how long calibration waits for the stream's actors to exit before it times beside them
 WORK_COLUMNS = ("calls", "reused", "cached", "busy_ms", "cpu_ms")
 PLACE_COLUMNS = ("node", "pid")  # where each stage ran an item
 
@@ -61,6 +63,13 @@ class RunControl:
     def __init__(self) -> None:
         self.dropped: set[int] = set()
         self.timeouts: set[tuple[str, int, str, str]] = set()
+        self.processes: set[tuple[str, int]] = set()  # (node, pid) of the stream's stage actors
+
+    def started(self, where: tuple[str, int]) -> None:
+        self.processes.add(tuple(where))
+
+    def stream_processes(self) -> set[tuple[str, int]]:
+        return self.processes
 
     def drop(self, config_indices: list[int]) -> None:
         self.dropped.update(config_indices)
@@ -74,7 +83,7 @@ class RunControl:
     def clear(self) -> None:
         """Forget an earlier use's decisions (a driver keeps its RunControls, its calibrator's too, between
         runs)."""
-        self.dropped, self.timeouts = set(), set()
+        self.dropped, self.timeouts, self.processes = set(), set(), set()
 
 
 # The RunControl of a driver's executions, kept by (job, node) between them: each execution started its own
@@ -96,6 +105,29 @@ def run_control() -> Any:
         control = RunControl.options(scheduling_strategy=on_driver_node()).remote()
     _CONTROLS[key] = control
     return control
+
+
+def await_stream_exit(timeout_s: float = POOL_EXIT_S) -> int:
+    """Wait until the stage actors of the driver's last stream on its node have exited: Ray Data ends its
+    pools in the background after the last batch, and their exits (about 0.5 CPU-s each) would be timed in
+    any call made beside them. Returns how many still run after `timeout_s`."""
+    control = _CONTROLS.get(driver_key())
+    if control is None:
+        return 0
+    node = ray.get_runtime_context().get_node_id()
+    pids = [pid for where, pid in ray.get(control.stream_processes.remote()) if where == node]
+    deadline = time.monotonic() + timeout_s
+    while (running := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(running)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` still runs (one that has exited but is not yet reaped does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class StageActor:
@@ -122,6 +154,7 @@ class StageActor:
         self.task = task
         self.emit_rows_for = emit_rows_for
         self.where = (ray.get_runtime_context().get_node_id(), os.getpid())
+        control.started.remote(self.where)  # no wait: calibration waits for this process to exit
         for worker in self.workers:
             threading.Thread(
                 target=watch_calls, args=(worker, control), daemon=True, name="raypipe-timeout"
