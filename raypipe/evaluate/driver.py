@@ -39,7 +39,6 @@ from raypipe.evaluate.context import ClusterFound, Counters, Note, Progress, Run
 from raypipe.evaluate.manifest import build_manifest
 from raypipe.ray import cluster, pipeline
 from raypipe.ray.calibration import calibrate as time_pairs_alone
-from raypipe.ray.calibration import start_early as start_calibrator
 from raypipe.ray.metrics import LiveMetrics
 from raypipe.search.base import Search, SearchOutcome
 from raypipe.spec.registry import resolve, resolve_search
@@ -205,8 +204,6 @@ def evaluate(request: Request, on_progress: Progress | None = None, release_ray:
         ctx.table = remaining_items(ctx)
         # they run again for every configuration: their earlier rows go, so each pair keeps one row
         run_dir.drop_from_parts(set(ctx.table.column("item_id").to_pylist()))
-    if request.calibrate:  # its calibrator starts beside the stream, not after it
-        start_calibrator(ctx.task, ctx.plan.plans, list(ctx.configs[0].stage_names))
     started = time.perf_counter()
     outcome = search.run(ctx)
     wall_s = time.perf_counter() - started
@@ -272,11 +269,15 @@ def calibrate(ctx: RunContext, ran: list[int], attributes: pl.DataFrame) -> pl.D
     pairs = [(item, c, ctx.configs[c].labels[:depth]) for item in sorted(sample) for c, depth in plan]
     calls = latency.plan_calls(ctx.configs, plan) * len(sample)
     ctx.counters.say(f"calibrating latency: {calls} stage calls alone over {len(sample)} items")
-    running = pipeline.await_stream_exit()
-    if running:
-        ctx.counters.say(f"{running} of the run's actors still exit: calibration times beside them")
+    stream = pipeline.stream_processes()  # before calibration takes the RunControl over
     table = time_pairs_alone(
-        ctx.task, ctx.plan.plans, list(ctx.configs[0].stage_names), list(data.items()), pairs
+        ctx.task,
+        ctx.plan.plans,
+        list(ctx.configs[0].stage_names),
+        list(data.items()),
+        pairs,
+        stream,
+        ctx.counters.say,
     )
     if table.num_rows == 0:
         return pl.DataFrame(schema=latency.CALIBRATION_SCHEMA)

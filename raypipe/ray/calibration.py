@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -15,7 +16,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from raypipe.engine.execution import ChoiceRef, CurrentCall, timed_call
 from raypipe.engine.plan import OperatorPlan
 from raypipe.ray.cluster import alive_nodes, cluster_resources, driver_key, on_driver_node
-from raypipe.ray.pipeline import ACTOR_START_S, run_control, watch_calls
+from raypipe.ray.pipeline import ACTOR_START_S, await_exit, run_control, watch_calls
 from raypipe.spec.task import Task
 
 
@@ -141,14 +142,24 @@ def calibrate(
     stage_names: list[str],
     inputs: list[tuple[str, bytes]],
     pairs: list[tuple[str, int, tuple[str, ...]]],
+    stream: list[int] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> pa.Table:
-    """Time the sampled pairs in one actor while nothing else runs (after the run's pools are gone), one pair
-    per call; an actor ended by a timeout is replaced, and the pair it was on is tried again by the next.
+    """Time the sampled pairs in one actor while nothing else runs, one pair per call; an actor ended by a
+    timeout is replaced, and the pair it was on is tried again by the next.
+
+    Nothing is timed before the processes of the run's stream on this node (`stream`, from
+    `pipeline.stream_processes`) have exited: Ray Data ends its pools in the background after the last
+    batch, and a calibrator's first calls were timed beside their exits. The calibrator's own start overlaps
+    them; `say` tells when some still run after `pipeline.POOL_EXIT_S`.
 
     On one node without GPUs the calibrator outlives the run (for the driver's next run: a second run in a
     process, a notebook, a benchmark) and reserves no CPU while idle; while it times, a one-CPU placement
     group holds its CPU, as its own reservation did."""
-    choices, gpus = _choices(plans, stage_names), _gpus(plans)
+    choices: list[dict[str, ChoiceRef]] = [{} for _ in stage_names]
+    for p in plans:
+        choices[p.stage_index].update(p.choices)
+    gpus = 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
     keep = gpus == 0 and alive_nodes() == 1
     key = driver_key()
     data, rows, timed_out = dict(inputs), [], set()
@@ -157,7 +168,15 @@ def calibrate(
     prepared = actor is not None
     if control is None:
         control = run_control()  # the driver's own, which its runs' streams use too: one actor fewer to start
-    start = _starter(keep, gpus)
+    start = (
+        ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator)
+        .options(scheduling_strategy=on_driver_node())
+        .remote
+    )
+    actor = actor or start(control)  # its start overlaps the stream's exits
+    running = await_exit(stream or [])
+    if running and say:
+        say(f"{running} of the run's actor processes still exit: calibration times beside them")
     hold = _hold_cpu() if keep else None
     try:
         for item_id, config_index, labels in pairs:
@@ -183,42 +202,6 @@ def calibrate(
         elif actor is not None:
             ray.kill(actor)  # not its RunControl: the driver keeps that one (`pipeline.run_control`)
     return pa.Table.from_pylist(rows)
-
-
-def start_early(task: Task, plans: list[OperatorPlan], stage_names: list[str]) -> None:
-    """Start the calibrator of the run about to stream, where it would be kept (one node, no GPU): its
-    process and imports then overlap the stream instead of following it. It reserves no CPU and loads no
-    model until `calibrate` (`Calibrator.prepare`), so the stream's pools lose nothing but the CPU of its
-    start. A calibrator kept from the driver's last run is left as it is."""
-    key = driver_key()
-    if key in _KEPT or _gpus(plans) or alive_nodes() != 1:
-        return
-    control = run_control()
-    actor = _starter(True, 0)(control)
-    actor.prepare.remote(task, _choices(plans, stage_names), stage_names, set())
-    _KEPT[key] = (actor, control)
-
-
-def _choices(plans: list[OperatorPlan], stage_names: list[str]) -> list[dict[str, ChoiceRef]]:
-    """Every choice of every stage, by stage index."""
-    choices: list[dict[str, ChoiceRef]] = [{} for _ in stage_names]
-    for p in plans:
-        choices[p.stage_index].update(p.choices)
-    return choices
-
-
-def _gpus(plans: list[OperatorPlan]) -> int:
-    """The GPUs a calibrator takes: one where the cluster has any and some choice asks for one."""
-    return 1 if cluster_resources()[1] and any(p.resources.num_gpus for p in plans) else 0
-
-
-def _starter(keep: bool, gpus: int) -> Any:
-    """`Calibrator.remote` on the driver's node: a kept one reserves no CPU (`_hold_cpu` while it times)."""
-    return (
-        ray.remote(num_cpus=0 if keep else 1, num_gpus=gpus, max_restarts=0)(Calibrator)
-        .options(scheduling_strategy=on_driver_node())
-        .remote
-    )
 
 
 def _kept(key: tuple[str, str], run: tuple) -> tuple[Any, Any]:

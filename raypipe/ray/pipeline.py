@@ -107,15 +107,19 @@ def run_control() -> Any:
     return control
 
 
-def await_stream_exit(timeout_s: float = POOL_EXIT_S) -> int:
-    """Wait until the stage actors of the driver's last stream on its node have exited: Ray Data ends its
-    pools in the background after the last batch, and their exits (about 0.5 CPU-s each) would be timed in
-    any call made beside them. Returns how many still run after `timeout_s`."""
+def stream_processes() -> list[int]:
+    """The processes of the stage actors of the driver's last stream on the driver's node (from its
+    RunControl, which each actor tells when it starts)."""
     control = _CONTROLS.get(driver_key())
     if control is None:
-        return 0
+        return []
     node = ray.get_runtime_context().get_node_id()
-    pids = [pid for where, pid in ray.get(control.stream_processes.remote()) if where == node]
+    return sorted(pid for where, pid in ray.get(control.stream_processes.remote()) if where == node)
+
+
+def await_exit(pids: list[int], timeout_s: float = POOL_EXIT_S) -> int:
+    """Wait until the processes `pids` (on this node) have exited, at most `timeout_s`; returns how many still
+    run."""
     deadline = time.monotonic() + timeout_s
     while (running := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
         time.sleep(0.02)
