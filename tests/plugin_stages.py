@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import time
 from typing import ClassVar
 
@@ -84,6 +86,28 @@ class Sleepy(Counting):
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         time.sleep(self.seconds)
+        return image
+
+
+class SlowToExit(Counting):
+    """Returns its input, and its process takes `exit_s` to exit (an exit handler sleeps, as the teardown of a
+    process with heavy libraries takes time). Each call and each exit's end is appended to the file `log` as
+    "pid what time", so that a test can order the stream actors' exits and the calibrator's calls."""
+
+    def __init__(self, log: str, exit_s: float = 2.0):
+        self.log = log
+        atexit.register(self._exit, exit_s)
+
+    def _note(self, what: str) -> None:
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()} {what} {time.time()}\n")
+
+    def _exit(self, exit_s: float) -> None:
+        time.sleep(exit_s)
+        self._note("exited")
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        self._note("call")
         return image
 
 

@@ -114,7 +114,11 @@ def stream_processes() -> list[int]:
     if control is None:
         return []
     node = ray.get_runtime_context().get_node_id()
-    return sorted(pid for where, pid in ray.get(control.stream_processes.remote()) if where == node)
+    try:
+        processes = ray.get(control.stream_processes.remote(), timeout=60)
+    except (ray.exceptions.RayError, TimeoutError):  # it died: nothing known to wait for
+        return []
+    return sorted(pid for where, pid in processes if where == node)
 
 
 def await_exit(pids: list[int], timeout_s: float = POOL_EXIT_S) -> int:
