@@ -20,10 +20,7 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
@@ -57,18 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     parser.add_argument("--name", default="calibration-alone", help="the result files' name")
     args = parser.parse_args(argv)
-    from benchmarks.fixed_cost import IDCARD, spec
+    from benchmarks.fixed_cost import six_card_spec
     from benchmarks.measure import in_fresh_process, median_range
-    from raypipe.engine.datasets import write_table
     from raypipe.evaluate.manifest import git_revision
-    from raypipe.spec.registry import resolve_task
 
     checkouts = [c.resolve() for c in args.checkout or [REPO]]
-    work = Path(tempfile.mkdtemp(prefix="raypipe-calibration-"))
-    source = work / "idcard-6.parquet"
-    write_table(resolve_task("idcard").generate("mixed", 6, seed=1), str(source))
-    config = work / "calibrated.yaml"
-    config.write_text(yaml.safe_dump(spec("idcard", IDCARD, str(source))))
+    work, config = six_card_spec("raypipe-calibration-")
     calls = []
     for rep in range(args.reps):
         for checkout in checkouts if rep % 2 == 0 else checkouts[::-1]:

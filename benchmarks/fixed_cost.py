@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -127,6 +129,17 @@ def spec(task: str, stages: dict, source: str) -> dict:
         "dataset": {"source": source},
         "sla": {"p95_latency_ms": 5000},
     }
+
+
+def six_card_spec(prefix: str) -> tuple[Path, Path]:
+    """A new temporary directory holding 6 mixed cards (seed 1) and the idcard case's spec over them, as YAML:
+    the small spec the fresh-process benchmarks run. Returns (the directory, the spec's path)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    source = work / "idcard-6.parquet"
+    write_table(resolve_task("idcard").generate("mixed", 6, seed=1), str(source))
+    config = work / "small.yaml"
+    config.write_text(yaml.safe_dump(spec("idcard", IDCARD, str(source))))
+    return work, config
 
 
 def one_run(task: str, stages: dict, source: str, out: Path, calibrate: bool) -> dict[str, float]:

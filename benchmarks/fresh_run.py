@@ -21,11 +21,8 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
@@ -54,18 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     parser.add_argument("--name", default="fresh-run", help="the result files' name")
     args = parser.parse_args(argv)
-    from benchmarks.fixed_cost import IDCARD, spec
+    from benchmarks.fixed_cost import six_card_spec
     from benchmarks.measure import median_range
-    from raypipe.engine.datasets import write_table
     from raypipe.evaluate.manifest import git_revision
-    from raypipe.spec.registry import resolve_task
 
     checkouts = [c.resolve() for c in args.checkout or [REPO]]
-    work = Path(tempfile.mkdtemp(prefix="raypipe-fresh-"))
-    source = work / "idcard-6.parquet"
-    write_table(resolve_task("idcard").generate("mixed", 6, seed=1), str(source))
-    config = work / "fresh.yaml"
-    config.write_text(yaml.safe_dump(spec("idcard", IDCARD, str(source))))
+    work, config = six_card_spec("raypipe-fresh-")
     modes = ["calibrated", "uncalibrated"] if args.uncalibrated else ["calibrated"]
     rows = []
     for rep in range(args.reps):
