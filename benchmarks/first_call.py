@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/fixed-cost")
     args = parser.parse_args(argv)
-    from benchmarks.measure import in_fresh_process
+    from benchmarks.measure import in_fresh_process, median_range
 
     rows = []
     for seed in range(args.processes):
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "| processes | first call / median of the next three, median [min, max] "
         "| max / min of the next three, median [min, max] |",
         "| --- | --- | --- |",
-        f"| {len(rows)} | {statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}] "
-        f"| {statistics.median(spread):.3f} [{min(spread):.3f}, {max(spread):.3f}] |",
+        f"| {len(rows)} | {median_range(ratios, 3)} | {median_range(spread, 3)} |",
     ]
     (out / "first-call.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
