@@ -35,6 +35,9 @@ SCRIPT = textwrap.dedent(
     print("task", ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60))
     held = ray_children()
     print("children", sorted({p.name() for p in held}))
+    print("head", sorted(ray._private.worker._global_node.all_processes))  # Ray's own record of them
+    head = ray._private.node.Node
+    print("restored", head.start_api_server.__name__, head.start_monitor.__name__)
     with cluster.stopping():  # Ray stops in the background while the block runs
         gone, alive = psutil.wait_procs(held, timeout=30)
         print("gone within the block", len(alive) == 0)
@@ -50,7 +53,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_started_ray_outlives_its_start_and_stopping_stops_only_its_own():
+def test_a_started_ray_is_lean_outlives_its_start_and_stopping_stops_only_its_own():
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded Ray of its own
     env["PYTHONPATH"] = str(REPO)
     done = subprocess.run(
@@ -60,6 +63,10 @@ def test_a_started_ray_outlives_its_start_and_stopping_stops_only_its_own():
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "task 42" in lines
     assert "children ['gcs_server', 'raylet']" in lines
+    # `cluster.lean_head`: no dashboard head and no autoscaler monitor (their Python processes cost the
+    # start about 1 CPU-s), and Ray's Node is as it was once Ray is up
+    assert "head ['gcs_server', 'log_monitor', 'raylet']" in lines
+    assert "restored start_api_server start_monitor" in lines
     assert "gone within the block True" in lines  # its processes went while the driver went on
     assert "after the block False" in lines
     assert "not ours True 7" in lines  # a Ray the driver joined is left running
@@ -166,3 +173,22 @@ def test_a_process_that_exits_without_stopping_stops_its_ray_at_exit_and_leaves_
             if process.status() != psutil.STATUS_ZOMBIE:  # ended, not yet reaped by its new parent
                 left.append(" ".join(process.cmdline())[:80])
     assert not left
+
+
+def test_a_lean_head_starts_ray_s_whole_head_where_usage_statistics_are_on(monkeypatch):
+    import ray
+
+    from raypipe.ray import cluster
+
+    head = ray._private.node.Node
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # the dashboard head reports them: it must start
+    with cluster.lean_head():
+        assert (head.start_api_server.__name__, head.start_monitor.__name__) == (
+            "start_api_server",
+            "start_monitor",
+        )
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    with cluster.lean_head():
+        assert head.start_api_server is cluster._no_dashboard_head
+        assert head.start_monitor is cluster._no_monitor
+    assert head.start_monitor.__name__ == "start_monitor"

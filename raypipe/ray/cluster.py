@@ -6,7 +6,8 @@ ORT noise); `on_driver_node` pins an actor the run cannot do without to the driv
 A command-line run pays an embedded Ray's start (about 2.5 s) and stop (about 1.4 s) around a small run's
 few seconds of work, so both overlap the driver's own: `start` begins connecting in a background thread
 while the driver imports and plans (`connect` waits for it), and `stopping` stops the Ray this process
-started while the driver writes its result files.
+started while the driver writes its result files. `lean_head` starts an embedded Ray without the two head
+processes it has no use for (the dashboard's and the autoscaler's).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ WORKER_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "2",
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "ORT_DISABLE_TELEMETRY": "1",
-    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",  # also lets an embedded Ray start without its dashboard (`lean_head`)
 }
 LOCAL_SYSTEM_CONFIG = {
     # An embedded Ray keeps an idle worker process for a minute (Ray's default: one second past the CPU
@@ -134,7 +135,8 @@ def _shutdown() -> None:
     """Stop the embedded Ray this process started, as ray.shutdown does, without its one-second wait for
     the autoscaler's monitor. Ray stops the GCS before the monitor, whose SIGTERM handler then reports its
     end to the stopped GCS until Ray kills it a second later: ray.shutdown took 1.4 s here, 1.0 s of it that
-    wait. An embedded Ray has nothing to autoscale, so the monitor is killed first."""
+    wait. An embedded Ray has nothing to autoscale, so the monitor is killed first (where `lean_head` left
+    it out, there is none to kill)."""
     kill_monitor = getattr(getattr(ray._private.worker, "_global_node", None), "kill_monitor", None)
     if kill_monitor is not None:  # Ray's internals: without them, the stop is ray.shutdown's, a second longer
         kill_monitor(check_alive=False)
@@ -189,12 +191,54 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
     # An embedded Ray's workers inherit this process's environment (WORKER_ENV is set before it starts),
     # and without a runtime_env they can use the workers Ray prestarts: two actors were ready in 0.3 s
     # instead of 1.6 s.
-    ray.init(
-        address=local, num_cpus=num_cpus, include_dashboard=False,
-        runtime_env=None if local else runtime_env, log_to_driver=False,
-        _system_config=LOCAL_SYSTEM_CONFIG if local else None,
-    )  # fmt: skip
+    with lean_head() if local else contextlib.nullcontext():
+        ray.init(
+            address=local, num_cpus=num_cpus, include_dashboard=False,
+            runtime_env=None if local else runtime_env, log_to_driver=False,
+            _system_config=LOCAL_SYSTEM_CONFIG if local else None,
+        )  # fmt: skip
     return local is not None
+
+
+@contextlib.contextmanager
+def lean_head() -> Iterator[None]:
+    """While the block starts an embedded Ray (`ray.init(address="local", include_dashboard=False)`), its
+    head leaves out two Python processes it has no use for, and that cost a 2-core machine its start:
+
+    - the dashboard's head process: without the dashboard it loads only Ray's usage-statistics module,
+      which does nothing with usage statistics off (`WORKER_ENV`), and ray.init waits for it to register;
+    - the autoscaler's monitor (Ray's own `no_monitor` setting, which ray.init does not expose): an
+      embedded Ray has no nodes to add.
+
+    ray.init took 1.75 s instead of 2.5 s here, and Ray's processes spent about 1 CPU-s less
+    (BENCHMARKS.md section 8). The metrics agent, which raypipe's live metrics report to, still starts.
+    Ray's internals (`Node.start_api_server`, `Node.start_monitor`): where a Ray lacks them, or usage
+    statistics are on, the block starts Ray's whole head."""
+    node = getattr(getattr(ray, "_private", None), "node", None)
+    head = getattr(node, "Node", None)
+    names = ("start_api_server", "start_monitor")
+    if (
+        head is None
+        or not all(hasattr(head, n) for n in names)
+        or os.environ.get("RAY_USAGE_STATS_ENABLED") != "0"
+    ):
+        yield
+        return
+    saved = [getattr(head, n) for n in names]
+    head.start_api_server, head.start_monitor = _no_dashboard_head, _no_monitor
+    try:
+        yield
+    finally:
+        for name, method in zip(names, saved, strict=True):
+            setattr(head, name, method)
+
+
+def _no_dashboard_head(node: Any, **_: Any) -> None:
+    node._webui_url = ""  # what ray.init reports without the dashboard
+
+
+def _no_monitor(node: Any) -> None:
+    """Nothing: no autoscaler's monitor (`lean_head`)."""
 
 
 def driver_key() -> tuple[str, str]:
