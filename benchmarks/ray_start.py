@@ -1,9 +1,13 @@
 """How long an embedded Ray's start and stop take, as Ray does them by default and as raypipe does them
-(`raypipe.ray.cluster`), each start in a fresh process, the two modes alternating:
+(`raypipe.ray.cluster`), each start in a fresh process, the modes alternating:
 
 - the start: `ray.init`, with Ray's default retry of the raylet's connection to its object store (every
-  1 s, 10 tries) or raypipe's (every 0.1 s, 100 tries);
+  1 s, 10 tries) or raypipe's (every 0.1 s, 100 tries); raypipe's without the dashboard's head process and
+  the autoscaler's monitor (`cluster.lean_head`) or, as mode "raypipe, whole head", with them;
 - the stop: `ray.shutdown`, or raypipe's `cluster._shutdown` (the autoscaler's monitor killed first).
+
+Also the CPU time of the processes the start left behind, as far as the driver reaps them at the stop
+(`RUSAGE_CHILDREN`: Ray's head processes, and what each of them reaped).
 
     python benchmarks/ray_start.py [--reps 10] [--out benchmarks/results/fixed-cost]
 
@@ -23,22 +27,26 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 
 CONNECT = ("raylet_client_connect_timeout_milliseconds", "raylet_client_num_connect_attempts")
-MODES = ("ray default", "raypipe")
+MODES = ("ray default", "raypipe, whole head", "raypipe")
 ONE_START = """
-import json, sys, time
+import contextlib, json, resource, sys, time
 import ray
 from raypipe.ray import cluster
-raypipe = sys.argv[1] == "raypipe"
+mode = sys.argv[1]
+raypipe = mode != "ray default"
 drop = [] if raypipe else json.loads(sys.argv[2])  # the settings left at Ray's default
 config = {k: v for k, v in cluster.LOCAL_SYSTEM_CONFIG.items() if k not in drop}
+cluster._set_worker_env()  # as raypipe starts Ray: usage statistics off, which `lean_head` needs
 started = time.perf_counter()
-ray.init(address="local", include_dashboard=False, log_to_driver=False, _system_config=config)
+with cluster.lean_head() if mode == "raypipe" else contextlib.nullcontext():
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, _system_config=config)
 init_s = time.perf_counter() - started
 ray.get(ray.remote(lambda: 1).remote())
 started = time.perf_counter()
 cluster._shutdown() if raypipe else ray.shutdown()
 stop_s = time.perf_counter() - started
-print(json.dumps({"init_s": init_s, "stop_s": stop_s}))
+reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"init_s": init_s, "stop_s": stop_s, "reaped_cpu_s": reaped.ru_utime + reaped.ru_stime}))
 """
 
 
@@ -53,26 +61,29 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for rep in range(args.reps):
-        for mode in MODES if rep % 2 == 0 else MODES[::-1]:
+        for mode in MODES[rep % len(MODES) :] + MODES[: rep % len(MODES)]:  # each mode first in turn
             found = in_fresh_process(ONE_START, mode, json.dumps(CONNECT), cwd=REPO)
             rows.append({"mode": mode, "rep": rep, **found})
             print(
-                f"{mode} rep {rep}: start {found['init_s']:.2f} s, stop {found['stop_s']:.2f} s", flush=True
+                f"{mode} rep {rep}: start {found['init_s']:.2f} s, stop {found['stop_s']:.2f} s, "
+                f"reaped {found['reaped_cpu_s']:.2f} CPU-s",
+                flush=True,
             )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ray-start.json").write_text(json.dumps({"rows": rows}, indent=1))
     lines = [
         "| start and stop | runs | ray.init s, median [min, max] | mean s | starts over 3 s "
-        "| stop s, median [min, max] |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| stop s, median [min, max] | reaped CPU-s, median [min, max] |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for mode in MODES:
         mine = [r for r in rows if r["mode"] == mode]
         starts, stops = [r["init_s"] for r in mine], [r["stop_s"] for r in mine]
+        reaped = [r["reaped_cpu_s"] for r in mine]
         lines.append(
             f"| {mode} | {len(mine)} | {median_range(starts, 2)} | {statistics.mean(starts):.2f} | "
-            f"{sum(t > 3.0 for t in starts)} | {median_range(stops, 2)} |"
+            f"{sum(t > 3.0 for t in starts)} | {median_range(stops, 2)} | {median_range(reaped, 2)} |"
         )
     (out / "ray-start.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
