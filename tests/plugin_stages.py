@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import time
 from typing import ClassVar
@@ -92,7 +93,8 @@ class Sleepy(Counting):
 class SlowToExit(Counting):
     """Returns its input, and its process takes `exit_s` to exit (an exit handler sleeps, as the teardown of a
     process with heavy libraries takes time). Each call and each exit's end is appended to the file `log` as
-    "pid what time", so that a test can order the stream actors' exits and the calibrator's calls."""
+    "pid what time", so that a test can order the stream actors' exits and the calibrator's calls; an exit
+    also notes whether the process's heap was frozen then ("frozen" or "unfrozen": `StageActor.__del__`)."""
 
     def __init__(self, log: str, exit_s: float = 2.0):
         self.log = log
@@ -105,6 +107,7 @@ class SlowToExit(Counting):
     def _exit(self, exit_s: float) -> None:
         time.sleep(exit_s)
         self._note("exited")
+        self._note("frozen" if gc.get_freeze_count() else "unfrozen")
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         self._note("call")

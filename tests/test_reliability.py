@@ -181,7 +181,8 @@ def test_the_calibrator_is_kept_between_a_driver_s_runs_and_holds_no_cpu_while_i
 def test_calibration_times_nothing_before_the_stream_s_actors_have_exited(ray_cluster, tmp_path):
     """Ray Data ends a stream's actors in the background after its last batch. The calibrator (here the one
     kept from an earlier run, which starts at once) makes its calls only once their processes are gone, so
-    their exits are not timed with its calls: each stream actor here takes 2 s to exit."""
+    their exits are not timed with its calls: each stream actor here takes 2 s to exit. Each exits with its
+    heap frozen (`StageActor.__del__`, when Ray Data lets it go), so Python's last collections skip it."""
     source, log = tmp_path / "digits.parquet", tmp_path / "calls.log"
     write_table(resolve_task("digits").generate("clean", 8, seed=5), str(source))
     evaluate(request_for(digits_spec(str(source), ["none"]), tmp_path / "first", calibrate=True))
@@ -197,6 +198,8 @@ def test_calibration_times_nothing_before_the_stream_s_actors_have_exited(ray_cl
     calibrator = [float(t) for pid, what, t in notes if what == "call" and int(pid) not in exits]
     assert exits and calibrator  # the stream's actors exited, and the calibrator (no exit yet) called
     assert min(calibrator) > max(exits.values())
+    frozen = {int(pid): what for pid, what, _ in notes if what in ("frozen", "unfrozen")}
+    assert frozen == {pid: "frozen" for pid in exits}
 
 
 # -- bad inputs ---------------------------------------------------------------------------------------------
