@@ -3,7 +3,7 @@
 `WORKER_ENV` is set before Ray starts so that every worker inherits it (NOTES.md: Tesseract threads, TF and
 ORT noise); `on_driver_node` pins an actor the run cannot do without to the driver's node.
 
-A command-line run pays an embedded Ray's start (about 2.5 s) and stop (about 1.4 s) around a small run's
+A command-line run pays an embedded Ray's start (about 1.8 s) and stop (about 0.4 s) around a small run's
 few seconds of work, so both overlap the driver's own: `start` begins connecting in a background thread
 while the driver imports and plans (`connect` waits for it), and `stopping` stops the Ray this process
 started while the driver writes its result files. `lean_head` starts an embedded Ray without the two head
@@ -210,10 +210,10 @@ def lean_head() -> Iterator[None]:
     - the autoscaler's monitor (Ray's own `no_monitor` setting, which ray.init does not expose): an
       embedded Ray has no nodes to add.
 
-    ray.init took 1.75 s instead of 2.5 s here, and Ray's processes spent about 1 CPU-s less
-    (BENCHMARKS.md section 8). The metrics agent, which raypipe's live metrics report to, still starts.
-    Ray's internals (`Node.start_api_server`, `Node.start_monitor`): where a Ray lacks them, or usage
-    statistics are on, the block starts Ray's whole head."""
+    ray.init took 1.8 s instead of 2.6 s here, and the start's processes 0.5 CPU-s instead of 1.7
+    (BENCHMARKS.md section 8, `benchmarks/ray_start.py`). The metrics agent, which raypipe's live metrics
+    report to, still starts. Ray's internals (`Node.start_api_server`, `Node.start_monitor`): where a Ray
+    lacks them, or usage statistics are on, the block starts Ray's whole head."""
     node = getattr(getattr(ray, "_private", None), "node", None)
     head = getattr(node, "Node", None)
     names = ("start_api_server", "start_monitor")
