@@ -37,7 +37,7 @@ from benchmarks.tune import ASHA, GRID, run_tune
 from raypipe.engine.datasets import write_table
 from raypipe.engine.rundir import CALIBRATION, ITEMS, Request, SearchRequest
 from raypipe.evaluate.driver import RunResult, choose_objective, evaluate
-from raypipe.ray.cluster import LOCAL_SYSTEM_CONFIG, WORKER_ENV, lean_head
+from raypipe.ray.cluster import WORKER_ENV, init_local
 from raypipe.spec.schema import PipelineSpec
 from raypipe.spec.space import expand_configurations
 from raypipe.spec.task import Metric, Task
@@ -85,21 +85,12 @@ def prepare_dataset(task: Task, profile: str, n: int, seed: int, out: Path) -> P
 
 def start_ray(cores: int) -> bool:
     """A fresh embedded Ray (never one found on the machine) with its own temp dir, started as raypipe starts
-    its own (`cluster._init`): workers inherit WORKER_ENV (`main` sets it) with no runtime_env, so actors can
-    take Ray's prestarted workers; the lean head; idle workers kept. False if already up."""
+    its own (`cluster.init_local`); False if already up."""
     import ray
 
     if ray.is_initialized():
         return False
-    with lean_head():
-        ray.init(
-            address="local",
-            num_cpus=cores,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=tempfile.mkdtemp(prefix="rp-bench-", dir="/tmp"),
-            _system_config=LOCAL_SYSTEM_CONFIG,
-        )
+    init_local(cores, tempfile.mkdtemp(prefix="rp-bench-", dir="/tmp"))
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     return True

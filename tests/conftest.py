@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from raypipe.ray.cluster import LOCAL_SYSTEM_CONFIG, WORKER_ENV, lean_head
+from raypipe.ray.cluster import WORKER_ENV, init_local
 
 REPO = Path(__file__).resolve().parent.parent
 # `make test` runs two workers (pytest-xdist), each taking a whole module at a time in this order: the
@@ -34,15 +34,7 @@ def ray_cluster():
 
     os.environ.update(WORKER_ENV)
     temp_dir = tempfile.mkdtemp(prefix="rp-", dir="/tmp")
-    with lean_head():  # as raypipe's embedded Ray: no dashboard head, no autoscaler monitor
-        ray.init(
-            address="local",  # never another session's cluster on the same machine
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=temp_dir,  # workers inherit WORKER_ENV; no runtime_env: they use Ray's prestarted ones
-            _system_config=LOCAL_SYSTEM_CONFIG,  # as raypipe's embedded Ray: idle workers kept between runs
-        )
+    init_local(2, temp_dir)  # as raypipe starts its own: lean head, idle workers kept, prestarted workers
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

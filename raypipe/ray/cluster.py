@@ -185,19 +185,26 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
             runtime_env["py_modules"] = [str(Path(__file__).resolve().parents[1])]  # the raypipe package
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         return False
-    # "local" starts this run's own Ray: without it, ray.init() joins whatever cluster another session
-    # on the machine started last. Inside a Ray job (RAY_ADDRESS set) the job's cluster is the one.
-    local = None if os.environ.get("RAY_ADDRESS") else "local"
-    # An embedded Ray's workers inherit this process's environment (WORKER_ENV is set before it starts),
-    # and without a runtime_env they can use the workers Ray prestarts: two actors were ready in 0.3 s
-    # instead of 1.6 s.
-    with lean_head() if local else contextlib.nullcontext():
+    if os.environ.get("RAY_ADDRESS"):  # inside a Ray job: the job's cluster is the one
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        return False
+    init_local(num_cpus)
+    return True
+
+
+def init_local(num_cpus: int | None, temp_dir: str | None = None) -> None:
+    """Start an embedded Ray in this process as raypipe starts its own (the CLI's runs, the suite's Ray,
+    table 1's harness). `address="local"`: without it, ray.init() joins whatever cluster another session on
+    the machine started last. Its workers inherit this process's environment (`WORKER_ENV`, set here where
+    missing), and without a runtime_env they can use the workers Ray prestarts: two actors were ready in
+    0.3 s instead of 1.6 s. The head is lean (`lean_head`), and idle workers are kept
+    (`LOCAL_SYSTEM_CONFIG`)."""
+    _set_worker_env()
+    with lean_head():
         ray.init(
-            address=local, num_cpus=num_cpus, include_dashboard=False,
-            runtime_env=None if local else runtime_env, log_to_driver=False,
-            _system_config=LOCAL_SYSTEM_CONFIG if local else None,
+            address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+            _temp_dir=temp_dir, _system_config=LOCAL_SYSTEM_CONFIG,
         )  # fmt: skip
-    return local is not None
 
 
 @contextlib.contextmanager
